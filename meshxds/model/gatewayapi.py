@@ -1,0 +1,244 @@
+"""Kubernetes Gateway API objects (``gateway.networking.k8s.io``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from meshxds.model.base import KubeModel, Resource
+
+__all__ = [
+    "GROUP",
+    "AllowedRoutes",
+    "BackendRef",
+    "Gateway",
+    "GatewayClass",
+    "GatewayListener",
+    "HTTPBackendRef",
+    "HTTPHeaderMatch",
+    "HTTPPathMatch",
+    "HTTPQueryParamMatch",
+    "HTTPRoute",
+    "HTTPRouteFilter",
+    "HTTPRouteMatch",
+    "HTTPRouteRule",
+    "ParentReference",
+    "ReferenceGrant",
+]
+
+GROUP = "gateway.networking.k8s.io"
+_VERSIONS = ("v1", "v1beta1", "v1alpha2")
+
+
+class GatewayClassSpec(KubeModel):
+    controller_name: str = Field(min_length=1)
+    description: str = ""
+    parameters_ref: dict[str, str] | None = None
+
+
+class GatewayClass(Resource):
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = _VERSIONS
+    KIND: ClassVar[str] = "GatewayClass"
+    NAMESPACED: ClassVar[bool] = False
+    spec: GatewayClassSpec
+
+
+class RouteGroupKind(KubeModel):
+    group: str = GROUP
+    kind: str
+
+
+class LabelSelector(KubeModel):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[dict[str, object]] = Field(default_factory=list)
+
+
+class RouteNamespaces(KubeModel):
+    from_: Literal["All", "Same", "Selector"] = Field(default="Same", alias="from")
+    selector: LabelSelector | None = None
+
+
+class AllowedRoutes(KubeModel):
+    namespaces: RouteNamespaces = Field(default_factory=RouteNamespaces)
+    kinds: list[RouteGroupKind] = Field(default_factory=list)
+
+
+class SecretObjectReference(KubeModel):
+    group: str = ""
+    kind: str = "Secret"
+    name: str
+    namespace: str | None = None
+
+
+class GatewayTLSConfig(KubeModel):
+    mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificate_refs: list[SecretObjectReference] = Field(default_factory=list)
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class GatewayListener(KubeModel):
+    name: str = Field(min_length=1)
+    hostname: str | None = None
+    port: int = Field(ge=1, le=65535)
+    protocol: str = Field(min_length=1)
+    tls: GatewayTLSConfig | None = None
+    allowed_routes: AllowedRoutes = Field(default_factory=AllowedRoutes)
+
+
+class GatewayAddress(KubeModel):
+    type: str = "IPAddress"
+    value: str
+
+
+class GatewaySpec(KubeModel):
+    gateway_class_name: str = Field(min_length=1)
+    listeners: list[GatewayListener] = Field(min_length=1)
+    addresses: list[GatewayAddress] = Field(default_factory=list)
+    infrastructure: dict[str, object] | None = None
+
+
+class Gateway(Resource):
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = _VERSIONS
+    KIND: ClassVar[str] = "Gateway"
+    spec: GatewaySpec
+
+
+class ParentReference(KubeModel):
+    group: str = GROUP
+    kind: str = "Gateway"
+    namespace: str | None = None
+    name: str = Field(min_length=1)
+    section_name: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class HTTPPathMatch(KubeModel):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = "/"
+
+
+class HTTPHeaderMatch(KubeModel):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str = Field(min_length=1)
+    value: str
+
+
+class HTTPQueryParamMatch(KubeModel):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str = Field(min_length=1)
+    value: str
+
+
+class HTTPRouteMatch(KubeModel):
+    path: HTTPPathMatch = Field(default_factory=HTTPPathMatch)
+    headers: list[HTTPHeaderMatch] = Field(default_factory=list)
+    query_params: list[HTTPQueryParamMatch] = Field(default_factory=list)
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] | None = (
+        None
+    )
+
+
+class HTTPHeader(KubeModel):
+    name: str = Field(min_length=1)
+    value: str
+
+
+class HTTPHeaderFilter(KubeModel):
+    set: list[HTTPHeader] = Field(default_factory=list)
+    add: list[HTTPHeader] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+
+
+class HTTPPathModifier(KubeModel):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+
+class HTTPRequestRedirectFilter(KubeModel):
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    status_code: Literal[301, 302, 303, 307, 308] = 302
+
+
+class HTTPURLRewriteFilter(KubeModel):
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+
+
+class HTTPRouteFilter(KubeModel):
+    type: str = Field(min_length=1)
+    request_header_modifier: HTTPHeaderFilter | None = None
+    response_header_modifier: HTTPHeaderFilter | None = None
+    request_redirect: HTTPRequestRedirectFilter | None = None
+    url_rewrite: HTTPURLRewriteFilter | None = None
+    request_mirror: dict[str, object] | None = None
+    extension_ref: dict[str, object] | None = None
+
+
+class BackendRef(KubeModel):
+    group: str = ""
+    kind: str = "Service"
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+
+
+class HTTPBackendRef(BackendRef):
+    filters: list[HTTPRouteFilter] = Field(default_factory=list)
+
+
+class HTTPRouteTimeouts(KubeModel):
+    request: str | None = None
+    backend_request: str | None = None
+
+
+class HTTPRouteRule(KubeModel):
+    name: str | None = None
+    matches: list[HTTPRouteMatch] = Field(default_factory=lambda: [HTTPRouteMatch()])
+    filters: list[HTTPRouteFilter] = Field(default_factory=list)
+    backend_refs: list[HTTPBackendRef] = Field(default_factory=list)
+    timeouts: HTTPRouteTimeouts | None = None
+
+
+class HTTPRouteSpec(KubeModel):
+    parent_refs: list[ParentReference] = Field(default_factory=list)
+    hostnames: list[str] = Field(default_factory=list)
+    rules: list[HTTPRouteRule] = Field(default_factory=lambda: [HTTPRouteRule()])
+
+
+class HTTPRoute(Resource):
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = _VERSIONS
+    KIND: ClassVar[str] = "HTTPRoute"
+    spec: HTTPRouteSpec = Field(default_factory=HTTPRouteSpec)
+
+
+class ReferenceGrantFrom(KubeModel):
+    group: str
+    kind: str
+    namespace: str
+
+
+class ReferenceGrantTo(KubeModel):
+    group: str
+    kind: str
+    name: str | None = None
+
+
+class ReferenceGrantSpec(KubeModel):
+    from_: list[ReferenceGrantFrom] = Field(alias="from", min_length=1)
+    to: list[ReferenceGrantTo] = Field(min_length=1)
+
+
+class ReferenceGrant(Resource):
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1beta1", "v1alpha2", "v1")
+    KIND: ClassVar[str] = "ReferenceGrant"
+    spec: ReferenceGrantSpec

@@ -1,0 +1,49 @@
+"""Envoy resource names: the one place they are spelled (design.md, "Contracts").
+
+Istio users know these names from ``istioctl proxy-config``; keeping them lets their
+dashboards and habits carry over.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "cluster_name",
+    "listener_name",
+    "parse_cluster_name",
+    "route_config_name",
+    "service_fqdn",
+    "virtual_host_name",
+]
+
+CLUSTER_DOMAIN = "cluster.local"
+
+
+def service_fqdn(name: str, namespace: str, *, domain: str = CLUSTER_DOMAIN) -> str:
+    """``nginx`` in ``default`` → ``nginx.default.svc.cluster.local``."""
+    return f"{name}.{namespace}.svc.{domain}"
+
+
+def listener_name(port: int, *, bind: str = "0.0.0.0") -> str:
+    """``0.0.0.0_8080``: the address Envoy binds, then the port."""
+    return f"{bind}_{port}"
+
+
+def route_config_name(port: int) -> str:
+    """``http.8080``: one route table per HTTP port."""
+    return f"http.{port}"
+
+
+def cluster_name(host: str, port: int, *, subset: str = "", direction: str = "outbound") -> str:
+    """``outbound|8080||nginx.default.svc.cluster.local`` (``direction|PORT|SUBSET|HOST``)."""
+    return f"{direction}|{port}|{subset}|{host}"
+
+
+def parse_cluster_name(name: str) -> tuple[str, int, str, str]:
+    """Inverse of :func:`cluster_name`: ``(direction, port, subset, host)``."""
+    direction, port, subset, host = name.split("|", 3)
+    return direction, int(port), subset, host
+
+
+def virtual_host_name(hostname: str, port: int) -> str:
+    """``http2.example.com:8080``; a catch-all host is ``*:8080``."""
+    return f"{hostname}:{port}"

@@ -1,0 +1,189 @@
+"""Kubernetes Services as upstream clusters: port lookup, endpoints, protocol, cross-namespace grants.
+
+Shared by every translator: the cluster for a Service port is the same whether a Gateway API
+route or an Istio VirtualService points at it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from meshxds import ir, names
+from meshxds.model import core, gatewayapi
+from meshxds.model.manifests import ResourceSet
+from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_http2
+
+__all__ = ["BackendIndex", "ResolvedBackend", "upstream_protocol_for"]
+
+
+def upstream_protocol_for(
+    decision: ProtocolDecision, *, default: ir.UpstreamProtocol
+) -> tuple[ir.UpstreamProtocol, str]:
+    """Map a port protocol to what Envoy speaks upstream, with the reason in words."""
+    if is_http2(decision.protocol):
+        return ir.UpstreamProtocol.HTTP2, f"{decision.detail}: {decision.protocol.value} needs HTTP/2"
+    if decision.protocol in (Protocol.HTTP, Protocol.HTTP_PROXY):
+        return ir.UpstreamProtocol.HTTP1, f"{decision.detail}: HTTP/1.1"
+    return default, f"{decision.detail}: using the default, {default.value}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedBackend:
+    """A backendRef that resolved to a Service port, or the reason it did not."""
+
+    cluster: ir.Cluster | None
+    reason: str = "ResolvedRefs"
+    """A Gateway API ResolvedRefs reason: ``ResolvedRefs``, ``BackendNotFound``, ``InvalidKind``, ..."""
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class BackendIndex:
+    """Lookups built once per translation run."""
+
+    resources: ResourceSet
+    cluster_domain: str = names.CLUSTER_DOMAIN
+    _slices: dict[tuple[str, str], list[core.EndpointSlice]] = field(default_factory=dict)
+    _grants: dict[str, list[gatewayapi.ReferenceGrant]] = field(default_factory=dict)
+    _clusters: dict[str, ir.Cluster] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        slices: dict[tuple[str, str], list[core.EndpointSlice]] = defaultdict(list)
+        for eps in self.resources.all(core.EndpointSlice):
+            if eps.service_name:
+                slices[(eps.namespace, eps.service_name)].append(eps)
+        self._slices = dict(slices)
+        grants: dict[str, list[gatewayapi.ReferenceGrant]] = defaultdict(list)
+        for grant in self.resources.all(gatewayapi.ReferenceGrant):
+            grants[grant.namespace].append(grant)
+        self._grants = dict(grants)
+
+    def reference_allowed(
+        self, *, from_group: str, from_kind: str, from_namespace: str, to_group: str, to_kind: str,
+        to_namespace: str, to_name: str,
+    ) -> bool:
+        """Same namespace, or a ReferenceGrant in the target namespace admits the reference."""
+        if from_namespace == to_namespace:
+            return True
+        for grant in self._grants.get(to_namespace, []):
+            admits_from = any(
+                f.group == from_group and f.kind == from_kind and f.namespace == from_namespace
+                for f in grant.spec.from_
+            )
+            admits_to = any(
+                t.group == to_group and t.kind == to_kind and (t.name is None or t.name == to_name)
+                for t in grant.spec.to
+            )
+            if admits_from and admits_to:
+                return True
+        return False
+
+    def endpoints(self, service: core.Service, port: core.ServicePort) -> tuple[ir.LbEndpoint, ...]:
+        """Ready endpoints of a Service port, from its EndpointSlices, deduplicated and sorted."""
+        found: set[ir.LbEndpoint] = set()
+        for eps in self._slices.get(service.key, []):
+            if eps.address_type == "FQDN":
+                continue
+            target = next((p.port for p in eps.ports if p.name == port.name and p.port), None)
+            if target is None and isinstance(port.target_port, int) and not eps.ports:
+                target = port.target_port
+            if target is None:
+                continue
+            for endpoint in eps.endpoints:
+                if not endpoint.is_ready:
+                    continue
+                for address in endpoint.addresses:
+                    try:
+                        ipaddress.ip_address(address)
+                    except ValueError:
+                        continue
+                    found.add(ir.LbEndpoint(address=address, port=target))
+        return tuple(sorted(found))
+
+    def service_cluster(
+        self,
+        service: core.Service,
+        port: core.ServicePort,
+        *,
+        default_protocol: ir.UpstreamProtocol,
+        force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
+    ) -> tuple[ir.Cluster, tuple[str, ...]]:
+        """The cluster for one Service port (memoized by name), and protocol warnings."""
+        index = service.spec.ports.index(port)
+        decision = decide_port_protocol(
+            port_name=port.name or None,
+            app_protocol=port.app_protocol,
+            transport=port.protocol,
+            field_prefix=f"spec.ports[{index}]",
+        )
+        if force_protocol is not None:
+            protocol, reason = force_protocol
+        else:
+            protocol, reason = upstream_protocol_for(decision, default=default_protocol)
+        host = names.service_fqdn(service.name, service.namespace, domain=self.cluster_domain)
+        name = names.cluster_name(host, port.port)
+        cached = self._clusters.get(name)
+        if cached is not None and cached.upstream_protocol == protocol:
+            return cached, decision.warnings
+        cluster = ir.Cluster(
+            name=name,
+            upstream_protocol=protocol,
+            protocol_reason=f"{service.ref} {reason}",
+            endpoints=self.endpoints(service, port),
+            source=ir.ObjectRef(kind="Service", namespace=service.namespace, name=service.name),
+        )
+        self._clusters.setdefault(name, cluster)
+        return cluster, tuple(f"{service.ref}: {w}" for w in decision.warnings)
+
+    def resolve_service_ref(
+        self,
+        *,
+        group: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        port: int | None,
+        from_kind: str,
+        from_namespace: str,
+        default_protocol: ir.UpstreamProtocol = ir.UpstreamProtocol.HTTP1,
+        force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
+        extra_kinds: dict[tuple[str, str], Callable[..., ResolvedBackend]] | None = None,
+    ) -> ResolvedBackend:
+        """Resolve a Gateway API style backend reference to a cluster."""
+        if (group, kind) != ("", "Service"):
+            resolver = (extra_kinds or {}).get((group, kind))
+            if resolver is None:
+                return ResolvedBackend(
+                    cluster=None, reason="InvalidKind", message=f"backend kind {group or 'core'}/{kind} is not supported"
+                )
+            return resolver(name=name, namespace=namespace, port=port)
+        if not self.reference_allowed(
+            from_group=gatewayapi.GROUP, from_kind=from_kind, from_namespace=from_namespace,
+            to_group="", to_kind="Service", to_namespace=namespace, to_name=name,
+        ):
+            return ResolvedBackend(
+                cluster=None,
+                reason="RefNotPermitted",
+                message=f"no ReferenceGrant in namespace {namespace} allows {from_kind}s from "
+                f"{from_namespace} to use Service {name}",
+            )
+        service = self.resources.get(core.Service, namespace, name)
+        if service is None:
+            return ResolvedBackend(cluster=None, reason="BackendNotFound", message=f"Service {namespace}/{name} not found")
+        if port is None:
+            return ResolvedBackend(
+                cluster=None, reason="BackendNotFound", message=f"a port is required to use Service {namespace}/{name}"
+            )
+        service_port = service.port(port)
+        if service_port is None:
+            return ResolvedBackend(
+                cluster=None, reason="BackendNotFound", message=f"Service {namespace}/{name} has no port {port}"
+            )
+        cluster, warnings = self.service_cluster(
+            service, service_port, default_protocol=default_protocol, force_protocol=force_protocol
+        )
+        return ResolvedBackend(cluster=cluster, warnings=warnings)

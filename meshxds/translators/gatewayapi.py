@@ -1,0 +1,364 @@
+"""Gateway API → IR.
+
+``translate_gateway_api`` runs in phases, like Envoy Gateway's translator: index the inputs,
+accept Gateways of our class and their listeners, attach each HTTPRoute to the listeners its
+parentRefs name and admit, turn its rules into IR routes with resolved backends, then assemble
+one ``ProxyConfig`` per Gateway and the status of every object read. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshxds import ir, names
+from meshxds.model import core, gatewayapi
+from meshxds.model.manifests import ResourceSet
+from meshxds.translators import httproutes
+from meshxds.translators.backends import BackendIndex
+from meshxds.translators.hostnames import intersect_hostnames
+from meshxds.translators.status import Condition, ObjectStatus, condition, merge_conditions
+
+__all__ = [
+    "CONTROLLER_NAME",
+    "GATEWAY_NAME_LABEL",
+    "GatewayAPIResult",
+    "TranslateOptions",
+    "gateway_for_proxy",
+    "translate_gateway_api",
+]
+
+CONTROLLER_NAME = "meshxds.io/gateway-controller"
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+# Listener protocol → route kinds it can carry (the spec's defaults for allowedRoutes.kinds).
+_ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {"HTTP": ("HTTPRoute",)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranslateOptions:
+    listener_address: str = "0.0.0.0"
+    """Where listeners bind when the manifest does not say (tests and the demo use 127.0.0.1)."""
+    controller_name: str = CONTROLLER_NAME
+    cluster_domain: str = names.CLUSTER_DOMAIN
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayAPIResult:
+    gateways: dict[tuple[str, str], ir.ProxyConfig]
+    """``(namespace, name)`` of each Gateway we serve → its proxies' config."""
+    statuses: tuple[ObjectStatus, ...]
+    warnings: tuple[str, ...]
+
+
+def gateway_for_proxy(namespace: str, labels: dict[str, str]) -> tuple[str, str] | None:
+    """The Gateway a proxy serves: its namespace plus the ``gateway-name`` label."""
+    name = labels.get(GATEWAY_NAME_LABEL)
+    return (namespace, name) if name else None
+
+
+@dataclass(slots=True)
+class _ListenerContext:
+    gateway: gatewayapi.Gateway
+    spec: gatewayapi.GatewayListener
+    kinds: tuple[str, ...]
+    conditions: list[Condition] = field(default_factory=list)
+    attached: int = 0
+    routes: list[tuple[tuple[str, ...], httproutes.SortableRoute]] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return all(c.status for c in self.conditions if c.type in ("Accepted", "ResolvedRefs"))
+
+
+@dataclass(slots=True)
+class _Run:
+    """State of one translation run: indexes in, contexts and warnings out."""
+
+    resources: ResourceSet
+    options: TranslateOptions
+    backends: BackendIndex
+    namespaces: dict[str, dict[str, str]]
+    listeners: dict[tuple[str, str], list[_ListenerContext]] = field(default_factory=dict)
+    statuses: list[ObjectStatus] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    clusters: dict[tuple[str, str], dict[str, ir.Cluster]] = field(default_factory=lambda: defaultdict(dict))
+
+
+def _namespace_labels(resources: ResourceSet) -> dict[str, dict[str, str]]:
+    labels = {ns.name: {"kubernetes.io/metadata.name": ns.name, **ns.metadata.labels} for ns in resources.all(core.Namespace)}
+    return labels
+
+
+def _selector_matches(selector: gatewayapi.LabelSelector | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return False
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+        return False
+    for expr in selector.match_expressions:
+        key, op = str(expr.get("key", "")), str(expr.get("operator", ""))
+        values = [str(v) for v in expr.get("values", []) or []]  # type: ignore[union-attr]
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _process_gateway_classes(run: _Run) -> set[str]:
+    ours: set[str] = set()
+    for gc in run.resources.all(gatewayapi.GatewayClass):
+        if gc.spec.controller_name != run.options.controller_name:
+            continue
+        ours.add(gc.name)
+        accepted = condition("Accepted", True, "Accepted", "handled by meshxds", generation=gc.metadata.generation)
+        run.statuses.append(
+            ObjectStatus(kind="GatewayClass", namespace="", name=gc.name, status={"conditions": [accepted.as_dict()]})
+        )
+    return ours
+
+
+def _process_gateways(run: _Run, classes: set[str]) -> list[gatewayapi.Gateway]:
+    gateways = [g for g in run.resources.all(gatewayapi.Gateway) if g.spec.gateway_class_name in classes]
+    for gw in gateways:
+        contexts: list[_ListenerContext] = []
+        generation = gw.metadata.generation
+        seen_names: set[str] = set()
+        for listener in gw.spec.listeners:
+            ctx = _ListenerContext(gateway=gw, spec=listener, kinds=())
+            supported = _ROUTE_KINDS_BY_PROTOCOL.get(listener.protocol)
+            if listener.name in seen_names:
+                ctx.conditions.append(
+                    condition("Accepted", False, "Invalid", f"listener name {listener.name} is used twice", generation=generation)
+                )
+            seen_names.add(listener.name)
+            if supported is None:
+                ctx.conditions.append(
+                    condition(
+                        "Accepted", False, "UnsupportedProtocol",
+                        f"protocol {listener.protocol} is not supported by meshxds yet", generation=generation,
+                    )
+                )
+                run.warnings.append(f"{gw.ref}: listener {listener.name}: protocol {listener.protocol} is not supported")
+            else:
+                requested = listener.allowed_routes.kinds
+                if requested:
+                    ok = tuple(k.kind for k in requested if k.group == gatewayapi.GROUP and k.kind in supported)
+                    if len(ok) != len(requested):
+                        ctx.conditions.append(
+                            condition("ResolvedRefs", False, "InvalidRouteKinds", "some allowedRoutes.kinds are not supported", generation=generation)
+                        )
+                    ctx.kinds = ok
+                else:
+                    ctx.kinds = supported
+            contexts.append(ctx)
+        _detect_port_conflicts(contexts, generation)
+        run.listeners[gw.key] = contexts
+    return gateways
+
+
+def _detect_port_conflicts(contexts: list[_ListenerContext], generation: int) -> None:
+    by_port: dict[int, list[_ListenerContext]] = defaultdict(list)
+    for ctx in contexts:
+        by_port[ctx.spec.port].append(ctx)
+    for group in by_port.values():
+        protocols = {c.spec.protocol for c in group}
+        hostnames = [c.spec.hostname or "" for c in group]
+        if len(protocols) > 1:
+            reason, msg = "ProtocolConflict", "listeners on one port must share a protocol"
+        elif len(set(hostnames)) != len(hostnames):
+            reason, msg = "HostnameConflict", "listeners on one port must have distinct hostnames"
+        else:
+            continue
+        for ctx in group:
+            ctx.conditions.append(condition("Conflicted", True, reason, msg, generation=generation))
+            ctx.conditions.append(condition("Accepted", False, reason, msg, generation=generation))
+
+
+def _route_allowed(run: _Run, ctx: _ListenerContext, route_namespace: str, route_kind: str) -> bool:
+    if route_kind not in ctx.kinds:
+        return False
+    allowed = ctx.spec.allowed_routes.namespaces
+    if allowed.from_ == "All":
+        return True
+    if allowed.from_ == "Same":
+        return route_namespace == ctx.gateway.namespace
+    return _selector_matches(allowed.selector, run.namespaces.get(route_namespace, {}))
+
+
+def _process_http_routes(run: _Run, gateways: dict[tuple[str, str], gatewayapi.Gateway]) -> None:
+    for route in run.resources.all(gatewayapi.HTTPRoute):
+        parents: list[dict[str, Any]] = []
+        compiled: httproutes.CompiledRoute | None = None
+        for ref in route.spec.parent_refs:
+            if ref.group != gatewayapi.GROUP or ref.kind != "Gateway":
+                continue
+            gw_key = (ref.namespace or route.namespace, ref.name)
+            if gw_key not in run.listeners and run.resources.get(gatewayapi.Gateway, *gw_key) is not None:
+                continue  # a Gateway of another controller: not ours to report on
+            if compiled is None:
+                compiled = httproutes.compile_http_route(route, backends=run.backends)
+                run.warnings.extend(compiled.warnings)
+            accepted = _attach(run, route, ref, gw_key, compiled)
+            resolved = compiled.resolved_refs
+            parents.append(
+                {
+                    "parentRef": {
+                        "group": ref.group, "kind": ref.kind, "namespace": gw_key[0], "name": ref.name,
+                        **({"sectionName": ref.section_name} if ref.section_name else {}),
+                        **({"port": ref.port} if ref.port else {}),
+                    },
+                    "controllerName": run.options.controller_name,
+                    "conditions": [
+                        c.as_dict() for c in merge_conditions([accepted, resolved])
+                    ],
+                }
+            )
+        if parents:
+            run.statuses.append(
+                ObjectStatus(kind="HTTPRoute", namespace=route.namespace, name=route.name, status={"parents": parents})
+            )
+
+
+def _attach(
+    run: _Run,
+    route: gatewayapi.HTTPRoute,
+    ref: gatewayapi.ParentReference,
+    gw_key: tuple[str, str],
+    compiled: httproutes.CompiledRoute,
+) -> Condition:
+    generation = route.metadata.generation
+    contexts = run.listeners.get(gw_key)
+    if contexts is None:
+        return condition("Accepted", False, "NoMatchingParent", f"Gateway {gw_key[0]}/{gw_key[1]} not found", generation=generation)
+    candidates = [
+        c for c in contexts
+        if (ref.section_name is None or c.spec.name == ref.section_name) and (ref.port is None or c.spec.port == ref.port)
+    ]
+    if not candidates:
+        return condition("Accepted", False, "NoMatchingParent", "no listener matches the parentRef's sectionName/port", generation=generation)
+    allowed = [c for c in candidates if c.valid and _route_allowed(run, c, route.namespace, "HTTPRoute")]
+    if not allowed:
+        return condition("Accepted", False, "NotAllowedByListeners", "no listener admits this route", generation=generation)
+    attached = False
+    for ctx in allowed:
+        hostnames = intersect_hostnames(ctx.spec.hostname, route.spec.hostnames)
+        if not hostnames:
+            continue
+        attached = True
+        ctx.attached += 1
+        for sortable in compiled.routes:
+            ctx.routes.append((tuple(hostnames), sortable))
+        for cluster in compiled.clusters:
+            run.clusters[gw_key].setdefault(cluster.name, cluster)
+    if not attached:
+        return condition(
+            "Accepted", False, "NoMatchingListenerHostname", "no listener hostname intersects the route's hostnames", generation=generation
+        )
+    return condition("Accepted", True, "Accepted", "attached to the Gateway", generation=generation)
+
+
+def _build_proxy_config(run: _Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
+    by_port: dict[int, list[_ListenerContext]] = defaultdict(list)
+    for ctx in run.listeners[gw.key]:
+        if ctx.valid and ctx.kinds:
+            by_port[ctx.spec.port].append(ctx)
+    listeners: list[ir.HttpListener] = []
+    for port in sorted(by_port):
+        hosts: dict[str, list[httproutes.SortableRoute]] = defaultdict(list)
+        for ctx in by_port[port]:
+            for hostnames, sortable in ctx.routes:
+                for hostname in hostnames:
+                    hosts[hostname].append(sortable)
+        vhosts = tuple(
+            ir.VirtualHost(
+                name=names.virtual_host_name(hostname, port),
+                domains=(hostname,),
+                routes=tuple(s.route for s in sorted(hosts[hostname], key=lambda s: s.key)),
+            )
+            for hostname in sorted(hosts, key=lambda h: (h == "*", h))
+        )
+        name = names.listener_name(port, bind=run.options.listener_address)
+        listeners.append(
+            ir.HttpListener(
+                name=name,
+                address=run.options.listener_address,
+                port=port,
+                route_table=ir.RouteTable(name=names.route_config_name(port), virtual_hosts=vhosts),
+                stat_prefix=name,
+                sources=tuple(
+                    ir.ObjectRef(kind="Gateway", namespace=gw.namespace, name=gw.name, section=c.spec.name)
+                    for c in by_port[port]
+                ),
+            )
+        )
+    clusters = run.clusters.get(gw.key, {})
+    return ir.ProxyConfig(listeners=tuple(listeners), clusters=tuple(clusters[k] for k in sorted(clusters)))
+
+
+def _gateway_status(run: _Run, gw: gatewayapi.Gateway) -> ObjectStatus:
+    generation = gw.metadata.generation
+    listener_status = []
+    for ctx in run.listeners[gw.key]:
+        conds = list(ctx.conditions)
+        conds += [
+            condition("Accepted", True, "Accepted", "listener accepted", generation=generation),
+            condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation),
+            condition("Conflicted", False, "NoConflicts", "no conflicts", generation=generation),
+        ]
+        merged = merge_conditions(conds)
+        programmed = ctx.valid
+        merged += (
+            condition(
+                "Programmed", programmed, "Programmed" if programmed else "Invalid",
+                "listener is programmed" if programmed else "listener is invalid", generation=generation,
+            ),
+        )
+        listener_status.append(
+            {
+                "name": ctx.spec.name,
+                "supportedKinds": [{"group": gatewayapi.GROUP, "kind": k} for k in ctx.kinds],
+                "attachedRoutes": ctx.attached,
+                "conditions": [c.as_dict() for c in merged],
+            }
+        )
+    any_valid = any(ctx.valid for ctx in run.listeners[gw.key])
+    conditions = [
+        condition("Accepted", True, "Accepted", "Gateway accepted by meshxds", generation=generation),
+        condition(
+            "Programmed", any_valid, "Programmed" if any_valid else "Invalid",
+            "served to proxies labelled " f"{GATEWAY_NAME_LABEL}={gw.name} in namespace {gw.namespace}"
+            if any_valid else "no listener is valid",
+            generation=generation,
+        ),
+    ]
+    return ObjectStatus(
+        kind="Gateway", namespace=gw.namespace, name=gw.name,
+        status={"conditions": [c.as_dict() for c in conditions], "listeners": listener_status},
+    )
+
+
+def translate_gateway_api(resources: ResourceSet, options: TranslateOptions | None = None) -> GatewayAPIResult:
+    """Every Gateway of our class → its proxies' IR, plus the status of everything read."""
+    options = options or TranslateOptions()
+    run = _Run(
+        resources=resources,
+        options=options,
+        backends=BackendIndex(resources=resources, cluster_domain=options.cluster_domain),
+        namespaces=_namespace_labels(resources),
+    )
+    classes = _process_gateway_classes(run)
+    gateways = {g.key: g for g in _process_gateways(run, classes)}
+    _process_http_routes(run, gateways)
+    configs = {key: _build_proxy_config(run, gw) for key, gw in gateways.items()}
+    run.statuses.extend(_gateway_status(run, gw) for gw in gateways.values())
+    return GatewayAPIResult(
+        gateways=configs,
+        statuses=tuple(sorted(run.statuses, key=lambda s: (s.kind, s.namespace, s.name))),
+        warnings=tuple(run.warnings),
+    )

@@ -1,0 +1,202 @@
+"""HTTPRoute rules → IR routes: matches, filters, backends, and the spec's precedence key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshxds import ir
+from meshxds.model import gatewayapi
+from meshxds.translators.backends import BackendIndex
+from meshxds.translators.durations import parse_duration
+from meshxds.translators.regex import re2_error
+from meshxds.translators.status import Condition, condition
+
+__all__ = ["CompiledRoute", "SortableRoute", "compile_http_route"]
+
+_PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
+_SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SortableRoute:
+    key: tuple[object, ...]
+    """Gateway API precedence: exact path, longer prefix, method, more headers, more query
+    params, older route, namespace/name, rule order, match order."""
+    route: ir.Route
+
+
+@dataclass(slots=True, kw_only=True)
+class CompiledRoute:
+    routes: list[SortableRoute] = field(default_factory=list)
+    clusters: list[ir.Cluster] = field(default_factory=list)
+    resolved_refs: Condition = field(default_factory=lambda: condition("ResolvedRefs", True, "ResolvedRefs"))
+    warnings: list[str] = field(default_factory=list)
+
+
+def _path(match: gatewayapi.HTTPPathMatch) -> ir.PathMatch:
+    if match.type == "Exact":
+        return ir.PathMatch(kind="exact", value=match.value)
+    if match.type == "RegularExpression":
+        return ir.PathMatch(kind="regex", value=match.value)
+    value = match.value.rstrip("/") or "/"
+    # Segment semantics: prefix /v2 matches /v2 and /v2/x but never /v2example.
+    return ir.PathMatch(kind="prefix" if value == "/" else "path_separated_prefix", value=value)
+
+
+def _string(kind: str, value: str) -> ir.StringMatch:
+    return ir.StringMatch(kind="regex" if kind == "RegularExpression" else "exact", value=value)
+
+
+def _match(match: gatewayapi.HTTPRouteMatch) -> ir.RouteMatch:
+    headers = [ir.HeaderMatch(name=h.name.lower(), match=_string(h.type, h.value)) for h in match.headers]
+    if match.method:
+        headers.append(ir.HeaderMatch(name=":method", match=ir.StringMatch(kind="exact", value=match.method)))
+    return ir.RouteMatch(
+        path=_path(match.path),
+        headers=tuple(headers),
+        query_params=tuple(ir.QueryParamMatch(name=q.name, match=_string(q.type, q.value)) for q in match.query_params),
+    )
+
+
+def _regex_problems(match: gatewayapi.HTTPRouteMatch, at: str) -> list[str]:
+    found: list[tuple[str, str]] = []
+    if match.path.type == "RegularExpression":
+        found.append((f"{at}.path.value", match.path.value))
+    found += [(f"{at}.headers[{i}].value", h.value) for i, h in enumerate(match.headers) if h.type == "RegularExpression"]
+    found += [
+        (f"{at}.queryParams[{i}].value", q.value) for i, q in enumerate(match.query_params) if q.type == "RegularExpression"
+    ]
+    return [f"{where}: {err}" for where, value in found if (err := re2_error(value))]
+
+
+def _sort_key(route: gatewayapi.HTTPRoute, match: gatewayapi.HTTPRouteMatch, rule_index: int, match_index: int) -> tuple[object, ...]:
+    return (
+        _PATH_RANK[match.path.type],
+        -len(match.path.value),
+        0 if match.method else 1,
+        -len(match.headers),
+        -len(match.query_params),
+        route.metadata.creation_timestamp or "~",  # routes without a timestamp sort after dated ones
+        route.namespace,
+        route.name,
+        rule_index,
+        match_index,
+    )
+
+
+def _headers(mod: gatewayapi.HTTPHeaderFilter | None) -> ir.HeaderMutation:
+    if mod is None:
+        return ir.HeaderMutation()
+    return ir.HeaderMutation(
+        set=tuple((h.name, h.value) for h in mod.set),
+        add=tuple((h.name, h.value) for h in mod.add),
+        remove=tuple(mod.remove),
+    )
+
+
+def _path_modifier(mod: gatewayapi.HTTPPathModifier | None) -> tuple[str | None, str | None]:
+    if mod is None:
+        return None, None
+    if mod.type == "ReplaceFullPath":
+        return mod.replace_full_path or "/", None
+    return None, mod.replace_prefix_match or "/"
+
+
+def _redirect(f: gatewayapi.HTTPRequestRedirectFilter) -> ir.Redirect:
+    full, prefix = _path_modifier(f.path)
+    return ir.Redirect(
+        scheme=f.scheme, host=f.hostname, port=f.port, full_path=full, prefix=prefix, status_code=f.status_code
+    )
+
+
+def _rewrite(f: gatewayapi.HTTPURLRewriteFilter) -> ir.UrlRewrite:
+    full, prefix = _path_modifier(f.path)
+    return ir.UrlRewrite(host=f.hostname, full_path=full, prefix=prefix)
+
+
+def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -> CompiledRoute:
+    """Every rule × match of one HTTPRoute as IR routes (listener-independent)."""
+    out = CompiledRoute()
+    generation = route.metadata.generation
+    source = ir.ObjectRef(kind="HTTPRoute", namespace=route.namespace, name=route.name)
+    bad_refs: list[tuple[str, str]] = []
+    for r_index, rule in enumerate(route.spec.rules):
+        at = f"{route.ref}: spec.rules[{r_index}]"
+        request_headers, response_headers = ir.HeaderMutation(), ir.HeaderMutation()
+        redirect: ir.Redirect | None = None
+        rewrite: ir.UrlRewrite | None = None
+        for f_index, flt in enumerate(rule.filters):
+            if flt.type == "RequestHeaderModifier":
+                request_headers = _headers(flt.request_header_modifier)
+            elif flt.type == "ResponseHeaderModifier":
+                response_headers = _headers(flt.response_header_modifier)
+            elif flt.type == "RequestRedirect" and flt.request_redirect is not None:
+                redirect = _redirect(flt.request_redirect)
+            elif flt.type == "URLRewrite" and flt.url_rewrite is not None:
+                rewrite = _rewrite(flt.url_rewrite)
+            else:
+                out.warnings.append(
+                    f"{at}.filters[{f_index}]: filter type {flt.type} is not supported by meshxds yet; ignored"
+                )
+        for b_index, ref in enumerate(rule.backend_refs):
+            if ref.filters:
+                out.warnings.append(f"{at}.backendRefs[{b_index}].filters: per-backend filters are not supported yet; ignored")
+        timeout: float | None = None
+        if rule.timeouts is not None and (rule.timeouts.request or rule.timeouts.backend_request):
+            raw = rule.timeouts.request or rule.timeouts.backend_request or ""
+            try:
+                timeout = parse_duration(raw)
+            except ValueError as exc:
+                out.warnings.append(f"{at}.timeouts: {exc}; ignored")
+        action: ir.ForwardAction | ir.DirectResponse | ir.Redirect
+        if redirect is not None:
+            action = redirect
+        else:
+            weighted: list[ir.WeightedCluster] = []
+            invalid_weight = 0
+            for ref in rule.backend_refs:
+                resolved = backends.resolve_service_ref(
+                    group=ref.group, kind=ref.kind, name=ref.name, namespace=ref.namespace or route.namespace,
+                    port=ref.port, from_kind="HTTPRoute", from_namespace=route.namespace,
+                )
+                out.warnings.extend(resolved.warnings)
+                if resolved.cluster is None:
+                    bad_refs.append((resolved.reason, resolved.message))
+                    invalid_weight += ref.weight
+                    continue
+                if resolved.cluster not in out.clusters:
+                    out.clusters.append(resolved.cluster)
+                if ref.weight > 0:
+                    weighted.append(ir.WeightedCluster(cluster=resolved.cluster.name, weight=ref.weight))
+            if weighted:
+                action = ir.ForwardAction(
+                    backends=tuple(weighted), invalid_weight=invalid_weight, timeout_s=timeout, rewrite=rewrite
+                )
+            else:
+                # No usable backend: the spec asks for 500 (an empty rule, or only invalid refs).
+                action = ir.DirectResponse(status=500)
+        for m_index, match in enumerate(rule.matches):
+            problems = _regex_problems(match, f"{at}.matches[{m_index}]")
+            if problems:
+                out.warnings.extend(f"{p}; this match is dropped" for p in problems)
+                continue
+            out.routes.append(
+                SortableRoute(
+                    key=_sort_key(route, match, r_index, m_index),
+                    route=ir.Route(
+                        name=f"httproute/{route.namespace}/{route.name}/rule/{r_index}/match/{m_index}",
+                        match=_match(match),
+                        action=action,
+                        request_headers=request_headers,
+                        response_headers=response_headers,
+                        source=source,
+                    ),
+                )
+            )
+    if bad_refs:
+        out.resolved_refs = condition(
+            "ResolvedRefs", False, bad_refs[0][0], "; ".join(m for _, m in bad_refs), generation=generation
+        )
+    else:
+        out.resolved_refs = condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation)
+    return out

@@ -1,0 +1,306 @@
+"""IR → Envoy v3 protobuf (upb, from ``xds-protos``).
+
+One ``build_<envoy type>`` per resource type and small ``_apply_*`` helpers per feature. Pure
+and deterministic: the same IR gives byte-identical protos, so versions (hashes of the bytes)
+only change when the config does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+from meshxds import ir
+from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET
+
+__all__ = [
+    "HTTP_PROTOCOL_OPTIONS_KEY",
+    "INVALID_BACKEND_CLUSTER",
+    "build_cluster",
+    "build_cluster_load_assignment",
+    "build_listener",
+    "build_resources",
+    "build_route_configuration",
+]
+
+HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+INVALID_BACKEND_CLUSTER = "meshxds|invalid-backend"
+"""Never defined: weight sent here gets ``cluster_not_found_response_code`` (500), which is how
+the Gateway API wants the share of traffic for an unresolvable backendRef answered."""
+
+_REDIRECT_CODES = {
+    301: route_components_pb2.RedirectAction.MOVED_PERMANENTLY,
+    302: route_components_pb2.RedirectAction.FOUND,
+    303: route_components_pb2.RedirectAction.SEE_OTHER,
+    307: route_components_pb2.RedirectAction.TEMPORARY_REDIRECT,
+    308: route_components_pb2.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def _pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def _ads_source() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def _socket(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
+
+
+# --- clusters ---------------------------------------------------------------------------------
+
+
+def _apply_upstream_protocol(cluster: cluster_pb2.Cluster, protocol: ir.UpstreamProtocol) -> None:
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if protocol is ir.UpstreamProtocol.HTTP2:
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+    elif protocol is ir.UpstreamProtocol.DOWNSTREAM:
+        options.use_downstream_protocol_config.http_protocol_options.SetInParent()
+        options.use_downstream_protocol_config.http2_protocol_options.SetInParent()
+    else:
+        return  # HTTP/1.1 and TCP: Envoy's default needs no options
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(_pack(options))
+
+
+def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
+    out = cluster_pb2.Cluster(
+        name=cluster.name,
+        connect_timeout=_duration(cluster.connect_timeout_s),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+    )
+    if cluster.discovery == "EDS":
+        out.type = cluster_pb2.Cluster.EDS
+        out.eds_cluster_config.eds_config.CopyFrom(_ads_source())
+        out.eds_cluster_config.service_name = cluster.name
+    else:
+        out.type = (
+            cluster_pb2.Cluster.STATIC if cluster.discovery == "STATIC" else cluster_pb2.Cluster.STRICT_DNS
+        )
+        out.load_assignment.CopyFrom(build_cluster_load_assignment(cluster))
+    _apply_upstream_protocol(out, cluster.upstream_protocol)
+    return out
+
+
+def build_cluster_load_assignment(cluster: ir.Cluster) -> endpoint_pb2.ClusterLoadAssignment:
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster.name)
+    if cluster.endpoints:
+        locality = cla.endpoints.add()
+        for ep in cluster.endpoints:
+            locality.lb_endpoints.append(
+                endpoint_components_pb2.LbEndpoint(
+                    endpoint=endpoint_components_pb2.Endpoint(address=_socket(ep.address, ep.port))
+                )
+            )
+    return cla
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def _string_matcher(match: ir.StringMatch) -> string_pb2.StringMatcher:
+    if match.kind == "regex":
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
+    if match.kind == "prefix":
+        return string_pb2.StringMatcher(prefix=match.value, ignore_case=match.ignore_case)
+    if match.kind == "suffix":
+        return string_pb2.StringMatcher(suffix=match.value, ignore_case=match.ignore_case)
+    return string_pb2.StringMatcher(exact=match.value, ignore_case=match.ignore_case)
+
+
+def _route_match(match: ir.RouteMatch) -> route_components_pb2.RouteMatch:
+    out = route_components_pb2.RouteMatch()
+    path = match.path
+    if path.kind == "exact":
+        out.path = path.value
+    elif path.kind == "regex":
+        out.safe_regex.regex = path.value
+    elif path.kind == "path_separated_prefix":
+        out.path_separated_prefix = path.value
+    else:
+        out.prefix = path.value
+    if path.ignore_case:
+        out.case_sensitive.value = False
+    for header in match.headers:
+        matcher = out.headers.add(name=header.name, invert_match=header.invert)
+        if header.match.kind == "present":
+            matcher.present_match = True
+        else:
+            matcher.string_match.CopyFrom(_string_matcher(header.match))
+    for param in match.query_params:
+        out.query_parameters.add(name=param.name).string_match.CopyFrom(_string_matcher(param.match))
+    return out
+
+
+def _prefix_rewrite(matched: ir.PathMatch, replacement: str) -> regex_pb2.RegexMatchAndSubstitute:
+    """Replace the matched prefix, leaving exactly one ``/`` at the seam.
+
+    ``/strip-prefix/three`` with prefix ``/strip-prefix`` replaced by ``/`` must become
+    ``/three``, not ``//three``; a plain Envoy ``prefix_rewrite`` cannot do that.
+    """
+    prefix = matched.value if matched.kind in ("prefix", "path_separated_prefix") else "/"
+    if prefix == "/":
+        pattern, substitution = "^/", replacement if replacement.endswith("/") else replacement + "/"
+    elif replacement.endswith("/"):
+        pattern, substitution = f"^{re.escape(prefix)}/*", replacement
+    else:
+        pattern, substitution = f"^{re.escape(prefix)}", replacement
+    return regex_pb2.RegexMatchAndSubstitute(
+        pattern=regex_pb2.RegexMatcher(regex=pattern), substitution=substitution
+    )
+
+
+def _full_path_rewrite(path: str) -> regex_pb2.RegexMatchAndSubstitute:
+    return regex_pb2.RegexMatchAndSubstitute(pattern=regex_pb2.RegexMatcher(regex="^/.*$"), substitution=path)
+
+
+def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.ForwardAction) -> None:
+    ra = out.route
+    if len(action.backends) == 1 and not action.invalid_weight:
+        ra.cluster = action.backends[0].cluster
+    else:
+        for backend in action.backends:
+            ra.weighted_clusters.clusters.add(name=backend.cluster, weight=_uint32(backend.weight))
+        if action.invalid_weight:
+            ra.weighted_clusters.clusters.add(
+                name=INVALID_BACKEND_CLUSTER, weight=_uint32(action.invalid_weight)
+            )
+            ra.cluster_not_found_response_code = route_components_pb2.RouteAction.INTERNAL_SERVER_ERROR
+    if action.timeout_s is not None:
+        ra.timeout.CopyFrom(_duration(action.timeout_s))
+    if action.rewrite is not None:
+        if action.rewrite.host:
+            ra.host_rewrite_literal = action.rewrite.host
+        if action.rewrite.full_path is not None:
+            ra.regex_rewrite.CopyFrom(_full_path_rewrite(action.rewrite.full_path))
+        elif action.rewrite.prefix is not None:
+            ra.regex_rewrite.CopyFrom(_prefix_rewrite(route.match.path, action.rewrite.prefix))
+
+
+def _uint32(value: int) -> wrappers_pb2.UInt32Value:
+    return wrappers_pb2.UInt32Value(value=value)
+
+
+def _apply_redirect(out: route_components_pb2.Route, route: ir.Route, action: ir.Redirect) -> None:
+    rd = out.redirect
+    if action.scheme:
+        rd.scheme_redirect = action.scheme
+    if action.host:
+        rd.host_redirect = action.host
+    if action.port:
+        rd.port_redirect = action.port
+    if action.full_path is not None:
+        rd.path_redirect = action.full_path
+    elif action.prefix is not None:
+        rd.regex_rewrite.CopyFrom(_prefix_rewrite(route.match.path, action.prefix))
+    rd.response_code = _REDIRECT_CODES.get(action.status_code, route_components_pb2.RedirectAction.FOUND)
+
+
+def _apply_headers(mutation: ir.HeaderMutation, options: Any) -> None:
+    """Fill a repeated ``HeaderValueOption`` field: ``set`` overwrites, ``add`` appends."""
+    for pairs, append_action in (
+        (mutation.set, base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD),
+        (mutation.add, base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD),
+    ):
+        for key, value in pairs:
+            options.add(header=base_pb2.HeaderValue(key=key, value=value), append_action=append_action)
+
+
+def build_route(route: ir.Route) -> route_components_pb2.Route:
+    out = route_components_pb2.Route(name=route.name, match=_route_match(route.match))
+    action = route.action
+    if isinstance(action, ir.ForwardAction):
+        _apply_forward(out, route, action)
+    elif isinstance(action, ir.Redirect):
+        _apply_redirect(out, route, action)
+    else:
+        out.direct_response.status = action.status
+        if action.body:
+            out.direct_response.body.inline_string = action.body
+    _apply_headers(route.request_headers, out.request_headers_to_add)
+    out.request_headers_to_remove.extend(route.request_headers.remove)
+    _apply_headers(route.response_headers, out.response_headers_to_add)
+    out.response_headers_to_remove.extend(route.response_headers.remove)
+    return out
+
+
+def build_route_configuration(table: ir.RouteTable) -> route_pb2.RouteConfiguration:
+    # Hosts are matched without their port: "http2.example.com:8080" must find "http2.example.com".
+    out = route_pb2.RouteConfiguration(name=table.name, ignore_port_in_host_matching=True)
+    for vhost in table.virtual_hosts:
+        out.virtual_hosts.append(
+            route_components_pb2.VirtualHost(
+                name=vhost.name, domains=list(vhost.domains), routes=[build_route(r) for r in vhost.routes]
+            )
+        )
+    return out
+
+
+# --- listeners --------------------------------------------------------------------------------
+
+
+def _http_connection_manager(listener: ir.HttpListener) -> hcm_pb2.HttpConnectionManager:
+    return hcm_pb2.HttpConnectionManager(
+        stat_prefix=listener.stat_prefix,
+        # AUTO accepts HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port.
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=_ads_source(), route_config_name=listener.route_table.name),
+        http_filters=[
+            hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))
+        ],
+    )
+
+
+def build_listener(listener: ir.HttpListener) -> listener_pb2.Listener:
+    hcm = _http_connection_manager(listener)
+    return listener_pb2.Listener(
+        name=listener.name,
+        address=_socket(listener.address, listener.port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.http_connection_manager", typed_config=_pack(hcm)
+                    )
+                ]
+            )
+        ],
+    )
+
+
+def build_resources(config: ir.ProxyConfig) -> dict[str, list[tuple[str, Message]]]:
+    """Every Envoy resource of one proxy group, by type URL, as ``(name, message)`` pairs."""
+    return {
+        TYPE_CLUSTER: [(c.name, build_cluster(c)) for c in config.clusters],
+        TYPE_ENDPOINT: [
+            (c.name, build_cluster_load_assignment(c)) for c in config.clusters if c.discovery == "EDS"
+        ],
+        TYPE_LISTENER: [(lis.name, build_listener(lis)) for lis in config.listeners],
+        TYPE_ROUTE: [
+            (lis.route_table.name, build_route_configuration(lis.route_table)) for lis in config.listeners
+        ],
+        TYPE_SECRET: [],
+    }
