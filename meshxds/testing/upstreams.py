@@ -217,6 +217,8 @@ class H2cOnlyServer(Upstream):
     def start(self) -> Self:
         if self._thread is not None:
             raise RuntimeError(f"{self!r} already started")
+        self._started.clear()
+        self._start_error = None
         self._thread = threading.Thread(target=self._run, name=f"h2c-{self.name}", daemon=True)
         self._thread.start()
         if not self._started.wait(_STOP_TIMEOUT):
@@ -565,6 +567,7 @@ class GrpcEchoServer(Upstream):
             ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix=f"grpc-{self.name}"),
             options=[("grpc.so_reuseport", 0)],
         )
+        self.health = health.HealthServicer()  # a fresh one: after graceful shutdown it ignores set()
         echo_pb2_grpc.add_EchoServicer_to_server(_EchoServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         port = server.add_insecure_port(f"{self.host}:{self._requested_port}")

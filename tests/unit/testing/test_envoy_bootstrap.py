@@ -1,0 +1,90 @@
+"""render_bootstrap: the demo's envoy-bootstrap.yaml is its rendering, and real Envoy accepts it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from meshxds.testing.envoy import HTTP_PROTOCOL_OPTIONS, find_envoy, render_bootstrap
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def render_demo(*, delta: bool = False, xds_port: int = 18000) -> dict[str, Any]:
+    """The arguments envoy-bootstrap.yaml was rendered with."""
+    return render_bootstrap(
+        node_id="gateway-http",
+        namespace="gateway-system",
+        labels={"gateway.networking.k8s.io/gateway-name": "http"},
+        admin_port=19000,
+        delta=delta,
+        xds_port=xds_port,
+    )
+
+
+def _validate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            find_envoy(),
+            "--mode",
+            "validate",
+            "-c",
+            str(path),
+            "--use-dynamic-base-id",
+            "--disable-hot-restart",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_envoy_bootstrap_yaml_is_the_rendered_demo_bootstrap() -> None:
+    text = (REPO / "envoy-bootstrap.yaml").read_text()
+    assert text.startswith("#"), "keep the header explaining how to run it"
+    assert "envoy -c envoy-bootstrap.yaml" in text
+    assert yaml.safe_load(text) == render_demo()
+
+
+def test_envoy_bootstrap_yaml_validates_with_real_envoy() -> None:
+    result = _validate(REPO / "envoy-bootstrap.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_rendered_bootstrap_validates_with_real_envoy(tmp_path: Path, delta: bool) -> None:
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(render_demo(delta=delta, xds_port=28000)))
+    result = _validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_render_bootstrap_carries_identity_and_ads_settings() -> None:
+    boot: dict[str, Any] = render_bootstrap(
+        node_id="n1", namespace="ns", labels={"app": "x"}, xds_port=1234, admin_port=0, delta=True
+    )
+    assert boot["node"] == {
+        "id": "n1",
+        "cluster": "meshxds-proxy",
+        "metadata": {"namespace": "ns", "labels": {"app": "x"}},
+    }
+    ads = boot["dynamic_resources"]["ads_config"]
+    assert ads["api_type"] == "DELTA_GRPC"
+    assert ads["set_node_on_first_message_only"] is True
+    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]
+    for key in ("cds_config", "lds_config"):
+        assert boot["dynamic_resources"][key] == {"ads": {}, "resource_api_version": "V3"}
+    (xds,) = boot["static_resources"]["clusters"]
+    assert xds["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS]["explicit_http_config"] == {
+        "http2_protocol_options": {}
+    }
+    address = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address == {"socket_address": {"address": "127.0.0.1", "port_value": 1234}}
+    assert boot["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 0}
+    assert "layered_runtime" not in boot
