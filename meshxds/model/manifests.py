@@ -94,6 +94,7 @@ def parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
     data = dict(body)
     if model.NAMESPACED and isinstance(data.get("metadata"), Mapping) and not data["metadata"].get("namespace"):
         data["metadata"] = {**data["metadata"], "namespace": "default"}
+    body = data
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:

@@ -1,0 +1,7 @@
+"""``python -m meshxds``."""
+
+import sys
+
+from meshxds.cli import main
+
+sys.exit(main())

@@ -1,0 +1,203 @@
+"""The ``meshxds`` command: serve, translate, validate, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from meshxds.errors import ManifestErrors
+from meshxds.identity import ProxyIdentity
+from meshxds.pipeline import SnapshotBuilder, Translation, translate
+from meshxds.sources.files import read_directory
+from meshxds.translators.gatewayapi import TranslateOptions
+
+__all__ = ["main"]
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected k=v, got {text!r}")
+    return key, value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshxds", description="An Envoy control plane for Istio and Gateway API.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve xDS (SotW and Delta ADS) to Envoy")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-dir", help="a directory of YAML manifests, watched")
+    source.add_argument("--kubeconfig", help="read from a Kubernetes API server (not available yet)")
+    source.add_argument("--in-cluster", action="store_true", help="read from the API server we run in (not available yet)")
+    serve.add_argument("--xds-address", default="127.0.0.1:18000")
+    serve.add_argument("--admin-address", default="127.0.0.1:18080")
+    _add_translate_flags(serve)
+
+    tr = commands.add_parser("translate", help="print the Envoy config one proxy would get, as JSON")
+    tr.add_argument("--config-dir", required=True)
+    tr.add_argument("--node-id", default="meshxds-translate", help="the proxy's node.id (for the record)")
+    tr.add_argument("--namespace", default="default", help="the proxy's node.metadata.namespace")
+    tr.add_argument("--label", action="append", type=_label, default=[], metavar="K=V", help="a node label (repeat)")
+    _add_translate_flags(tr)
+
+    va = commands.add_parser("validate", help="report every error and warning in a directory of manifests")
+    va.add_argument("--config-dir", required=True)
+    va.add_argument("--output", choices=("text", "json"), default="text")
+    _add_translate_flags(va)
+
+    st = commands.add_parser("status", help="one row per connected proxy and type: sent, acked, state")
+    st.add_argument("--admin-address", default="127.0.0.1:18080")
+    st.add_argument("--output", choices=("text", "json"), default="text")
+    return parser
+
+
+def _add_translate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listener-address",
+        default="0.0.0.0",
+        help="address gateway listeners bind when the manifests name none (default 0.0.0.0)",
+    )
+
+
+def _options(args: argparse.Namespace) -> TranslateOptions:
+    return TranslateOptions(listener_address=args.listener_address)
+
+
+def _print_errors(errors: ManifestErrors) -> None:
+    for error in errors.errors:
+        print(f"error: {error}", file=sys.stderr)
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    try:
+        resources = read_directory(args.config_dir)
+    except ManifestErrors as exc:
+        _print_errors(exc)
+        return 1
+    from meshxds.xds.render import dumps, snapshot_to_json
+
+    translation = translate(resources, _options(args))
+    identity = ProxyIdentity.of(namespace=args.namespace, labels=dict(args.label))
+    try:
+        snapshot = SnapshotBuilder(translation)(identity)
+        snapshot.check_consistent()
+    except Exception as exc:  # an IR or consistency problem: never print config Envoy would reject
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for warning in translation.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(dumps(snapshot_to_json(snapshot)))
+    return 0
+
+
+def _cluster_explanations(translation: Translation) -> list[str]:
+    lines = []
+    for (ns, name), config in sorted(translation.gateway_api.gateways.items()):
+        for cluster in config.clusters:
+            lines.append(
+                f"Gateway/{ns}/{name}: cluster {cluster.name} speaks {cluster.upstream_protocol.value} "
+                f"upstream because {cluster.protocol_reason}"
+            )
+    return lines
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    errors: list[dict[str, str]] = []
+    warnings: list[str] = []
+    statuses: list[dict[str, Any]] = []
+    info: list[str] = []
+    try:
+        resources = read_directory(args.config_dir)
+    except ManifestErrors as exc:
+        errors = [e.as_dict() for e in exc.errors]
+        texts = [str(e) for e in exc.errors]
+    else:
+        texts = []
+        translation = translate(resources, _options(args))
+        warnings = list(translation.warnings)
+        statuses = [s.as_dict() for s in translation.statuses]
+        for (ns, name), config in sorted(translation.gateway_api.gateways.items()):
+            for problem in config.validate():
+                errors.append({"file": "", "object": f"Gateway/{ns}/{name}", "field": "", "message": problem})
+                texts.append(f"Gateway/{ns}/{name}: {problem}")
+        info = _cluster_explanations(translation)
+    if args.output == "json":
+        print(json.dumps({"errors": errors, "warnings": warnings, "status": statuses}, indent=2, sort_keys=True))
+    else:
+        for text in texts:
+            print(f"error: {text}")
+        for warning in warnings:
+            print(f"warning: {warning}")
+        for line in info:
+            print(f"info: {line}")
+        print(f"{len(errors)} error(s), {len(warnings)} warning(s)")
+    return 1 if errors else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = f"http://{args.admin_address}/debug/syncz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            records = json.load(response)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"error: cannot reach the meshxds admin endpoint at {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(records, indent=2, sort_keys=True))
+        return 0
+    rows = [("NODE", "MODE", "TYPE", "SENT", "ACKED", "STATE", "ERROR")]
+    for record in records:
+        for type_url, t in sorted(record["types"].items()):
+            rows.append(
+                (
+                    record["node_id"], record["mode"], type_url.rsplit(".", 1)[-1],
+                    t.get("version_sent") or "-", t.get("version_acked") or "-", t["state"],
+                    (t.get("last_nack") or "").replace("\n", " ")[:120],
+                )
+            )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    if not records:
+        print("(no proxies connected)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not args.config_dir:
+        print("error: the Kubernetes source is not available yet; use --config-dir DIR", file=sys.stderr)
+        return 2
+    from meshxds.serve import ServeOptions, serve
+
+    options = ServeOptions(
+        config_dir=args.config_dir,
+        xds_address=args.xds_address,
+        admin_address=args.admin_address,
+        translate=_options(args),
+    )
+    asyncio.run(serve(options))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handlers = {"serve": cmd_serve, "translate": cmd_translate, "validate": cmd_validate, "status": cmd_status}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Prometheus metrics: a ``StreamObserver`` for xDS events plus config-load counters.
+
+Each server owns its own ``CollectorRegistry`` so several servers (tests) never share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from meshxds.xds.status import Ack, Connection, Nack, Send
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.connected = Gauge("meshxds_xds_connected_streams", "Open xDS streams", ["mode"], registry=self.registry)
+        self.responses = Counter("meshxds_xds_responses", "xDS responses sent", ["type_url"], registry=self.registry)
+        self.acks = Counter("meshxds_xds_acks", "xDS responses acked", ["type_url"], registry=self.registry)
+        self.nacks = Counter("meshxds_xds_nacks", "xDS responses rejected by a proxy", ["type_url"], registry=self.registry)
+        self.config_loads = Counter(
+            "meshxds_config_loads", "Reads of the configuration source", ["result"], registry=self.registry
+        )
+        self.config_generation = Gauge(
+            "meshxds_config_generation", "Generation of the configuration being served", registry=self.registry
+        )
+
+    # StreamObserver
+    def on_stream_open(self, conn: Connection) -> None:
+        self.connected.labels(mode=conn.mode).inc()
+
+    def on_request(self, conn: Connection, type_url: str) -> None:
+        pass
+
+    def on_response(self, conn: Connection, send: Send) -> None:
+        self.responses.labels(type_url=send.type_url).inc()
+
+    def on_ack(self, conn: Connection, ack: Ack) -> None:
+        self.acks.labels(type_url=ack.type_url).inc()
+
+    def on_nack(self, conn: Connection, nack: Nack) -> None:
+        self.nacks.labels(type_url=nack.type_url).inc()
+
+    def on_stream_close(self, conn: Connection) -> None:
+        self.connected.labels(mode=conn.mode).dec()

@@ -1,0 +1,130 @@
+"""``meshxds serve``: source → translation → cache → xDS server, plus the admin endpoint.
+
+Every good read of the source becomes a new cache generation; a bad read is reported (logs,
+``/debug/config``, metrics) and the last good generation keeps being served. Translation is
+pure, so it runs in a worker thread while ACKs keep flowing on the loop; publishing happens
+on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from meshxds.admin import AdminServer, AdminState
+from meshxds.errors import ManifestErrors
+from meshxds.metrics import Metrics
+from meshxds.model.manifests import ResourceSet
+from meshxds.pipeline import SnapshotBuilder, Translation, translate
+from meshxds.sources.files import watch_directory
+from meshxds.translators.gatewayapi import TranslateOptions
+from meshxds.xds.cache import SnapshotCache
+from meshxds.xds.render import snapshot_to_json
+from meshxds.xds.server import XdsServer
+from meshxds.xds.status import ConnectionRegistry
+
+__all__ = ["ServeOptions", "Service", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    config_dir: str
+    xds_address: str = "127.0.0.1:18000"
+    admin_address: str = "127.0.0.1:18080"
+    translate: TranslateOptions = TranslateOptions()
+    grace_s: float = 5.0
+
+
+class Service:
+    """The running parts of one server; ``run`` until ``stop`` is called."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self.registry = ConnectionRegistry()
+        self.cache = SnapshotCache()
+        self.state = AdminState()
+        self.xds = XdsServer(self.cache, self.registry, observers=(self.metrics,))
+        self.admin = AdminServer(
+            state=self.state, registry=self.registry, metrics=self.metrics, config_dump=self.config_dump
+        )
+        self._builder: SnapshotBuilder | None = None
+        self._stop = asyncio.Event()
+
+    def config_dump(self, node_id: str) -> dict[str, Any] | None:
+        conn = self.registry.find(node_id)
+        if conn is None or conn.stream.identity is None:
+            return None
+        return snapshot_to_json(self.cache.snapshot_for(conn.stream.identity))
+
+    def publish(self, translation: Translation) -> None:
+        """Make ``translation`` the served generation (on the loop: no await in between)."""
+        self._builder = SnapshotBuilder(translation, previous=self._builder)
+        self.cache.set_builder(self._builder)
+        self.state.generation = self.cache.generation
+        self.state.errors = ()
+        self.state.warnings = translation.warnings
+        self.state.statuses = tuple(s.as_dict() for s in translation.statuses)
+        self.state.ready = True
+        self.metrics.config_loads.labels(result="ok").inc()
+        self.metrics.config_generation.set(self.cache.generation)
+        for warning in translation.warnings:
+            log.warning("%s", warning)
+        log.info("config published generation=%d objects=%d", self.cache.generation, len(translation.resources))
+
+    def reject(self, errors: ManifestErrors) -> None:
+        self.state.errors = tuple(e.as_dict() for e in errors.errors)
+        self.metrics.config_loads.labels(result="error").inc()
+        for error in errors.errors:
+            log.error("manifest error: %s", error)
+        log.error(
+            "configuration rejected (%d errors); still serving generation=%d", len(errors.errors), self.cache.generation
+        )
+
+    async def _consume(self, reads: AsyncIterator[ResourceSet | ManifestErrors]) -> None:
+        async for read in reads:
+            if isinstance(read, ManifestErrors):
+                self.reject(read)
+                continue
+            try:
+                translation = await asyncio.to_thread(translate, read, self.options.translate)
+            except Exception:
+                # A translator bug must not take the server down: keep the last good config.
+                log.exception("translation failed; still serving generation=%d", self.cache.generation)
+                self.metrics.config_loads.labels(result="error").inc()
+                continue
+            self.publish(translation)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        xds_port = await self.xds.start(self.options.xds_address)
+        admin_port = await self.admin.start(self.options.admin_address)
+        log.info("serving xds_port=%d admin_port=%d config_dir=%s", xds_port, admin_port, self.options.config_dir)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                watcher = tasks.create_task(
+                    self._consume(watch_directory(self.options.config_dir, stop_event=self._stop)), name="source"
+                )
+                await self._stop.wait()
+                watcher.cancel()
+        finally:
+            self.state.ready = False
+            await self.xds.stop(self.options.grace_s)
+            await self.admin.stop()
+
+
+async def serve(options: ServeOptions) -> None:
+    """Run until SIGINT/SIGTERM: health NOT_SERVING, drain streams, stop the source."""
+    service = Service(options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, service.stop)
+    await service.run()
