@@ -1,0 +1,320 @@
+"""xds/cache.py: serialize-once resources, snapshot versions and consistency, the snapshot cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import subprocess
+import sys
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from google.protobuf.message import Message
+from xds_protos import (
+    cluster_name,
+    eds_cluster,
+    listener,
+    load_assignment,
+    mesh_snapshot,
+    route_configuration,
+    static_cluster,
+    tls_secret,
+)
+
+from meshxds.identity import ProxyIdentity
+from meshxds.xds.cache import (
+    PUSH_ORDER,
+    TYPE_CLUSTER,
+    TYPE_ENDPOINT,
+    TYPE_LISTENER,
+    TYPE_ROUTE,
+    TYPE_SECRET,
+    CachedResource,
+    InconsistentSnapshot,
+    Snapshot,
+    SnapshotCache,
+)
+
+WEB = cluster_name("web")
+
+
+# --- CachedResource -------------------------------------------------------------------------------
+
+
+def test_cached_resource_packs_deterministic_bytes_and_hashes_them() -> None:
+    message = eds_cluster(WEB)
+    resource = CachedResource.from_message(WEB, message)
+    data = message.SerializeToString(deterministic=True)
+    assert resource.name == WEB
+    assert resource.type_url == TYPE_CLUSTER
+    assert resource.any.type_url == TYPE_CLUSTER
+    assert resource.any.value == data
+    assert resource.version == hashlib.sha256(data).hexdigest()[:16]
+    assert cluster_pb2.Cluster.FromString(resource.any.value) == message
+
+
+def test_cached_resource_version_changes_only_with_the_bytes() -> None:
+    first = CachedResource.from_message("a", load_assignment("a", 9000))
+    same = CachedResource.from_message("a", load_assignment("a", 9000))
+    other = CachedResource.from_message("a", load_assignment("a", 9001))
+    assert first.version == same.version
+    assert first.version != other.version
+
+
+# --- Snapshot -----------------------------------------------------------------------------------
+
+
+def test_snapshot_has_every_type_even_when_empty() -> None:
+    snapshot = Snapshot(resources={})
+    assert set(snapshot.resources) == set(PUSH_ORDER)
+    assert all(snapshot.names(t) == frozenset() for t in PUSH_ORDER)
+    assert snapshot.version(TYPE_SECRET) != ""
+
+
+def test_snapshot_version_is_order_independent_and_tracks_content() -> None:
+    a = CachedResource.from_message("a", load_assignment("a", 1))
+    b = CachedResource.from_message("b", load_assignment("b", 2))
+    forward = Snapshot(resources={TYPE_ENDPOINT: {"a": a, "b": b}})
+    backward = Snapshot(resources={TYPE_ENDPOINT: {"b": b, "a": a}})
+    assert forward.version(TYPE_ENDPOINT) == backward.version(TYPE_ENDPOINT)
+    assert forward.names(TYPE_ENDPOINT) == {"a", "b"}
+    only_a = Snapshot(resources={TYPE_ENDPOINT: {"a": a}})
+    assert only_a.version(TYPE_ENDPOINT) != forward.version(TYPE_ENDPOINT)
+    assert Snapshot(resources={}).version(TYPE_ENDPOINT) != only_a.version(TYPE_ENDPOINT)
+
+
+def test_snapshot_is_read_only() -> None:
+    snapshot = mesh_snapshot()
+    with pytest.raises(TypeError):
+        snapshot.resources[TYPE_CLUSTER]["x"] = snapshot.resources[TYPE_CLUSTER][WEB]  # type: ignore[index]
+
+
+def test_snapshot_rejects_a_resource_filed_under_another_name() -> None:
+    resource = CachedResource.from_message("a", load_assignment("a", 1))
+    with pytest.raises(ValueError, match="filed as"):
+        Snapshot(resources={TYPE_ENDPOINT: {"b": resource}})
+
+
+def test_from_messages_reuses_unchanged_resources_of_the_previous_snapshot() -> None:
+    first = mesh_snapshot(services=["web", "api"])
+    second = mesh_snapshot(services=["web", "api"], route_prefix="/v2", previous=first)
+    for type_url in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER):
+        for name, resource in second.resources[type_url].items():
+            assert resource is first.resources[type_url][name]
+        assert second.version(type_url) == first.version(type_url)
+    route = second.resources[TYPE_ROUTE]["http.8080"]
+    assert route is not first.resources[TYPE_ROUTE]["http.8080"]
+    assert second.version(TYPE_ROUTE) != first.version(TYPE_ROUTE)
+
+
+def test_from_messages_rejects_a_message_of_the_wrong_type() -> None:
+    with pytest.raises(ValueError, match="given as"):
+        Snapshot.from_messages({TYPE_CLUSTER: [("a", load_assignment("a", 1))]})
+
+
+def test_from_messages_rejects_duplicate_names() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        Snapshot.from_messages(
+            {TYPE_ENDPOINT: [("a", load_assignment("a", 1)), ("a", load_assignment("a", 2))]}
+        )
+
+
+# --- check_consistent ---------------------------------------------------------------------------
+
+
+def test_consistent_mesh_snapshot_passes() -> None:
+    mesh_snapshot(
+        services=["web", "api"], listeners={8080: "web", 9090: "api"}, secrets=["cert"]
+    ).check_consistent()
+
+
+def test_eds_service_name_names_the_load_assignment() -> None:
+    Snapshot.from_messages(
+        {
+            TYPE_CLUSTER: [(WEB, eds_cluster(WEB, service_name="web-eds"))],
+            TYPE_ENDPOINT: [("web-eds", load_assignment("web-eds", 1))],
+        }
+    ).check_consistent()
+
+
+def test_static_clusters_need_no_endpoints() -> None:
+    Snapshot.from_messages({TYPE_CLUSTER: [("s", static_cluster("s", 9000))]}).check_consistent()
+
+
+@pytest.mark.parametrize(
+    ("by_type", "problem"),
+    [
+        pytest.param(
+            {TYPE_CLUSTER: [(WEB, eds_cluster(WEB))]},
+            "ClusterLoadAssignment 'outbound|80||web",
+            id="cluster-eds-missing-load-assignment",
+        ),
+        pytest.param(
+            {TYPE_CLUSTER: [(WEB, eds_cluster(WEB, service_name="web-eds"))]},
+            "'web-eds', which the snapshot lacks",
+            id="cluster-eds-service-name-is-the-reference",
+        ),
+        pytest.param(
+            {TYPE_ENDPOINT: [("orphan", load_assignment("orphan", 1))]},
+            "ClusterLoadAssignment 'orphan' is not referenced",
+            id="endpoint-extra-unreferenced",
+        ),
+        pytest.param(
+            {TYPE_LISTENER: [("l", listener("l", 8080, "http.8080"))]},
+            "RouteConfiguration 'http.8080', which the snapshot lacks",
+            id="listener-rds-missing-route",
+        ),
+        pytest.param(
+            {TYPE_LISTENER: [("l", listener("l", 8080, "http.8080", default_chain=True))]},
+            "RouteConfiguration 'http.8080', which the snapshot lacks",
+            id="listener-default-chain-rds-missing-route",
+        ),
+        pytest.param(
+            {TYPE_ROUTE: [("http.1", route_configuration("http.1", WEB))]},
+            "RouteConfiguration 'http.1' is not referenced",
+            id="route-extra-unreferenced",
+        ),
+        pytest.param(
+            {
+                TYPE_LISTENER: [("l", listener("l", 8443, "http.8443", server_secret="cert"))],
+                TYPE_ROUTE: [("http.8443", route_configuration("http.8443", WEB))],
+            },
+            "Secret 'cert', which the snapshot lacks",
+            id="listener-tls-missing-secret",
+        ),
+        pytest.param(
+            {
+                TYPE_CLUSTER: [(WEB, eds_cluster(WEB, upstream_secret="ca"))],
+                TYPE_ENDPOINT: [(WEB, load_assignment(WEB, 1))],
+            },
+            "Secret 'ca', which the snapshot lacks",
+            id="cluster-tls-missing-secret",
+        ),
+    ],
+)
+def test_inconsistent_snapshots_name_every_problem(
+    by_type: dict[str, list[tuple[str, Message]]], problem: str
+) -> None:
+    snapshot = Snapshot.from_messages(by_type)
+    with pytest.raises(InconsistentSnapshot, match=problem) as caught:
+        snapshot.check_consistent()
+    assert len(caught.value.problems) == 1
+
+
+def test_referenced_secrets_present_is_consistent_and_extra_secrets_are_fine() -> None:
+    Snapshot.from_messages(
+        {
+            TYPE_CLUSTER: [(WEB, eds_cluster(WEB, upstream_secret="ca"))],
+            TYPE_ENDPOINT: [(WEB, load_assignment(WEB, 1))],
+            TYPE_SECRET: [("ca", tls_secret("ca")), ("spare", tls_secret("spare"))],
+        }
+    ).check_consistent()
+
+
+def test_a_secret_from_another_source_is_not_required() -> None:
+    cluster = eds_cluster(WEB, upstream_secret="ca")
+    context = tls_pb2.UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(context)
+    context.common_tls_context.validation_context_sds_secret_config.sds_config.path_config_source.path = "/x"
+    cluster.transport_socket.typed_config.Pack(context)
+    Snapshot.from_messages(
+        {TYPE_CLUSTER: [(WEB, cluster)], TYPE_ENDPOINT: [(WEB, load_assignment(WEB, 1))]}
+    ).check_consistent()
+
+
+# --- SnapshotCache ------------------------------------------------------------------------------
+
+WEST = ProxyIdentity.of(namespace="west", labels={"app": "gw"})
+EAST = ProxyIdentity.of(namespace="east")
+
+
+class CountingBuilder:
+    def __init__(self) -> None:
+        self.calls: list[ProxyIdentity] = []
+        self.fail = False
+
+    def __call__(self, identity: ProxyIdentity) -> Snapshot:
+        self.calls.append(identity)
+        if self.fail:
+            raise RuntimeError("translation blew up")
+        return mesh_snapshot(services=[identity.namespace])
+
+
+def test_no_snapshot_before_a_builder() -> None:
+    cache = SnapshotCache()
+    assert cache.generation == 0
+    assert cache.snapshot_for(WEST) is None
+
+
+def test_snapshot_is_built_once_per_identity_per_generation() -> None:
+    builder = CountingBuilder()
+    cache = SnapshotCache(builder)
+    first = cache.snapshot_for(WEST)
+    assert first is not None
+    assert cache.snapshot_for(ProxyIdentity.of(namespace="west", labels={"app": "gw"})) is first
+    assert cache.snapshot_for(EAST) is not first
+    assert builder.calls == [WEST, EAST]
+    cache.set_builder(builder)
+    assert cache.snapshot_for(WEST) is not first
+    assert builder.calls == [WEST, EAST, WEST]
+
+
+def test_set_builder_bumps_the_generation() -> None:
+    cache = SnapshotCache(CountingBuilder())
+    assert cache.generation == 1
+    cache.set_builder(CountingBuilder())
+    cache.set_builder(CountingBuilder())
+    assert cache.generation == 3
+
+
+def test_a_failing_builder_keeps_the_previous_snapshot(caplog: pytest.LogCaptureFixture) -> None:
+    builder = CountingBuilder()
+    cache = SnapshotCache(builder)
+    good = cache.snapshot_for(WEST)
+    builder.fail = True
+    cache.set_builder(builder)
+    with caplog.at_level(logging.ERROR, logger="meshxds.xds.cache"):
+        assert cache.snapshot_for(WEST) is good
+        assert cache.snapshot_for(WEST) is good  # memoized: built (and logged) once
+        assert cache.snapshot_for(EAST) is None  # nothing good to fall back on
+    assert builder.calls.count(WEST) == 2
+    assert sum("snapshot build failed" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_an_inconsistent_snapshot_is_never_served(caplog: pytest.LogCaptureFixture) -> None:
+    good = mesh_snapshot()
+    cache = SnapshotCache(lambda identity: good)
+    assert cache.snapshot_for(WEST) is good
+    dangling = Snapshot.from_messages({TYPE_CLUSTER: [(WEB, eds_cluster(WEB))]})
+    cache.set_builder(lambda identity: dangling)
+    with caplog.at_level(logging.ERROR, logger="meshxds.xds.cache"):
+        assert cache.snapshot_for(WEST) is good
+    assert "lacks" in caplog.text
+
+
+async def test_wait_for_generation_wakes_on_set_builder() -> None:
+    cache = SnapshotCache()
+    waiter = asyncio.create_task(cache.wait_for_generation(0))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    cache.set_builder(CountingBuilder())
+    assert await asyncio.wait_for(waiter, timeout=1) == 1
+
+
+async def test_wait_for_generation_returns_at_once_when_already_newer() -> None:
+    cache = SnapshotCache(CountingBuilder())
+    cache.set_builder(CountingBuilder())
+    assert await asyncio.wait_for(cache.wait_for_generation(0), timeout=1) == 2
+
+
+def test_cache_module_does_not_import_grpc() -> None:
+    code = "import sys, meshxds.xds.cache; sys.exit(1 if 'grpc' in sys.modules else 0)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_endpoint_type_constant_matches_the_proto() -> None:
+    assert TYPE_ENDPOINT.endswith(endpoint_pb2.ClusterLoadAssignment.DESCRIPTOR.full_name)
