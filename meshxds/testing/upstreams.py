@@ -634,11 +634,13 @@ def curl(
     method: str | None = None,
     headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     data: str | None = None,
+    extra_args: Sequence[str] = (),
     timeout: float = 5.0,
 ) -> CurlResult:
     """One request with the real ``curl`` (nghttp2 built in), so the wire protocol is curl's choice.
 
     ``http2_prior_knowledge`` sends the HTTP/2 preface straight away (h2c); ``http1`` forces HTTP/1.1.
+    ``extra_args`` go to curl as they are (e.g. ``["--http2"]`` for an HTTP/1.1 Upgrade to h2c).
     Never raises for HTTP-level failures: inspect ``status`` and ``returncode``.
     """
     with tempfile.TemporaryDirectory(prefix="meshxds-curl-") as tmp:
@@ -656,7 +658,7 @@ def curl(
             argv += ["-H", f"{name}: {value}"]
         if data is not None:
             argv += ["--data-binary", data]
-        argv.append(url)
+        argv += [*extra_args, url]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5, check=False)
         code, _, version = proc.stdout.strip().partition(" ")
         head = head_path.read_text(errors="replace") if head_path.exists() else ""
