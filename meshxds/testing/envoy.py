@@ -267,7 +267,10 @@ class EnvoyProcess:
     @property
     def admin_port(self) -> int:
         if self._admin_port is None:
-            configured = int(self.bootstrap["admin"]["address"]["socket_address"]["port_value"])
+            socket_address = self.bootstrap.get("admin", {}).get("address", {}).get("socket_address", {})
+            if "port_value" not in socket_address:
+                raise EnvoyError(f"{self!r}: the bootstrap has no admin socket address")
+            configured = int(socket_address["port_value"])
             if configured:
                 self._admin_port = configured
             else:  # port 0: Envoy writes the address it bound once the admin listener is up
@@ -419,9 +422,13 @@ class EnvoyProcess:
         return dump
 
     def stats(self) -> dict[str, int]:
-        """Counters and gauges by name (histograms left out)."""
+        """Counters and gauges by name (histograms and text stats such as ``version_text`` left out)."""
         data = json.loads(self.get("/stats?format=json"))
-        return {s["name"]: int(s["value"]) for s in data.get("stats", ()) if "name" in s and "value" in s}
+        return {
+            s["name"]: int(s["value"])
+            for s in data.get("stats", ())
+            if "name" in s and isinstance(s.get("value"), int | float)
+        }
 
     def stat(self, name: str) -> int:
         """One counter or gauge; 0 when Envoy has not created it yet."""
@@ -443,7 +450,11 @@ class EnvoyProcess:
         return route_config_versions(self.config_dump())
 
     def version_info(self, type_: str) -> str:
-        """The last accepted CDS or LDS ``version_info`` (``"cds"``, ``"lds"`` or the type URL)."""
+        """The last accepted CDS or LDS ``version_info`` (``"cds"``, ``"lds"`` or the type URL).
+
+        Under Delta xDS Envoy reports the response's ``system_version_info`` here, which a server
+        may leave empty; prefer ``MeshxdsProcess.wait_synced`` to wait for a version.
+        """
         kind = _TYPE_ALIASES.get(type_)
         if kind is None:
             raise ValueError(
