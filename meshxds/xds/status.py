@@ -1,0 +1,410 @@
+"""Per-stream xDS bookkeeping as data, and the per-connection status registry.
+
+The stream state machines (``stream_sotw.AdsStream``, ``stream_delta.DeltaAdsStream``) are
+sans-IO, after h2: ``on_request(req)`` and ``on_snapshot(snapshot)`` return a list of actions
+(``Send`` a response, or report an ``Ack``/``Nack``/``Stale`` request) and the server only moves
+messages. This module holds what both modes share:
+
+- the actions and ``XdsProtocolError``;
+- ``TypeState``, what one stream knows about one type (sent, acked, nonce, last NACK);
+- ``XdsStream``, the base with node caching, nonces and the push loop that keeps ADS order
+  (CDS -> EDS -> LDS -> RDS -> SDS) and removes clusters last;
+- ``ConnectionRegistry``, a ``StreamObserver`` whose ``syncz()`` the admin endpoint and CLI read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import struct_pb2
+from google.protobuf.message import Message
+
+from meshxds.identity import ProxyIdentity
+from meshxds.xds.cache import PUSH_ORDER, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot
+
+__all__ = [
+    "Ack",
+    "Action",
+    "Connection",
+    "ConnectionRegistry",
+    "Mode",
+    "Nack",
+    "Send",
+    "Stale",
+    "StreamObserver",
+    "SyncState",
+    "TypeState",
+    "XdsProtocolError",
+    "XdsStream",
+    "node_identity",
+]
+
+Mode = Literal["sotw", "delta"]
+SyncState = Literal["SYNCED", "STALE", "NACKED"]
+
+# Types whose updates must be acknowledged before clusters may disappear: an endpoint set, a
+# listener or a route still pointing at a removed cluster would see it vanish under traffic.
+_REMOVAL_GATE: tuple[str, ...] = (TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE)
+
+
+class XdsProtocolError(Exception):
+    """The client broke the xDS protocol (e.g. an ADS request without ``type_url``); end the stream."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        """What was wrong, for the gRPC status details."""
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send:
+    """Write ``response`` on the stream."""
+
+    type_url: str
+    """The type of the response."""
+    response: Message = field(repr=False)
+    """A ``DiscoveryResponse`` (SotW) or ``DeltaDiscoveryResponse`` (Delta)."""
+    version: str
+    """``version_info`` (SotW) or ``system_version_info`` (Delta)."""
+    nonce: str
+    """The response nonce, unique within the stream."""
+    resources: tuple[str, ...]
+    """Names of the resources carried."""
+    removed: tuple[str, ...] = ()
+    """Delta only: names in ``removed_resources``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """The client accepted the response ``nonce`` of ``version``."""
+
+    type_url: str
+    version: str
+    nonce: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nack:
+    """The client rejected the response ``nonce`` of ``version``; ``message`` is its error."""
+
+    type_url: str
+    version: str
+    """The rejected version; the acked version stays the last good one."""
+    nonce: str
+    message: str
+    """``error_detail.message`` as the client sent it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stale:
+    """A request answered a response that was not the latest for its type; its ACK part is ignored."""
+
+    type_url: str
+    nonce: str
+    """The out-of-date ``response_nonce``."""
+
+
+Action = Send | Ack | Nack | Stale
+
+
+@dataclass(slots=True, kw_only=True)
+class TypeState:
+    """What one stream knows about one type. Mutated only by its stream."""
+
+    subscribed: bool = False
+    """The client asked for this type on this stream."""
+    wildcard: bool = False
+    """Everything of the type (LDS/CDS with no names, or ``*``), plus ``names``."""
+    names: frozenset[str] = frozenset()
+    """Explicitly subscribed resource names."""
+    inflight: bool = False
+    """A response was sent and the client has not answered it yet (no ACK/NACK)."""
+    version_sent: str = ""
+    version_acked: str = ""
+    nonce: str = ""
+    """Nonce of the latest response sent for this type."""
+    nacked: bool = False
+    """The latest answered response was NACKed and no later version has been acked since."""
+    last_nack: str | None = None
+    """The client's error message of the latest NACK."""
+
+    @property
+    def state(self) -> SyncState:
+        if self.nacked:
+            return "NACKED"
+        return "SYNCED" if self.version_acked == self.version_sent else "STALE"
+
+    def in_scope(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def answer(self, *, type_url: str, error: str | None) -> Ack | Nack:
+        """Record the client's answer to the inflight response."""
+        self.inflight = False
+        if error is None:
+            self.version_acked = self.version_sent
+            self.nacked = False
+            return Ack(type_url=type_url, version=self.version_sent, nonce=self.nonce)
+        self.nacked = True
+        self.last_nack = error
+        return Nack(type_url=type_url, version=self.version_sent, nonce=self.nonce, message=error)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version_sent": self.version_sent,
+            "version_acked": self.version_acked,
+            "nonce": self.nonce,
+            "state": self.state,
+            "last_nack": self.last_nack,
+        }
+
+
+def node_identity(node: base_pb2.Node | None) -> ProxyIdentity:
+    """``ProxyIdentity`` from ``node.metadata.namespace`` and the ``node.metadata.labels`` map."""
+    if node is None:
+        return ProxyIdentity.of()
+    fields = node.metadata.fields
+    namespace = _scalar(fields["namespace"]) if "namespace" in fields else None
+    labels: dict[str, str] = {}
+    if "labels" in fields and fields["labels"].WhichOneof("kind") == "struct_value":
+        labels = {k: _scalar(v) for k, v in fields["labels"].struct_value.fields.items()}
+    return ProxyIdentity.of(namespace=namespace, labels=labels)
+
+
+def _scalar(value: struct_pb2.Value) -> str:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "number_value":
+        number = float(value.number_value)
+        return str(int(number)) if number.is_integer() else str(number)
+    return ""
+
+
+class XdsStream:
+    """What SotW and Delta streams share; subclasses define the per-mode protocol rules."""
+
+    mode: ClassVar[Mode]
+
+    def __init__(self, *, type_url: str | None = None) -> None:
+        """``type_url`` fixes the type of a per-type service stream; ``None`` is ADS."""
+        self._fixed_type = type_url
+        self._node: base_pb2.Node | None = None
+        self._identity: ProxyIdentity | None = None
+        self._nonces = itertools.count(1)
+        self._types: dict[str, TypeState] = {}
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def node(self) -> base_pb2.Node | None:
+        """The node of the first request that carried one (later requests may omit it)."""
+        return self._node
+
+    @property
+    def identity(self) -> ProxyIdentity | None:
+        """Known once the first request has been handled."""
+        return self._identity
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    @property
+    def types(self) -> Mapping[str, TypeState]:
+        return self._types
+
+    def type_status(self) -> dict[str, dict[str, Any]]:
+        return {type_url: state.as_dict() for type_url, state in sorted(self._types.items())}
+
+    def on_request(self, request: Any) -> list[Action]:
+        """Handle one request of the stream's mode; raises ``XdsProtocolError`` on a violation."""
+        raise NotImplementedError
+
+    def on_snapshot(self, snapshot: Snapshot) -> list[Action]:
+        """A (possibly) new snapshot for this proxy: push what changed, in ADS order."""
+        self._snapshot = snapshot
+        return self._pump()
+
+    def _begin_request(self, *, type_url: str, node: base_pb2.Node | None, has_node: bool) -> str:
+        """Common request prologue: resolve the type, cache node and identity."""
+        if self._node is None and has_node:
+            self._node = node
+        if self._identity is None:
+            self._identity = node_identity(self._node)
+        if not type_url:
+            if self._fixed_type is None:
+                raise XdsProtocolError("an ADS request must carry type_url")
+            return self._fixed_type
+        if self._fixed_type is not None and type_url != self._fixed_type:
+            raise XdsProtocolError(f"type_url {type_url} on a {self._fixed_type} stream")
+        return type_url
+
+    def _next_nonce(self) -> str:
+        return str(next(self._nonces))
+
+    def _pump(self) -> list[Action]:
+        """Send every type that has an update, in ``PUSH_ORDER``.
+
+        A type with an update that cannot go out yet (its previous response is unanswered)
+        holds back the types after it, so e.g. listeners never overtake the clusters they use.
+        """
+        snapshot = self._snapshot
+        if snapshot is None:
+            return []
+        actions: list[Action] = []
+        for type_url in PUSH_ORDER:
+            state = self._types.get(type_url)
+            if state is None or not state.subscribed or not self._has_update(type_url, state, snapshot):
+                continue
+            if state.inflight:
+                break
+            actions.append(self._respond(type_url, state, snapshot))
+        return actions
+
+    def _removal_pending(self, snapshot: Snapshot) -> bool:
+        """The client still holds clusters the snapshot no longer has."""
+        state = self._types.get(TYPE_CLUSTER)
+        if state is None:
+            return False
+        present = snapshot.get(TYPE_CLUSTER)
+        return any(name not in present for name in self._held(TYPE_CLUSTER, state))
+
+    def _removal_allowed(self, snapshot: Snapshot) -> bool:
+        """Clusters may go once every endpoint, listener and route update has been acked."""
+        for type_url in _REMOVAL_GATE:
+            state = self._types.get(type_url)
+            if state is None or not state.subscribed:
+                continue
+            if state.inflight or state.nacked or self._has_update(type_url, state, snapshot):
+                return False
+        return True
+
+    def _retained(self, type_url: str, snapshot: Snapshot) -> bool:
+        """Whether resources of ``type_url`` absent from ``snapshot`` must stay at the client for now.
+
+        Clusters stay until the gate opens; their endpoints stay as long as clusters do (dropping
+        a load assignment empties the cluster it belongs to).
+        """
+        if type_url == TYPE_CLUSTER:
+            return self._removal_pending(snapshot) and not self._removal_allowed(snapshot)
+        if type_url == TYPE_ENDPOINT:
+            return self._removal_pending(snapshot)
+        return False
+
+    # Mode-specific protocol rules.
+    def _held(self, type_url: str, state: TypeState) -> Iterable[str]:
+        """Names the client holds for the type, as far as this stream knows."""
+        raise NotImplementedError
+
+    def _has_update(self, type_url: str, state: TypeState, snapshot: Snapshot) -> bool:
+        raise NotImplementedError
+
+    def _respond(self, type_url: str, state: TypeState, snapshot: Snapshot) -> Send:
+        raise NotImplementedError
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class Connection:
+    """One open xDS stream, as the registry and observers see it."""
+
+    id: int
+    """Unique per server process."""
+    stream: XdsStream
+    """The stream's state machine; read its ``node``, ``identity`` and ``types`` live."""
+    peer: str = ""
+    """The gRPC peer address."""
+    connected_at: float = field(default_factory=time.time)
+    """Unix time the stream opened."""
+
+    @property
+    def mode(self) -> Mode:
+        return self.stream.mode
+
+    @property
+    def node_id(self) -> str:
+        node = self.stream.node
+        return str(node.id) if node is not None else ""
+
+
+class StreamObserver(Protocol):
+    """Hooks the server calls on every stream event (the registry, metrics)."""
+
+    def on_stream_open(self, conn: Connection) -> None: ...
+
+    def on_request(self, conn: Connection, type_url: str) -> None: ...
+
+    def on_response(self, conn: Connection, send: Send) -> None: ...
+
+    def on_ack(self, conn: Connection, ack: Ack) -> None: ...
+
+    def on_nack(self, conn: Connection, nack: Nack) -> None: ...
+
+    def on_stream_close(self, conn: Connection) -> None: ...
+
+
+class ConnectionRegistry:
+    """Every open stream, for ``/debug/syncz`` and ``meshxds status``.
+
+    The per-type state lives in each stream's state machine; the registry only tracks which
+    streams are open, so what it reports is never out of date.
+    """
+
+    def __init__(self) -> None:
+        self._connections: dict[int, Connection] = {}
+
+    def register(self, conn: Connection) -> None:
+        self._connections[conn.id] = conn
+
+    def unregister(self, conn: Connection) -> None:
+        self._connections.pop(conn.id, None)
+
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        return tuple(sorted(self._connections.values(), key=lambda c: (c.node_id, c.connected_at, c.id)))
+
+    def find(self, node_id: str) -> Connection | None:
+        """The most recent connection of ``node_id``."""
+        matches = [c for c in self.connections if c.node_id == node_id]
+        return matches[-1] if matches else None
+
+    def syncz(self) -> list[dict[str, Any]]:
+        """One JSON-able record per connection, sorted by node id."""
+        records: list[dict[str, Any]] = []
+        for conn in self.connections:
+            identity = conn.stream.identity or ProxyIdentity.of()
+            records.append(
+                {
+                    "node_id": conn.node_id,
+                    "namespace": identity.namespace,
+                    "labels": identity.label_map,
+                    "mode": conn.mode,
+                    "connected_at": conn.connected_at,
+                    "types": conn.stream.type_status(),
+                }
+            )
+        return records
+
+    # StreamObserver: open/close keep the registry current; the rest is read from the stream.
+    def on_stream_open(self, conn: Connection) -> None:
+        self.register(conn)
+
+    def on_request(self, conn: Connection, type_url: str) -> None:
+        pass
+
+    def on_response(self, conn: Connection, send: Send) -> None:
+        pass
+
+    def on_ack(self, conn: Connection, ack: Ack) -> None:
+        pass
+
+    def on_nack(self, conn: Connection, nack: Nack) -> None:
+        pass
+
+    def on_stream_close(self, conn: Connection) -> None:
+        self.unregister(conn)
