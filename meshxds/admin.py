@@ -14,6 +14,7 @@ keeps the admin port free of another web framework.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -127,16 +128,20 @@ class AdminServer:
             if method != "HEAD":
                 writer.write(body)
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            ConnectionError,
+        ):
             pass
         except Exception:
             log.exception("admin request failed")
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
-            except ConnectionError:
-                pass
 
 
 def _json(status: int, payload: Any) -> tuple[int, str, bytes]:

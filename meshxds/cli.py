@@ -29,7 +29,9 @@ def _label(text: str) -> tuple[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meshxds", description="An Envoy control plane for Istio and Gateway API.")
+    parser = argparse.ArgumentParser(
+        prog="meshxds", description="An Envoy control plane for Istio and Gateway API."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -37,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     source = serve.add_mutually_exclusive_group(required=True)
     source.add_argument("--config-dir", help="a directory of YAML manifests, watched")
     source.add_argument("--kubeconfig", help="read from a Kubernetes API server (not available yet)")
-    source.add_argument("--in-cluster", action="store_true", help="read from the API server we run in (not available yet)")
+    source.add_argument(
+        "--in-cluster", action="store_true", help="read from the API server we run in (not available yet)"
+    )
     serve.add_argument("--xds-address", default="127.0.0.1:18000")
     serve.add_argument("--admin-address", default="127.0.0.1:18080")
     _add_translate_flags(serve)
@@ -46,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--config-dir", required=True)
     tr.add_argument("--node-id", default="meshxds-translate", help="the proxy's node.id (for the record)")
     tr.add_argument("--namespace", default="default", help="the proxy's node.metadata.namespace")
-    tr.add_argument("--label", action="append", type=_label, default=[], metavar="K=V", help="a node label (repeat)")
+    tr.add_argument(
+        "--label", action="append", type=_label, default=[], metavar="K=V", help="a node label (repeat)"
+    )
     _add_translate_flags(tr)
 
     va = commands.add_parser("validate", help="report every error and warning in a directory of manifests")
@@ -131,7 +137,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 texts.append(f"Gateway/{ns}/{name}: {problem}")
         info = _cluster_explanations(translation)
     if args.output == "json":
-        print(json.dumps({"errors": errors, "warnings": warnings, "status": statuses}, indent=2, sort_keys=True))
+        print(
+            json.dumps({"errors": errors, "warnings": warnings, "status": statuses}, indent=2, sort_keys=True)
+        )
     else:
         for text in texts:
             print(f"error: {text}")
@@ -159,8 +167,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         for type_url, t in sorted(record["types"].items()):
             rows.append(
                 (
-                    record["node_id"], record["mode"], type_url.rsplit(".", 1)[-1],
-                    t.get("version_sent") or "-", t.get("version_acked") or "-", t["state"],
+                    record["node_id"],
+                    record["mode"],
+                    type_url.rsplit(".", 1)[-1],
+                    t.get("version_sent") or "-",
+                    t.get("version_acked") or "-",
+                    t["state"],
                     (t.get("last_nack") or "").replace("\n", " ")[:120],
                 )
             )
@@ -195,7 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handlers = {"serve": cmd_serve, "translate": cmd_translate, "validate": cmd_validate, "status": cmd_status}
+    handlers = {
+        "serve": cmd_serve,
+        "translate": cmd_translate,
+        "validate": cmd_validate,
+        "status": cmd_status,
+    }
     return handlers[args.command](args)
 
 

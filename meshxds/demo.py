@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"meshxds is serving {args.config_dir} on 127.0.0.1:18000 (admin http://127.0.0.1:18080)")
             print(f"Envoy (node {envoy.node_id}) admin http://127.0.0.1:{envoy.admin_port}, gateway {url}")
             print(f"HTTP/2-only upstream on 127.0.0.1:{upstream.port}; requests so far: {upstream.requests}")
-            print(f"one request: status {result.status}, upstream saw {result.json().get('protocol') if result.body else '-'}, "
-                  f"Envoy HTTP/2 upstream connections on {CLUSTER}: {h2}")
+            seen = result.json().get("protocol") if result.body else "-"
+            print(f"one request: status {result.status}, upstream saw {seen}")
+            print(f"Envoy HTTP/2 upstream connections on {CLUSTER}: {h2}")
             print("\nTry:")
             print(f"  curl -i --http2-prior-knowledge -H 'host: {HOST}' {url}")
             print("  .venv/bin/meshxds status --admin-address 127.0.0.1:18080")

@@ -15,15 +15,23 @@ __all__ = ["Metrics"]
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.connected = Gauge("meshxds_xds_connected_streams", "Open xDS streams", ["mode"], registry=self.registry)
-        self.responses = Counter("meshxds_xds_responses", "xDS responses sent", ["type_url"], registry=self.registry)
+        self.connected = Gauge(
+            "meshxds_xds_connected_streams", "Open xDS streams", ["mode"], registry=self.registry
+        )
+        self.responses = Counter(
+            "meshxds_xds_responses", "xDS responses sent", ["type_url"], registry=self.registry
+        )
         self.acks = Counter("meshxds_xds_acks", "xDS responses acked", ["type_url"], registry=self.registry)
-        self.nacks = Counter("meshxds_xds_nacks", "xDS responses rejected by a proxy", ["type_url"], registry=self.registry)
+        self.nacks = Counter(
+            "meshxds_xds_nacks", "xDS responses rejected by a proxy", ["type_url"], registry=self.registry
+        )
         self.config_loads = Counter(
             "meshxds_config_loads", "Reads of the configuration source", ["result"], registry=self.registry
         )
         self.config_generation = Gauge(
-            "meshxds_config_generation", "Generation of the configuration being served", registry=self.registry
+            "meshxds_config_generation",
+            "Generation of the configuration being served",
+            registry=self.registry,
         )
 
     # StreamObserver

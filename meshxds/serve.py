@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshxds.admin import AdminServer, AdminState
@@ -37,7 +37,7 @@ class ServeOptions:
     config_dir: str
     xds_address: str = "127.0.0.1:18000"
     admin_address: str = "127.0.0.1:18080"
-    translate: TranslateOptions = TranslateOptions()
+    translate: TranslateOptions = field(default_factory=TranslateOptions)
     grace_s: float = 5.0
 
 
@@ -76,7 +76,9 @@ class Service:
         self.metrics.config_generation.set(self.cache.generation)
         for warning in translation.warnings:
             log.warning("%s", warning)
-        log.info("config published generation=%d objects=%d", self.cache.generation, len(translation.resources))
+        log.info(
+            "config published generation=%d objects=%d", self.cache.generation, len(translation.resources)
+        )
 
     def reject(self, errors: ManifestErrors) -> None:
         self.state.errors = tuple(e.as_dict() for e in errors.errors)
@@ -84,7 +86,9 @@ class Service:
         for error in errors.errors:
             log.error("manifest error: %s", error)
         log.error(
-            "configuration rejected (%d errors); still serving generation=%d", len(errors.errors), self.cache.generation
+            "configuration rejected (%d errors); still serving generation=%d",
+            len(errors.errors),
+            self.cache.generation,
         )
 
     async def _consume(self, reads: AsyncIterator[ResourceSet | ManifestErrors]) -> None:
@@ -107,11 +111,14 @@ class Service:
     async def run(self) -> None:
         xds_port = await self.xds.start(self.options.xds_address)
         admin_port = await self.admin.start(self.options.admin_address)
-        log.info("serving xds_port=%d admin_port=%d config_dir=%s", xds_port, admin_port, self.options.config_dir)
+        log.info(
+            "serving xds_port=%d admin_port=%d config_dir=%s", xds_port, admin_port, self.options.config_dir
+        )
         try:
             async with asyncio.TaskGroup() as tasks:
                 watcher = tasks.create_task(
-                    self._consume(watch_directory(self.options.config_dir, stop_event=self._stop)), name="source"
+                    self._consume(watch_directory(self.options.config_dir, stop_event=self._stop)),
+                    name="source",
                 )
                 await self._stop.wait()
                 watcher.cancel()

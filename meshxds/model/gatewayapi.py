@@ -50,9 +50,15 @@ class RouteGroupKind(KubeModel):
     kind: str
 
 
+class LabelSelectorRequirement(KubeModel):
+    key: str = Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+
 class LabelSelector(KubeModel):
     match_labels: dict[str, str] = Field(default_factory=dict)
-    match_expressions: list[dict[str, object]] = Field(default_factory=list)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
 
 
 class RouteNamespaces(KubeModel):

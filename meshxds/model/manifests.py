@@ -83,7 +83,9 @@ def parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
     group, _, version = api_version.rpartition("/")
     model = KINDS.get((group, kind))
     if model is None:
-        return None, [f"{where}: {_ref_of(body)}: kind {kind} of {api_version} is not read by meshxds; ignored"]
+        return None, [
+            f"{where}: {_ref_of(body)}: kind {kind} of {api_version} is not read by meshxds; ignored"
+        ]
     if version not in model.API_VERSIONS:
         raise ManifestError(
             f"version {version!r} of {kind} is not supported (use one of {', '.join(model.API_VERSIONS)})",
@@ -92,23 +94,27 @@ def parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
             field_path="apiVersion",
         )
     data = dict(body)
-    if model.NAMESPACED and isinstance(data.get("metadata"), Mapping) and not data["metadata"].get("namespace"):
+    if (
+        model.NAMESPACED
+        and isinstance(data.get("metadata"), Mapping)
+        and not data["metadata"].get("namespace")
+    ):
         data["metadata"] = {**data["metadata"], "namespace": "default"}
     body = data
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        problems = "; ".join(
-            f"{_field_path(e['loc'])}: {e['msg']}" for e in exc.errors()[1:4]
-        )
+        problems = "; ".join(f"{_field_path(e['loc'])}: {e['msg']}" for e in exc.errors()[1:4])
         raise ManifestError(
             first["msg"] + (f" (also: {problems})" if problems else ""),
             path=where,
             ref=_ref_of(body),
             field_path=_field_path(first["loc"]),
         ) from exc
-    warnings = [f"{where}: {obj.ref}: field {f} is not supported by meshxds; ignored" for f in unknown_fields(obj)]
+    warnings = [
+        f"{where}: {obj.ref}: field {f} is not supported by meshxds; ignored" for f in unknown_fields(obj)
+    ]
     return obj, warnings
 
 

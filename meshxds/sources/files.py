@@ -7,6 +7,7 @@ file, object and field — never half a directory — so the server keeps the la
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,7 +35,9 @@ def manifest_files(root: Path) -> list[Path]:
     """Manifest files below ``root``, sorted for a deterministic read order."""
     if not root.is_dir():
         raise ManifestErrors([ManifestError("not a directory", path=str(root))])
-    return sorted(p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.is_file() and not _ignored(p, root))
+    return sorted(
+        p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.is_file() and not _ignored(p, root)
+    )
 
 
 def _documents(path: Path, errors: list[ManifestError]) -> Iterator[SourcedDocument]:
@@ -72,7 +75,7 @@ def read_directory(root: str | Path) -> ResourceSet:
 
 
 async def watch_directory(
-    root: str | Path, *, debounce_ms: int = 50, stop_event: object | None = None
+    root: str | Path, *, debounce_ms: int = 50, stop_event: asyncio.Event | None = None
 ) -> AsyncIterator[ResourceSet | ManifestErrors]:
     """Yield the directory's content now and after every change: a ``ResourceSet`` when it reads
     cleanly, the ``ManifestErrors`` when it does not (the caller keeps its last good set)."""
@@ -85,7 +88,11 @@ async def watch_directory(
 
     yield read()
     async for changes in awatch(
-        root, debounce=debounce_ms, step=20, stop_event=stop_event, recursive=True  # type: ignore[arg-type]
+        root,
+        debounce=debounce_ms,
+        step=20,
+        stop_event=stop_event,
+        recursive=True,
     ):
         log.debug("manifest change: %s", sorted({p for _, p in changes}))
         yield read()

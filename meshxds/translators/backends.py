@@ -63,8 +63,15 @@ class BackendIndex:
         self._grants = dict(grants)
 
     def reference_allowed(
-        self, *, from_group: str, from_kind: str, from_namespace: str, to_group: str, to_kind: str,
-        to_namespace: str, to_name: str,
+        self,
+        *,
+        from_group: str,
+        from_kind: str,
+        from_namespace: str,
+        to_group: str,
+        to_kind: str,
+        to_namespace: str,
+        to_name: str,
     ) -> bool:
         """Same namespace, or a ReferenceGrant in the target namespace admits the reference."""
         if from_namespace == to_namespace:
@@ -158,12 +165,19 @@ class BackendIndex:
             resolver = (extra_kinds or {}).get((group, kind))
             if resolver is None:
                 return ResolvedBackend(
-                    cluster=None, reason="InvalidKind", message=f"backend kind {group or 'core'}/{kind} is not supported"
+                    cluster=None,
+                    reason="InvalidKind",
+                    message=f"backend kind {group or 'core'}/{kind} is not supported",
                 )
             return resolver(name=name, namespace=namespace, port=port)
         if not self.reference_allowed(
-            from_group=gatewayapi.GROUP, from_kind=from_kind, from_namespace=from_namespace,
-            to_group="", to_kind="Service", to_namespace=namespace, to_name=name,
+            from_group=gatewayapi.GROUP,
+            from_kind=from_kind,
+            from_namespace=from_namespace,
+            to_group="",
+            to_kind="Service",
+            to_namespace=namespace,
+            to_name=name,
         ):
             return ResolvedBackend(
                 cluster=None,
@@ -173,15 +187,21 @@ class BackendIndex:
             )
         service = self.resources.get(core.Service, namespace, name)
         if service is None:
-            return ResolvedBackend(cluster=None, reason="BackendNotFound", message=f"Service {namespace}/{name} not found")
+            return ResolvedBackend(
+                cluster=None, reason="BackendNotFound", message=f"Service {namespace}/{name} not found"
+            )
         if port is None:
             return ResolvedBackend(
-                cluster=None, reason="BackendNotFound", message=f"a port is required to use Service {namespace}/{name}"
+                cluster=None,
+                reason="BackendNotFound",
+                message=f"a port is required to use Service {namespace}/{name}",
             )
         service_port = service.port(port)
         if service_port is None:
             return ResolvedBackend(
-                cluster=None, reason="BackendNotFound", message=f"Service {namespace}/{name} has no port {port}"
+                cluster=None,
+                reason="BackendNotFound",
+                message=f"Service {namespace}/{name} has no port {port}",
             )
         cluster, warnings = self.service_cluster(
             service, service_port, default_protocol=default_protocol, force_protocol=force_protocol

@@ -87,7 +87,10 @@ class _Run:
 
 
 def _namespace_labels(resources: ResourceSet) -> dict[str, dict[str, str]]:
-    labels = {ns.name: {"kubernetes.io/metadata.name": ns.name, **ns.metadata.labels} for ns in resources.all(core.Namespace)}
+    labels = {
+        ns.name: {"kubernetes.io/metadata.name": ns.name, **ns.metadata.labels}
+        for ns in resources.all(core.Namespace)
+    }
     return labels
 
 
@@ -97,15 +100,14 @@ def _selector_matches(selector: gatewayapi.LabelSelector | None, labels: dict[st
     if any(labels.get(k) != v for k, v in selector.match_labels.items()):
         return False
     for expr in selector.match_expressions:
-        key, op = str(expr.get("key", "")), str(expr.get("operator", ""))
-        values = [str(v) for v in expr.get("values", []) or []]  # type: ignore[union-attr]
-        if op == "In" and labels.get(key) not in values:
+        present, value = expr.key in labels, labels.get(expr.key)
+        if expr.operator == "In" and value not in expr.values:
             return False
-        if op == "NotIn" and labels.get(key) in values:
+        if expr.operator == "NotIn" and value in expr.values:
             return False
-        if op == "Exists" and key not in labels:
+        if expr.operator == "Exists" and not present:
             return False
-        if op == "DoesNotExist" and key in labels:
+        if expr.operator == "DoesNotExist" and present:
             return False
     return True
 
@@ -116,9 +118,13 @@ def _process_gateway_classes(run: _Run) -> set[str]:
         if gc.spec.controller_name != run.options.controller_name:
             continue
         ours.add(gc.name)
-        accepted = condition("Accepted", True, "Accepted", "handled by meshxds", generation=gc.metadata.generation)
+        accepted = condition(
+            "Accepted", True, "Accepted", "handled by meshxds", generation=gc.metadata.generation
+        )
         run.statuses.append(
-            ObjectStatus(kind="GatewayClass", namespace="", name=gc.name, status={"conditions": [accepted.as_dict()]})
+            ObjectStatus(
+                kind="GatewayClass", namespace="", name=gc.name, status={"conditions": [accepted.as_dict()]}
+            )
         )
     return ours
 
@@ -134,24 +140,43 @@ def _process_gateways(run: _Run, classes: set[str]) -> list[gatewayapi.Gateway]:
             supported = _ROUTE_KINDS_BY_PROTOCOL.get(listener.protocol)
             if listener.name in seen_names:
                 ctx.conditions.append(
-                    condition("Accepted", False, "Invalid", f"listener name {listener.name} is used twice", generation=generation)
+                    condition(
+                        "Accepted",
+                        False,
+                        "Invalid",
+                        f"listener name {listener.name} is used twice",
+                        generation=generation,
+                    )
                 )
             seen_names.add(listener.name)
             if supported is None:
                 ctx.conditions.append(
                     condition(
-                        "Accepted", False, "UnsupportedProtocol",
-                        f"protocol {listener.protocol} is not supported by meshxds yet", generation=generation,
+                        "Accepted",
+                        False,
+                        "UnsupportedProtocol",
+                        f"protocol {listener.protocol} is not supported by meshxds yet",
+                        generation=generation,
                     )
                 )
-                run.warnings.append(f"{gw.ref}: listener {listener.name}: protocol {listener.protocol} is not supported")
+                run.warnings.append(
+                    f"{gw.ref}: listener {listener.name}: protocol {listener.protocol} is not supported"
+                )
             else:
                 requested = listener.allowed_routes.kinds
                 if requested:
-                    ok = tuple(k.kind for k in requested if k.group == gatewayapi.GROUP and k.kind in supported)
+                    ok = tuple(
+                        k.kind for k in requested if k.group == gatewayapi.GROUP and k.kind in supported
+                    )
                     if len(ok) != len(requested):
                         ctx.conditions.append(
-                            condition("ResolvedRefs", False, "InvalidRouteKinds", "some allowedRoutes.kinds are not supported", generation=generation)
+                            condition(
+                                "ResolvedRefs",
+                                False,
+                                "InvalidRouteKinds",
+                                "some allowedRoutes.kinds are not supported",
+                                generation=generation,
+                            )
                         )
                     ctx.kinds = ok
                 else:
@@ -209,19 +234,22 @@ def _process_http_routes(run: _Run, gateways: dict[tuple[str, str], gatewayapi.G
             parents.append(
                 {
                     "parentRef": {
-                        "group": ref.group, "kind": ref.kind, "namespace": gw_key[0], "name": ref.name,
+                        "group": ref.group,
+                        "kind": ref.kind,
+                        "namespace": gw_key[0],
+                        "name": ref.name,
                         **({"sectionName": ref.section_name} if ref.section_name else {}),
                         **({"port": ref.port} if ref.port else {}),
                     },
                     "controllerName": run.options.controller_name,
-                    "conditions": [
-                        c.as_dict() for c in merge_conditions([accepted, resolved])
-                    ],
+                    "conditions": [c.as_dict() for c in merge_conditions([accepted, resolved])],
                 }
             )
         if parents:
             run.statuses.append(
-                ObjectStatus(kind="HTTPRoute", namespace=route.namespace, name=route.name, status={"parents": parents})
+                ObjectStatus(
+                    kind="HTTPRoute", namespace=route.namespace, name=route.name, status={"parents": parents}
+                )
             )
 
 
@@ -235,16 +263,32 @@ def _attach(
     generation = route.metadata.generation
     contexts = run.listeners.get(gw_key)
     if contexts is None:
-        return condition("Accepted", False, "NoMatchingParent", f"Gateway {gw_key[0]}/{gw_key[1]} not found", generation=generation)
+        return condition(
+            "Accepted",
+            False,
+            "NoMatchingParent",
+            f"Gateway {gw_key[0]}/{gw_key[1]} not found",
+            generation=generation,
+        )
     candidates = [
-        c for c in contexts
-        if (ref.section_name is None or c.spec.name == ref.section_name) and (ref.port is None or c.spec.port == ref.port)
+        c
+        for c in contexts
+        if (ref.section_name is None or c.spec.name == ref.section_name)
+        and (ref.port is None or c.spec.port == ref.port)
     ]
     if not candidates:
-        return condition("Accepted", False, "NoMatchingParent", "no listener matches the parentRef's sectionName/port", generation=generation)
+        return condition(
+            "Accepted",
+            False,
+            "NoMatchingParent",
+            "no listener matches the parentRef's sectionName/port",
+            generation=generation,
+        )
     allowed = [c for c in candidates if c.valid and _route_allowed(run, c, route.namespace, "HTTPRoute")]
     if not allowed:
-        return condition("Accepted", False, "NotAllowedByListeners", "no listener admits this route", generation=generation)
+        return condition(
+            "Accepted", False, "NotAllowedByListeners", "no listener admits this route", generation=generation
+        )
     attached = False
     for ctx in allowed:
         hostnames = intersect_hostnames(ctx.spec.hostname, route.spec.hostnames)
@@ -258,7 +302,11 @@ def _attach(
             run.clusters[gw_key].setdefault(cluster.name, cluster)
     if not attached:
         return condition(
-            "Accepted", False, "NoMatchingListenerHostname", "no listener hostname intersects the route's hostnames", generation=generation
+            "Accepted",
+            False,
+            "NoMatchingListenerHostname",
+            "no listener hostname intersects the route's hostnames",
+            generation=generation,
         )
     return condition("Accepted", True, "Accepted", "attached to the Gateway", generation=generation)
 
@@ -315,8 +363,11 @@ def _gateway_status(run: _Run, gw: gatewayapi.Gateway) -> ObjectStatus:
         programmed = ctx.valid
         merged += (
             condition(
-                "Programmed", programmed, "Programmed" if programmed else "Invalid",
-                "listener is programmed" if programmed else "listener is invalid", generation=generation,
+                "Programmed",
+                programmed,
+                "Programmed" if programmed else "Invalid",
+                "listener is programmed" if programmed else "listener is invalid",
+                generation=generation,
             ),
         )
         listener_status.append(
@@ -331,19 +382,26 @@ def _gateway_status(run: _Run, gw: gatewayapi.Gateway) -> ObjectStatus:
     conditions = [
         condition("Accepted", True, "Accepted", "Gateway accepted by meshxds", generation=generation),
         condition(
-            "Programmed", any_valid, "Programmed" if any_valid else "Invalid",
-            "served to proxies labelled " f"{GATEWAY_NAME_LABEL}={gw.name} in namespace {gw.namespace}"
-            if any_valid else "no listener is valid",
+            "Programmed",
+            any_valid,
+            "Programmed" if any_valid else "Invalid",
+            f"served to proxies labelled {GATEWAY_NAME_LABEL}={gw.name} in namespace {gw.namespace}"
+            if any_valid
+            else "no listener is valid",
             generation=generation,
         ),
     ]
     return ObjectStatus(
-        kind="Gateway", namespace=gw.namespace, name=gw.name,
+        kind="Gateway",
+        namespace=gw.namespace,
+        name=gw.name,
         status={"conditions": [c.as_dict() for c in conditions], "listeners": listener_status},
     )
 
 
-def translate_gateway_api(resources: ResourceSet, options: TranslateOptions | None = None) -> GatewayAPIResult:
+def translate_gateway_api(
+    resources: ResourceSet, options: TranslateOptions | None = None
+) -> GatewayAPIResult:
     """Every Gateway of our class → its proxies' IR, plus the status of everything read."""
     options = options or TranslateOptions()
     run = _Run(

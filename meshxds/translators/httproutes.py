@@ -54,7 +54,9 @@ def _match(match: gatewayapi.HTTPRouteMatch) -> ir.RouteMatch:
     return ir.RouteMatch(
         path=_path(match.path),
         headers=tuple(headers),
-        query_params=tuple(ir.QueryParamMatch(name=q.name, match=_string(q.type, q.value)) for q in match.query_params),
+        query_params=tuple(
+            ir.QueryParamMatch(name=q.name, match=_string(q.type, q.value)) for q in match.query_params
+        ),
     )
 
 
@@ -62,14 +64,22 @@ def _regex_problems(match: gatewayapi.HTTPRouteMatch, at: str) -> list[str]:
     found: list[tuple[str, str]] = []
     if match.path.type == "RegularExpression":
         found.append((f"{at}.path.value", match.path.value))
-    found += [(f"{at}.headers[{i}].value", h.value) for i, h in enumerate(match.headers) if h.type == "RegularExpression"]
     found += [
-        (f"{at}.queryParams[{i}].value", q.value) for i, q in enumerate(match.query_params) if q.type == "RegularExpression"
+        (f"{at}.headers[{i}].value", h.value)
+        for i, h in enumerate(match.headers)
+        if h.type == "RegularExpression"
+    ]
+    found += [
+        (f"{at}.queryParams[{i}].value", q.value)
+        for i, q in enumerate(match.query_params)
+        if q.type == "RegularExpression"
     ]
     return [f"{where}: {err}" for where, value in found if (err := re2_error(value))]
 
 
-def _sort_key(route: gatewayapi.HTTPRoute, match: gatewayapi.HTTPRouteMatch, rule_index: int, match_index: int) -> tuple[object, ...]:
+def _sort_key(
+    route: gatewayapi.HTTPRoute, match: gatewayapi.HTTPRouteMatch, rule_index: int, match_index: int
+) -> tuple[object, ...]:
     return (
         _PATH_RANK[match.path.type],
         -len(match.path.value),
@@ -105,7 +115,12 @@ def _path_modifier(mod: gatewayapi.HTTPPathModifier | None) -> tuple[str | None,
 def _redirect(f: gatewayapi.HTTPRequestRedirectFilter) -> ir.Redirect:
     full, prefix = _path_modifier(f.path)
     return ir.Redirect(
-        scheme=f.scheme, host=f.hostname, port=f.port, full_path=full, prefix=prefix, status_code=f.status_code
+        scheme=f.scheme,
+        host=f.hostname,
+        port=f.port,
+        full_path=full,
+        prefix=prefix,
+        status_code=f.status_code,
     )
 
 
@@ -115,7 +130,7 @@ def _rewrite(f: gatewayapi.HTTPURLRewriteFilter) -> ir.UrlRewrite:
 
 
 def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -> CompiledRoute:
-    """Every rule × match of one HTTPRoute as IR routes (listener-independent)."""
+    """Every rule and match of one HTTPRoute as IR routes (listener-independent)."""
     out = CompiledRoute()
     generation = route.metadata.generation
     source = ir.ObjectRef(kind="HTTPRoute", namespace=route.namespace, name=route.name)
@@ -136,11 +151,13 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                 rewrite = _rewrite(flt.url_rewrite)
             else:
                 out.warnings.append(
-                    f"{at}.filters[{f_index}]: filter type {flt.type} is not supported by meshxds yet; ignored"
+                    f"{at}.filters[{f_index}]: filter type {flt.type} is not supported yet; ignored"
                 )
         for b_index, ref in enumerate(rule.backend_refs):
             if ref.filters:
-                out.warnings.append(f"{at}.backendRefs[{b_index}].filters: per-backend filters are not supported yet; ignored")
+                out.warnings.append(
+                    f"{at}.backendRefs[{b_index}].filters: per-backend filters are not supported yet; ignored"
+                )
         timeout: float | None = None
         if rule.timeouts is not None and (rule.timeouts.request or rule.timeouts.backend_request):
             raw = rule.timeouts.request or rule.timeouts.backend_request or ""
@@ -156,8 +173,13 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
             invalid_weight = 0
             for ref in rule.backend_refs:
                 resolved = backends.resolve_service_ref(
-                    group=ref.group, kind=ref.kind, name=ref.name, namespace=ref.namespace or route.namespace,
-                    port=ref.port, from_kind="HTTPRoute", from_namespace=route.namespace,
+                    group=ref.group,
+                    kind=ref.kind,
+                    name=ref.name,
+                    namespace=ref.namespace or route.namespace,
+                    port=ref.port,
+                    from_kind="HTTPRoute",
+                    from_namespace=route.namespace,
                 )
                 out.warnings.extend(resolved.warnings)
                 if resolved.cluster is None:
@@ -170,7 +192,10 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                     weighted.append(ir.WeightedCluster(cluster=resolved.cluster.name, weight=ref.weight))
             if weighted:
                 action = ir.ForwardAction(
-                    backends=tuple(weighted), invalid_weight=invalid_weight, timeout_s=timeout, rewrite=rewrite
+                    backends=tuple(weighted),
+                    invalid_weight=invalid_weight,
+                    timeout_s=timeout,
+                    rewrite=rewrite,
                 )
             else:
                 # No usable backend: the spec asks for 500 (an empty rule, or only invalid refs).
@@ -198,5 +223,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
             "ResolvedRefs", False, bad_refs[0][0], "; ".join(m for _, m in bad_refs), generation=generation
         )
     else:
-        out.resolved_refs = condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation)
+        out.resolved_refs = condition(
+            "ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation
+        )
     return out

@@ -131,13 +131,19 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         (manifests / "gateway.yaml").write_text(gateway_yaml(listener_port))
         for v in HTTP2_VARIANTS:
             (manifests / f"{v.name}.yaml").write_text(
-                service_yaml(v.name, port_name=v.port_name, app_protocol=v.app_protocol, upstream_port=h2c.port)
+                service_yaml(
+                    v.name, port_name=v.port_name, app_protocol=v.app_protocol, upstream_port=h2c.port
+                )
             )
         for v in HTTP1_VARIANTS:
             (manifests / f"{v.name}.yaml").write_text(
-                service_yaml(v.name, port_name=v.port_name, app_protocol=v.app_protocol, upstream_port=http1.port)
+                service_yaml(
+                    v.name, port_name=v.port_name, app_protocol=v.app_protocol, upstream_port=http1.port
+                )
             )
-        server = MeshxdsProcess(manifests, extra_args=("--listener-address", "127.0.0.1"), work_dir=base / "server")
+        server = MeshxdsProcess(
+            manifests, extra_args=("--listener-address", "127.0.0.1"), work_dir=base / "server"
+        )
         envoy = EnvoyProcess.for_node(
             node_id=f"gateway-{request.param}",
             namespace="gateway-system",
@@ -193,7 +199,9 @@ def test_plain_http1_client_also_gets_http2_upstream(stack: Stack) -> None:
 
 
 def test_host_with_port_still_matches(stack: Stack) -> None:
-    result = curl(stack.url(), http2_prior_knowledge=True, headers={"host": f"nginx.example.com:{stack.listener_port}"})
+    result = curl(
+        stack.url(), http2_prior_knowledge=True, headers={"host": f"nginx.example.com:{stack.listener_port}"}
+    )
     assert result.status == 200, result
 
 
@@ -222,16 +230,25 @@ def live(
     )
     with (
         Http1OnlyServer(name="http1") as http1,
-        MeshxdsProcess(manifest_dir, extra_args=("--listener-address", "127.0.0.1"), work_dir=tmp_path / "srv") as server,
+        MeshxdsProcess(
+            manifest_dir, extra_args=("--listener-address", "127.0.0.1"), work_dir=tmp_path / "srv"
+        ) as server,
     ):
         server.wait_ready()
         with EnvoyProcess.for_node(
-            node_id="gw", namespace="gateway-system", labels=GATEWAY_LABELS, xds_port=server.xds_port,
-            delta=request.param == "delta", work_dir=tmp_path / "envoy",
+            node_id="gw",
+            namespace="gateway-system",
+            labels=GATEWAY_LABELS,
+            xds_port=server.xds_port,
+            delta=request.param == "delta",
+            work_dir=tmp_path / "envoy",
         ) as envoy:
             envoy.wait_ready()
             server.wait_synced("gw")
-            yield Stack(server=server, envoy=envoy, listener_port=listener_port, h2c=h2c_upstream, http1=http1), manifest_dir
+            yield (
+                Stack(server=server, envoy=envoy, listener_port=listener_port, h2c=h2c_upstream, http1=http1),
+                manifest_dir,
+            )
 
 
 def _status(stack: Stack, host: str) -> int:
@@ -257,9 +274,11 @@ def test_malformed_file_keeps_last_good_config_then_recovers(live: tuple[Stack, 
     stack, manifests = live
     before = stack.server.acked_versions("gw")
     bad = manifests / "broken.yaml"
-    bad.write_text(service_yaml("later", port_name=None, app_protocol="http2", upstream_port=stack.h2c.port).replace(
-        "port: 8080", "port: 80800", 1
-    ))
+    bad.write_text(
+        service_yaml("later", port_name=None, app_protocol="http2", upstream_port=stack.h2c.port).replace(
+            "port: 8080", "port: 80800", 1
+        )
+    )
 
     def reported() -> list[dict[str, str]]:
         import json
