@@ -156,7 +156,8 @@ def main() -> None:
     print(f"rebuild (reuse)  {t_rebuild * 1000:9.1f} ms")
     print(
         f"{args.proxies} proxies: re-serialize per proxy {t_per_proxy * 1000:.1f} ms vs shared bytes "
-        f"{t_shared * 1000:.1f} ms ({shared_bytes} bytes handed out): ratio {t_per_proxy / max(t_shared, 1e-9):.0f}x"
+        f"{t_shared * 1000:.1f} ms ({shared_bytes} bytes handed out): "
+        f"ratio {t_per_proxy / max(t_shared, 1e-9):.0f}x"
     )
 
 
