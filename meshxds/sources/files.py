@@ -8,12 +8,13 @@ file, object and field — never half a directory — so the server keeps the la
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import yaml
-from watchfiles import awatch
+from watchfiles import Change, awatch
 
 from meshxds.errors import ManifestError, ManifestErrors
 from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_documents
@@ -86,13 +87,24 @@ async def watch_directory(
         except ManifestErrors as exc:
             return exc
 
-    yield read()
-    async for changes in awatch(
-        root,
-        debounce=debounce_ms,
-        step=20,
-        stop_event=stop_event,
-        recursive=True,
-    ):
-        log.debug("manifest change: %s", sorted({p for _, p in changes}))
+    changes = awatch(root, debounce=debounce_ms, step=20, stop_event=stop_event, recursive=True)
+    # Watch before the first read: awatch creates its watcher on the first anext(), and a change
+    # made before that (while the caller handles the first read, say) would never be reported.
+    pending: asyncio.Future[set[tuple[Change, str]]] = asyncio.ensure_future(anext(changes))
+    try:
+        await asyncio.sleep(0)  # let the watcher start (it does before its first await)
         yield read()
+        while True:
+            try:
+                batch = await pending
+            except StopAsyncIteration:  # the stop event was set
+                return
+            log.debug("manifest change: %s", sorted({p for _, p in batch}))
+            yield read()
+            pending = asyncio.ensure_future(anext(changes))
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        await changes.aclose()
