@@ -280,7 +280,7 @@ def test_camel_case_aliases_and_frozen_objects() -> None:
     assert (port.app_protocol, port.target_port, port.protocol) == ("http2", 80, "TCP")
     assert obj.port(9999) is None
     with pytest.raises(pydantic.ValidationError):
-        port.port = 1  # type: ignore[misc]
+        port.port = 1
 
 
 def test_endpoint_slice_readiness_and_service_name() -> None:

@@ -1,0 +1,240 @@
+"""The directory source: a recursive, multi-document read as one set, and a watch that re-reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from meshxds.errors import ManifestErrors
+from meshxds.model import core, gatewayapi
+from meshxds.model.manifests import ResourceSet
+from meshxds.sources.files import manifest_files, read_directory, watch_directory
+
+WAIT_S = 10.0
+
+
+def service_yaml(name: str, port: int = 80, namespace: str = "default") -> str:
+    return (
+        f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+        f"spec:\n  ports:\n    - port: {port}\n"
+    )
+
+
+def write(path: Path, text: str) -> None:
+    """Write atomically (a rename), so a watcher never reads half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.write_text(text, encoding="utf-8")
+    os.replace(scratch, path)
+
+
+def service_names(resources: ResourceSet) -> list[str]:
+    return [s.name for s in resources.all(core.Service)]
+
+
+# --- read_directory --------------------------------------------------------------------------------
+
+
+def test_reads_every_manifest_recursively_and_every_document(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", service_yaml("a") + "---\n" + service_yaml("b") + "---\n")
+    write(tmp_path / "nested" / "deeper" / "c.yml", service_yaml("c"))
+    write(
+        tmp_path / "d.json",
+        '{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "d"},'
+        ' "spec": {"ports": [{"port": 1}]}}',
+    )
+    write(tmp_path / "notes.txt", service_yaml("not-a-manifest-suffix"))
+    resources = read_directory(tmp_path)
+    assert service_names(resources) == ["a", "b", "c", "d"]
+    assert resources.origins["Service/default/b"] == f"{tmp_path / 'a.yaml'}#1"
+    assert resources.origins["Service/default/c"] == str(tmp_path / "nested" / "deeper" / "c.yml")
+
+
+def test_dotfiles_hidden_folders_and_backup_files_are_ignored(tmp_path: Path) -> None:
+    write(tmp_path / "kept.yaml", service_yaml("kept"))
+    write(tmp_path / ".hidden.yaml", service_yaml("dotfile"))
+    write(tmp_path / ".git" / "x.yaml", service_yaml("hidden-dir"))
+    write(tmp_path / "..data" / "x.yaml", service_yaml("k8s-configmap-link"))
+    (tmp_path / "kept.yaml~").write_text("{{{ not even yaml", encoding="utf-8")
+    assert manifest_files(tmp_path) == [tmp_path / "kept.yaml"]
+    assert service_names(read_directory(tmp_path)) == ["kept"]
+
+
+def test_a_dotted_root_folder_is_still_read(tmp_path: Path) -> None:
+    root = tmp_path / ".config"
+    write(root / "a.yaml", service_yaml("a"))
+    assert service_names(read_directory(root)) == ["a"]
+
+
+def test_read_order_is_deterministic(tmp_path: Path) -> None:
+    for name in ["z", "a", "m"]:
+        write(tmp_path / f"{name}.yaml", service_yaml(name))
+    assert manifest_files(tmp_path) == sorted(manifest_files(tmp_path))
+    assert list(read_directory(tmp_path).origins) == [f"Service/default/{n}" for n in ["a", "m", "z"]]
+
+
+def test_yaml_syntax_error_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path / "bad.yaml", service_yaml("ok") + "---\nkind: Service\nmetadata: [unclosed\n")
+    with pytest.raises(ManifestErrors) as info:
+        read_directory(tmp_path)
+    (error,) = info.value.errors
+    assert error.path.startswith(f"{tmp_path / 'bad.yaml'}:")
+    line = int(error.path.split(":")[-2])
+    assert line in (12, 13), error.path  # the unclosed flow sequence on line 12, reported there or at EOF
+    assert error.message.startswith("invalid YAML:")
+
+
+def test_a_syntax_error_rejects_the_whole_file(tmp_path: Path) -> None:
+    write(tmp_path / "bad.yaml", service_yaml("before") + "---\n: : :\n  - [\n")
+    with pytest.raises(ManifestErrors) as info:
+        read_directory(tmp_path)
+    assert all("before" not in str(e) for e in info.value.errors)
+
+
+def test_every_problem_of_a_directory_is_reported_at_once(tmp_path: Path) -> None:
+    write(tmp_path / "a-syntax.yaml", "a: [\n")
+    write(tmp_path / "b-field.yaml", service_yaml("web", port=0))
+    write(tmp_path / "c-dup.yaml", service_yaml("dup"))
+    write(tmp_path / "d-dup.yaml", service_yaml("dup"))
+    (tmp_path / "e-binary.yaml").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ManifestErrors) as info:
+        read_directory(tmp_path)
+    files = [Path(e.path.split(":")[0].split("#")[0]).name for e in info.value.errors]
+    assert sorted(files) == ["a-syntax.yaml", "b-field.yaml", "d-dup.yaml", "e-binary.yaml"]
+    field_error = next(e for e in info.value.errors if "b-field" in e.path)
+    assert (field_error.ref, field_error.field_path) == ("Service/default/web", "spec.ports[0].port")
+
+
+def test_missing_directory_is_a_manifest_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestErrors, match="not a directory"):
+        read_directory(tmp_path / "absent")
+
+
+def test_unknown_kinds_and_fields_are_warnings_of_the_set(tmp_path: Path) -> None:
+    write(tmp_path / "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n")
+    write(
+        tmp_path / "route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+        "metadata:\n  name: r\nspec:\n  sparkle: true\n",
+    )
+    resources = read_directory(tmp_path)
+    assert [r.name for r in resources.all(gatewayapi.HTTPRoute)] == ["r"]
+    assert len(resources.warnings) == 2
+    assert "kind ConfigMap" in resources.warnings[0]
+    assert "field spec.sparkle" in resources.warnings[1]
+
+
+# --- watch_directory -------------------------------------------------------------------------------
+
+Read = ResourceSet | ManifestErrors
+Watch = AsyncGenerator[Read, None]
+
+
+async def next_until(watch: Watch, accept: Callable[[Read], bool]) -> Read:
+    """The first yielded item ``accept`` likes (one save may be seen as several events), bounded."""
+
+    async def scan() -> Read:
+        async for item in watch:
+            if accept(item):
+                return item
+        raise AssertionError("the watch ended early")
+
+    return await asyncio.wait_for(scan(), WAIT_S)
+
+
+def names_are(*expected: str) -> Callable[[Read], bool]:
+    return lambda item: isinstance(item, ResourceSet) and service_names(item) == list(expected)
+
+
+def ports_of(item: Read, name: str) -> list[int]:
+    if not isinstance(item, ResourceSet):
+        return []
+    svc = item.get(core.Service, "default", name)
+    return [p.port for p in svc.spec.ports] if svc is not None else []
+
+
+@pytest.fixture
+async def start_watch(tmp_path: Path) -> AsyncIterator[Callable[[], Watch]]:
+    """Start watches of ``tmp_path``; each is stopped and closed after the test."""
+    stop = asyncio.Event()
+    started: list[Watch] = []
+
+    def start() -> Watch:
+        watch = cast(Watch, watch_directory(tmp_path, debounce_ms=20, stop_event=stop))
+        started.append(watch)
+        return watch
+
+    yield start
+    stop.set()
+    for watch in started:
+        await asyncio.wait_for(watch.aclose(), WAIT_S)
+
+
+async def test_watch_yields_now_and_after_add_change_and_remove(
+    tmp_path: Path, start_watch: Callable[[], Watch]
+) -> None:
+    write(tmp_path / "a.yaml", service_yaml("a"))
+    watch = start_watch()
+    first = await asyncio.wait_for(anext(watch), WAIT_S)
+    assert names_are("a")(first)
+
+    write(tmp_path / "sub" / "b.yaml", service_yaml("b"))
+    await next_until(watch, names_are("a", "b"))
+
+    write(tmp_path / "a.yaml", service_yaml("a", port=8080))
+    changed = await next_until(watch, lambda item: ports_of(item, "a") == [8080])
+    assert names_are("a", "b")(changed)
+
+    (tmp_path / "a.yaml").unlink()
+    await next_until(watch, names_are("b"))
+
+
+async def test_watch_yields_errors_after_a_bad_write_then_recovers(
+    tmp_path: Path, start_watch: Callable[[], Watch]
+) -> None:
+    write(tmp_path / "a.yaml", service_yaml("a"))
+    watch = start_watch()
+    assert names_are("a")(await asyncio.wait_for(anext(watch), WAIT_S))
+
+    write(tmp_path / "a.yaml", service_yaml("a", port=0))
+    bad = await next_until(watch, lambda item: isinstance(item, ManifestErrors))
+    assert isinstance(bad, ManifestErrors)
+    assert [(e.ref, e.field_path) for e in bad.errors] == [("Service/default/a", "spec.ports[0].port")]
+
+    write(tmp_path / "a.yaml", service_yaml("a", port=81))
+    await next_until(watch, lambda item: ports_of(item, "a") == [81])
+
+
+async def test_a_change_right_after_the_first_read_is_not_lost(
+    tmp_path: Path, start_watch: Callable[[], Watch]
+) -> None:
+    watch = start_watch()
+    assert names_are()(await asyncio.wait_for(anext(watch), WAIT_S))
+    # The consumer is still busy with the first set (translating it, say) when the file lands.
+    write(tmp_path / "a.yaml", service_yaml("a"))
+    await asyncio.sleep(0.2)
+    await next_until(watch, names_are("a"))
+
+
+async def test_watch_of_a_broken_directory_starts_with_its_errors(
+    tmp_path: Path, start_watch: Callable[[], Watch]
+) -> None:
+    write(tmp_path / "a.yaml", "a: [\n")
+    first = await asyncio.wait_for(anext(start_watch()), WAIT_S)
+    assert isinstance(first, ManifestErrors)
+
+
+async def test_watch_ends_when_the_stop_event_is_set(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    watch = watch_directory(tmp_path, debounce_ms=20, stop_event=stop)
+    await asyncio.wait_for(anext(watch), WAIT_S)
+    pending = asyncio.ensure_future(anext(watch, None))
+    await asyncio.sleep(0.1)
+    assert not pending.done()
+    stop.set()
+    assert await asyncio.wait_for(pending, WAIT_S) is None
