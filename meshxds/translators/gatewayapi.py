@@ -353,13 +353,15 @@ def _gateway_status(run: _Run, gw: gatewayapi.Gateway) -> ObjectStatus:
     generation = gw.metadata.generation
     listener_status = []
     for ctx in run.listeners[gw.key]:
-        conds = list(ctx.conditions)
-        conds += [
+        defaults = [
             condition("Accepted", True, "Accepted", "listener accepted", generation=generation),
             condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation),
             condition("Conflicted", False, "NoConflicts", "no conflicts", generation=generation),
         ]
-        merged = merge_conditions(conds)
+        # Defaults only fill in types nothing reported: merge_conditions lets False win, which
+        # would hide a Conflicted=True (a problem, unlike the other types' False) behind the default.
+        reported = {c.type for c in ctx.conditions}
+        merged = merge_conditions([*ctx.conditions, *(d for d in defaults if d.type not in reported)])
         programmed = ctx.valid
         merged += (
             condition(
