@@ -319,10 +319,15 @@ def _build_proxy_config(run: _Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
     listeners: list[ir.HttpListener] = []
     for port in sorted(by_port):
         hosts: dict[str, list[httproutes.SortableRoute]] = defaultdict(list)
+        seen: set[tuple[str, int]] = set()
         for ctx in by_port[port]:
             for hostnames, sortable in ctx.routes:
                 for hostname in hostnames:
-                    hosts[hostname].append(sortable)
+                    # A route attached to two listeners of this port (one without a hostname, one
+                    # with) lands on the same virtual host twice: keep it once.
+                    if (hostname, id(sortable)) not in seen:
+                        seen.add((hostname, id(sortable)))
+                        hosts[hostname].append(sortable)
         vhosts = tuple(
             ir.VirtualHost(
                 name=names.virtual_host_name(hostname, port),
