@@ -1,0 +1,253 @@
+"""The ``meshxds`` command, in-process: validate and translate (design.md, "Contracts")."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshxds.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+NGINX = "outbound|8080||nginx.default.svc.cluster.local"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+SELECT_HTTP = ["--namespace", "gateway-system", "--label", "gateway.networking.k8s.io/gateway-name=http"]
+
+BROKEN_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: ok
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: apps
+spec:
+  ports:
+    - name: http
+      port: eighty
+"""
+
+MISMATCH = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: legacy
+spec:
+  ports:
+    - name: http-legacy
+      port: 9000
+      appProtocol: grpc
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: legacy
+spec:
+  parentRefs:
+    - name: http
+      namespace: gateway-system
+  rules:
+    - backendRefs:
+        - name: legacy
+          port: 9000
+"""
+
+
+@pytest.fixture
+def broken_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "svc.yaml").write_text(BROKEN_SERVICE)
+    return folder
+
+
+@pytest.fixture
+def mismatch_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "mismatch"
+    folder.mkdir()
+    (folder / "gateway.yaml").write_text((EXAMPLES / "gateway.yaml").read_text())
+    (folder / "legacy.yaml").write_text(MISMATCH)
+    return folder
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- validate ----------------------------------------------------------------------------------------
+
+
+def test_validate_examples_is_clean_and_explains_the_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", "--config-dir", str(EXAMPLES))
+    assert code == 0
+    info = [line for line in out.splitlines() if line.startswith("info:")]
+    assert info == [
+        f"info: Gateway/gateway-system/http: cluster {NGINX} speaks HTTP/2 upstream because "
+        "Service/default/nginx appProtocol is 'http2': HTTP2 needs HTTP/2"
+    ]
+    assert out.splitlines()[-1] == "0 error(s), 0 warning(s)"
+
+
+def test_validate_broken_dir_names_file_object_and_field(
+    broken_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "validate", "--config-dir", str(broken_dir))
+    assert code == 1
+    (error,) = [line for line in out.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: {broken_dir / 'svc.yaml'}#1: Service/apps/web: spec.ports[0].port: ")
+    assert out.splitlines()[-1] == "1 error(s), 0 warning(s)"
+
+
+def test_validate_warns_about_a_port_name_contradicting_app_protocol(
+    mismatch_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "validate", "--config-dir", str(mismatch_dir))
+    assert code == 0, "a contradiction is a warning, not an error"
+    (warning,) = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert warning == (
+        "warning: Service/default/legacy: spec.ports[0].name 'http-legacy' suggests HTTP but "
+        "spec.ports[0].appProtocol 'grpc' says GRPC; appProtocol wins"
+    )
+    assert any("legacy.default.svc.cluster.local speaks HTTP/2" in line for line in out.splitlines())
+
+
+def test_validate_json_output(
+    broken_dir: Path, mismatch_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "validate", "--config-dir", str(broken_dir), "--output", "json")
+    report = json.loads(out)
+    assert code == 1
+    assert set(report) == {"errors", "warnings", "status"}
+    (error,) = report["errors"]
+    assert error["file"] == f"{broken_dir / 'svc.yaml'}#1"
+    assert (error["object"], error["field"]) == ("Service/apps/web", "spec.ports[0].port")
+    assert error["message"]
+
+    code, out, _ = run(capsys, "validate", "--config-dir", str(mismatch_dir), "--output", "json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["errors"] == []
+    assert len(report["warnings"]) == 1
+    kinds = {(s["kind"], s["namespace"], s["name"]) for s in report["status"]}
+    assert kinds == {
+        ("GatewayClass", "", "meshxds"),
+        ("Gateway", "gateway-system", "http"),
+        ("HTTPRoute", "default", "legacy"),
+    }
+
+
+# --- translate ---------------------------------------------------------------------------------------
+
+
+def translate_examples(capsys: pytest.CaptureFixture[str]) -> tuple[str, dict[str, Any]]:
+    code, out, err = run(capsys, "translate", "--config-dir", str(EXAMPLES), *SELECT_HTTP)
+    assert code == 0, err
+    return out, json.loads(out)
+
+
+def test_translate_prints_the_proxys_resources(capsys: pytest.CaptureFixture[str]) -> None:
+    _, config = translate_examples(capsys)
+    assert list(config) == ["clusters", "endpoints", "listeners", "routes", "secrets"]
+    assert [c["name"] for c in config["clusters"]] == [NGINX]
+    assert [e["cluster_name"] for e in config["endpoints"]] == [NGINX]
+    assert [listener["name"] for listener in config["listeners"]] == ["0.0.0.0_8080"]
+    assert [r["name"] for r in config["routes"]] == ["http.8080"]
+    assert config["secrets"] == []
+
+
+def test_translate_cluster_has_http2_options(capsys: pytest.CaptureFixture[str]) -> None:
+    _, config = translate_examples(capsys)
+    (cluster,) = config["clusters"]
+    options = cluster["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS]
+    assert options["@type"] == f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"
+    assert options["explicit_http_config"] == {"http2_protocol_options": {}}
+    assert cluster["eds_cluster_config"]["service_name"] == NGINX
+
+
+def test_translate_uses_proto_field_names(capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = translate_examples(capsys)
+    keys = set(re.findall(r'"([A-Za-z_@.][^"]*)":', out))
+    camel = sorted(k for k in keys if re.fullmatch(r"[a-z]+[A-Z]\w*", k))
+    assert camel == [], "Envoy's JSON form with snake_case proto field names"
+    assert {"connect_timeout", "route_config_name", "stat_prefix", "port_value"} <= keys
+
+
+def test_translate_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
+    first, _ = translate_examples(capsys)
+    second, _ = translate_examples(capsys)
+    assert first == second
+
+
+def test_translate_is_deterministic_across_processes() -> None:
+    """Different hash seeds, same bytes: nothing depends on set or dict iteration order."""
+    outputs = []
+    for seed in ("1", "2"):
+        result = subprocess.run(
+            [sys.executable, "-m", "meshxds", "translate", "--config-dir", str(EXAMPLES), *SELECT_HTTP],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1]
+    assert NGINX in outputs[0]
+
+
+def test_translate_for_a_proxy_no_gateway_selects_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "translate", "--config-dir", str(EXAMPLES), "--namespace", "default")
+    assert code == 0
+    assert json.loads(out) == {"clusters": [], "endpoints": [], "listeners": [], "routes": [], "secrets": []}
+
+
+def test_translate_listener_address_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "translate", "--config-dir", str(EXAMPLES), *SELECT_HTTP, "--listener-address", "127.0.0.1"
+    )
+    assert code == 0
+    (listener,) = json.loads(out)["listeners"]
+    assert listener["name"] == "127.0.0.1_8080"
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
+
+
+def test_translate_warnings_go_to_stderr(mismatch_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "translate", "--config-dir", str(mismatch_dir), *SELECT_HTTP)
+    assert code == 0
+    assert "suggests HTTP" not in out
+    assert "warning: Service/default/legacy: spec.ports[0].name 'http-legacy'" in err
+    json.loads(out)
+
+
+def test_translate_bad_dir_exits_1_with_errors_on_stderr(
+    broken_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "translate", "--config-dir", str(broken_dir), *SELECT_HTTP)
+    assert code == 1
+    assert out == ""
+    assert f"error: {broken_dir / 'svc.yaml'}#1: Service/apps/web: spec.ports[0].port: " in err
+
+
+def test_translate_missing_dir_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "translate", "--config-dir", str(tmp_path / "absent"))
+    assert (code, out) == (1, "")
+    assert "not a directory" in err
+
+
+def test_label_must_be_key_equals_value(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["translate", "--config-dir", str(EXAMPLES), "--label", "no-equals-sign"])
+    assert info.value.code == 2
+    assert "expected k=v" in capsys.readouterr().err
