@@ -33,17 +33,25 @@ def _is_choice(annotation: object) -> bool:
     return len(alternatives) > 1
 
 
+def _empty(plain: Any) -> bool:
+    return plain is None or plain == "" or (isinstance(plain, list | dict) and not plain)
+
+
 def to_plain(value: Any) -> Any:
     """Dataclasses → dicts in field order, enums → values, tuples → lists; recursively.
 
-    A field that may hold one of several dataclass types is written as ``{type_name: {...}}`` so
-    the golden file says which one it is (``action: {forward_action: ...}``).
+    Fields that are ``None``, ``""`` or empty collections are left out (as protojson does), so the
+    files show what is set and a new optional IR field does not rewrite every golden file. A field
+    that may hold one of several dataclass types is written as ``{type_name: {...}}`` so the file
+    says which one it is (``action: {forward_action: ...}``).
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(value):
             item = getattr(value, f.name)
             plain = to_plain(item)
+            if _empty(plain):
+                continue
             if dataclasses.is_dataclass(item) and _is_choice(f.type):
                 plain = {_tag(item): plain}
             out[f.name] = plain
