@@ -1,0 +1,377 @@
+"""XdsServer over real gRPC on 127.0.0.1: a grpc.aio client plays Envoy (SotW and Delta)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.service.cluster.v3 import cds_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.rpc import status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from xds_protos import cluster_name, mesh_snapshot, node
+
+from meshxds.identity import ProxyIdentity
+from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot, SnapshotCache
+from meshxds.xds.server import XdsServer
+from meshxds.xds.status import ConnectionRegistry
+
+WEB, API, DB = cluster_name("web"), cluster_name("api"), cluster_name("db")
+READ_TIMEOUT = 5.0
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+async def eventually(predicate: Callable[[], Any], *, timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` on the loop (so the server keeps running) until truthy; bounded."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.01) + 1):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Stream(Generic[Req, Resp]):
+    """One bidi xDS call with bounded reads."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    async def send(self, request: Req) -> None:
+        await asyncio.wait_for(self.call.write(request), READ_TIMEOUT)
+
+    async def recv(self) -> Resp:
+        response = await asyncio.wait_for(self.call.read(), READ_TIMEOUT)
+        assert response is not grpc.aio.EOF, "stream ended"
+        return response  # type: ignore[no-any-return]
+
+    async def exchange(self, request: Req) -> Resp:
+        await self.send(request)
+        return await self.recv()
+
+
+SotwStream = Stream[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]
+DeltaStream = Stream[discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse]
+
+
+@dataclass
+class Harness:
+    cache: SnapshotCache
+    registry: ConnectionRegistry
+    server: XdsServer
+    channel: grpc.aio.Channel
+    port: int
+    builds: list[ProxyIdentity]
+
+    def serve(self, snapshot: Snapshot) -> None:
+        """A new configuration generation serving ``snapshot`` to every proxy."""
+
+        def build(identity: ProxyIdentity) -> Snapshot:
+            self.builds.append(identity)
+            return snapshot
+
+        self.cache.set_builder(build)
+
+    def ads(self) -> SotwStream:
+        return Stream(ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel).StreamAggregatedResources())
+
+    def delta(self) -> DeltaStream:
+        return Stream(ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel).DeltaAggregatedResources())
+
+    def types(self, node_id: str = "proxy-1") -> dict[str, dict[str, Any]]:
+        for record in self.registry.syncz():
+            if record["node_id"] == node_id:
+                return record["types"]  # type: ignore[no-any-return]
+        return {}
+
+
+@pytest.fixture
+async def xds() -> AsyncIterator[Harness]:
+    cache, registry = SnapshotCache(), ConnectionRegistry()
+    server = XdsServer(cache, registry)
+    port = await server.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Harness(cache, registry, server, channel, port, [])
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def sotw(
+    type_url: str,
+    names: Sequence[str] = (),
+    *,
+    ack: discovery_pb2.DiscoveryResponse | None = None,
+    nonce: str | None = None,
+    error: str | None = None,
+    first: bool = False,
+) -> discovery_pb2.DiscoveryRequest:
+    request = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names)
+    if ack is not None:
+        request.response_nonce, request.version_info = ack.nonce, ack.version_info
+    if nonce is not None:
+        request.response_nonce = nonce
+    if error is not None:
+        request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+    if first:
+        request.node.CopyFrom(node("proxy-1", namespace="ns", app="gw"))
+    return request
+
+
+_MESSAGES = {
+    TYPE_CLUSTER: cluster_pb2.Cluster,
+    TYPE_ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    TYPE_LISTENER: listener_pb2.Listener,
+    TYPE_ROUTE: route_pb2.RouteConfiguration,
+}
+
+
+def names_of(response: discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse) -> list[str]:
+    if isinstance(response, discovery_pb2.DeltaDiscoveryResponse):
+        return [r.name for r in response.resources]
+    names = []
+    for packed in response.resources:
+        message = _MESSAGES[packed.type_url].FromString(packed.value)
+        names.append(message.cluster_name if packed.type_url == TYPE_ENDPOINT else message.name)
+    return names
+
+
+async def connect_sotw(
+    xds: Harness, snapshot: Snapshot
+) -> tuple[SotwStream, dict[str, discovery_pb2.DiscoveryResponse]]:
+    """Envoy's start over ADS: CDS, EDS, LDS, RDS, each acked."""
+    xds.serve(snapshot)
+    ads = xds.ads()
+    last = {TYPE_CLUSTER: await ads.exchange(sotw(TYPE_CLUSTER, first=True))}
+    await ads.send(sotw(TYPE_CLUSTER, ack=last[TYPE_CLUSTER]))
+    for type_url, names in (
+        (TYPE_ENDPOINT, sorted(snapshot.names(TYPE_ENDPOINT))),
+        (TYPE_LISTENER, []),
+        (TYPE_ROUTE, sorted(snapshot.names(TYPE_ROUTE))),
+    ):
+        last[type_url] = await ads.exchange(sotw(type_url, names))
+        await ads.send(sotw(type_url, names, ack=last[type_url]))
+    await eventually(
+        lambda: all(t["state"] == "SYNCED" for t in xds.types().values()) and len(xds.types()) == 4
+    )
+    return ads, last
+
+
+# --- SotW ---------------------------------------------------------------------------------------
+
+
+async def test_sotw_ack_is_recorded_per_type(xds: Harness) -> None:
+    snapshot = mesh_snapshot(services=["web", "api"])
+    _, last = await connect_sotw(xds, snapshot)
+    assert names_of(last[TYPE_CLUSTER]) == [API, WEB]
+    assert last[TYPE_CLUSTER].version_info == snapshot.version(TYPE_CLUSTER)
+    (record,) = xds.registry.syncz()
+    assert (record["namespace"], record["labels"], record["mode"]) == ("ns", {"app": "gw"}, "sotw")
+    for type_url, response in last.items():
+        assert record["types"][type_url]["version_acked"] == response.version_info
+    assert xds.builds == [ProxyIdentity.of(namespace="ns", labels={"app": "gw"})]
+
+
+async def test_sotw_nack_is_recorded_with_the_message_and_acked_version_kept(xds: Harness) -> None:
+    ads, last = await connect_sotw(xds, mesh_snapshot())
+    xds.serve(mesh_snapshot(listeners={8080: "web", 8081: "web"}))
+    bad = await ads.recv()
+    assert bad.type_url == TYPE_LISTENER
+    await ads.send(
+        sotw(TYPE_LISTENER, ack=last[TYPE_LISTENER], nonce=bad.nonce, error="address already in use")
+    )
+    status = await eventually(
+        lambda: xds.types()[TYPE_LISTENER]["state"] == "NACKED" and xds.types()[TYPE_LISTENER]
+    )
+    assert status["last_nack"] == "address already in use"
+    assert status["version_acked"] == last[TYPE_LISTENER].version_info
+    assert status["version_sent"] == bad.version_info
+
+
+async def test_sotw_stale_nonce_is_ignored(xds: Harness) -> None:
+    xds.serve(mesh_snapshot(services=["web"]))
+    ads = xds.ads()
+    first = await ads.exchange(sotw(TYPE_CLUSTER, first=True))
+    xds.serve(mesh_snapshot(services=["web", "api"]))  # not sent: the client has not answered
+    await ads.send(sotw(TYPE_CLUSTER, nonce="stale-nonce"))
+    await ads.send(sotw(TYPE_CLUSTER, nonce="another", error="late NACK"))
+    second = await ads.exchange(sotw(TYPE_CLUSTER, ack=first))
+    # The very next response answers the real ACK: nothing answered the stale requests.
+    assert int(second.nonce) == int(first.nonce) + 1
+    assert names_of(second) == [API, WEB]
+    assert xds.types()[TYPE_CLUSTER]["last_nack"] is None
+
+
+async def test_sotw_snapshot_change_pushes_only_changed_types(xds: Harness) -> None:
+    ads, _ = await connect_sotw(xds, mesh_snapshot())
+    xds.serve(mesh_snapshot(route_prefix="/v2"))
+    routes = await ads.recv()
+    assert routes.type_url == TYPE_ROUTE
+    await ads.send(sotw(TYPE_ROUTE, ["http.8080"], ack=routes))
+    xds.serve(mesh_snapshot(route_prefix="/v2", endpoint_port=9001))
+    # Had the first change pushed anything else, it would be read here before the endpoints.
+    endpoints = await ads.recv()
+    assert endpoints.type_url == TYPE_ENDPOINT
+    assert int(endpoints.nonce) == int(routes.nonce) + 1
+
+
+async def test_sotw_cluster_removal_waits_for_routes(xds: Harness) -> None:
+    ads, last = await connect_sotw(xds, mesh_snapshot(services=["web", "api"], listeners={8080: "api"}))
+    xds.serve(mesh_snapshot(services=["web", "db"], listeners={8080: "db"}))
+    cds = await ads.recv()
+    rds = await ads.recv()
+    assert (cds.type_url, names_of(cds)) == (TYPE_CLUSTER, [API, DB, WEB])
+    assert rds.type_url == TYPE_ROUTE
+    await ads.send(sotw(TYPE_CLUSTER, ack=cds))
+    eds = await ads.exchange(sotw(TYPE_ENDPOINT, [WEB, API, DB], ack=last[TYPE_ENDPOINT]))
+    assert names_of(eds) == [API, DB, WEB]
+    await ads.send(sotw(TYPE_ENDPOINT, [WEB, API, DB], ack=eds))
+    await ads.send(sotw(TYPE_ROUTE, ["http.8080"], ack=rds))
+    final = await ads.recv()
+    assert (final.type_url, names_of(final)) == (TYPE_CLUSTER, [DB, WEB])
+
+
+async def test_ads_request_without_type_url_is_invalid_argument(xds: Harness) -> None:
+    xds.serve(mesh_snapshot())
+    ads = xds.ads()
+    await ads.send(discovery_pb2.DiscoveryRequest(node=node("proxy-1")))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await asyncio.wait_for(ads.call.read(), READ_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await eventually(lambda: xds.registry.syncz() == [], what="the stream to unregister")
+
+
+async def test_a_request_before_any_configuration_is_answered_once_there_is_one(xds: Harness) -> None:
+    ads = xds.ads()
+    await ads.send(sotw(TYPE_CLUSTER, first=True))
+    await eventually(lambda: xds.types(), what="the stream to register")
+    xds.serve(mesh_snapshot())
+    assert names_of(await ads.recv()) == [WEB]
+
+
+async def test_per_type_service_streams_one_type(xds: Harness) -> None:
+    xds.serve(mesh_snapshot(services=["web", "api"]))
+    cds: SotwStream = Stream(cds_pb2_grpc.ClusterDiscoveryServiceStub(xds.channel).StreamClusters())
+    response = await cds.exchange(discovery_pb2.DiscoveryRequest(node=node("proxy-1")))
+    assert (response.type_url, names_of(response)) == (TYPE_CLUSTER, [API, WEB])
+    fetched = await asyncio.wait_for(
+        cds_pb2_grpc.ClusterDiscoveryServiceStub(xds.channel).FetchClusters(
+            discovery_pb2.DiscoveryRequest(node=node("proxy-2"))
+        ),
+        READ_TIMEOUT,
+    )
+    assert fetched.version_info == response.version_info and names_of(fetched) == [API, WEB]
+
+
+async def test_disconnect_unregisters_and_cancels_the_stream_tasks(xds: Harness) -> None:
+    ads, _ = await connect_sotw(xds, mesh_snapshot())
+    assert any(t.get_name().startswith("xds-read-") for t in asyncio.all_tasks())
+    ads.call.cancel()
+    await eventually(lambda: xds.registry.syncz() == [], what="the stream to unregister")
+    await eventually(
+        lambda: not any(t.get_name().startswith(("xds-read-", "xds-watch-")) for t in asyncio.all_tasks()),
+        what="the stream tasks to end",
+    )
+
+
+# --- Delta --------------------------------------------------------------------------------------
+
+
+async def test_delta_initial_versions_removed_resources_and_ack(xds: Harness) -> None:
+    snapshot = mesh_snapshot(services=["web", "api"])
+    xds.serve(snapshot)
+    delta = xds.delta()
+    held = {WEB: snapshot.resources[TYPE_CLUSTER][WEB].version, "gone": "v0"}
+    request = discovery_pb2.DeltaDiscoveryRequest(
+        node=node("proxy-1", namespace="ns"), type_url=TYPE_CLUSTER, initial_resource_versions=held
+    )
+    first = await delta.exchange(request)
+    assert names_of(first) == [API]
+    assert list(first.removed_resources) == ["gone"]
+    assert first.resources[0].version == snapshot.resources[TYPE_CLUSTER][API].version
+    assert first.system_version_info == snapshot.version(TYPE_CLUSTER)
+    await delta.send(discovery_pb2.DeltaDiscoveryRequest(type_url=TYPE_CLUSTER, response_nonce=first.nonce))
+    await eventually(lambda: xds.types().get(TYPE_CLUSTER, {}).get("state") == "SYNCED")
+    assert xds.registry.syncz()[0]["mode"] == "delta"
+
+    xds.serve(mesh_snapshot(services=["web"]))
+    removal = await delta.recv()
+    assert (names_of(removal), list(removal.removed_resources)) == ([], [API])
+    await delta.send(
+        discovery_pb2.DeltaDiscoveryRequest(
+            type_url=TYPE_CLUSTER,
+            response_nonce=removal.nonce,
+            error_detail=status_pb2.Status(code=3, message="nope"),
+        )
+    )
+    status = await eventually(
+        lambda: xds.types()[TYPE_CLUSTER]["state"] == "NACKED" and xds.types()[TYPE_CLUSTER]
+    )
+    assert (status["last_nack"], status["version_acked"]) == ("nope", first.system_version_info)
+
+
+async def test_delta_cluster_removal_after_routes_are_acked(xds: Harness) -> None:
+    xds.serve(mesh_snapshot(services=["web", "api"], listeners={8080: "api"}))
+    delta = xds.delta()
+
+    async def subscribe_and_ack(type_url: str, names: Sequence[str], **extra: Any) -> None:
+        response = await delta.exchange(
+            discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=names, **extra)
+        )
+        await delta.send(
+            discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
+        )
+
+    await subscribe_and_ack(TYPE_CLUSTER, [], node=node("proxy-1"))
+    await subscribe_and_ack(TYPE_ENDPOINT, [WEB, API])
+    await subscribe_and_ack(TYPE_LISTENER, [])
+    await subscribe_and_ack(TYPE_ROUTE, ["http.8080"])
+    await eventually(
+        lambda: len(xds.types()) == 4 and all(t["state"] == "SYNCED" for t in xds.types().values())
+    )
+
+    xds.serve(mesh_snapshot(services=["web"], listeners={8080: "web"}))
+    routes = await delta.recv()
+    assert (routes.type_url, list(routes.removed_resources)) == (TYPE_ROUTE, [])
+    await delta.send(discovery_pb2.DeltaDiscoveryRequest(type_url=TYPE_ROUTE, response_nonce=routes.nonce))
+    clusters = await delta.recv()
+    assert (clusters.type_url, list(clusters.removed_resources)) == (TYPE_CLUSTER, [API])
+
+
+# --- health -------------------------------------------------------------------------------------
+
+
+async def test_health_serving_then_not_serving_on_stop(xds: Harness) -> None:
+    stub = health_pb2_grpc.HealthStub(xds.channel)
+    check = await asyncio.wait_for(stub.Check(health_pb2.HealthCheckRequest(service="")), READ_TIMEOUT)
+    assert check.status == health_pb2.HealthCheckResponse.SERVING
+    ads_health = await asyncio.wait_for(
+        stub.Check(
+            health_pb2.HealthCheckRequest(service="envoy.service.discovery.v3.AggregatedDiscoveryService")
+        ),
+        READ_TIMEOUT,
+    )
+    assert ads_health.status == health_pb2.HealthCheckResponse.SERVING
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+    first = await asyncio.wait_for(watch.read(), READ_TIMEOUT)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    stopping = asyncio.create_task(xds.server.stop(2.0))
+    changed = await asyncio.wait_for(watch.read(), READ_TIMEOUT)
+    assert changed.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()
+    await asyncio.wait_for(stopping, READ_TIMEOUT)
