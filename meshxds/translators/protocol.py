@@ -4,7 +4,8 @@ Follows Istio's documented rules ("Protocol Selection", ``pkg/config/kube/conver
 
 1. UDP ports are UDP, whatever their name.
 2. An explicit ``appProtocol`` wins over the port name. Kubernetes' standard values are
-   mapped first (``kubernetes.io/h2c`` → HTTP2, ``kubernetes.io/ws``/``wss`` → HTTP).
+   mapped first (``kubernetes.io/h2c`` → HTTP2, ``kubernetes.io/ws`` → HTTP, ``kubernetes.io/wss``
+   → HTTPS, WebSocket over TLS).
 3. Otherwise the port name selects by prefix: ``grpc-web…`` first (it contains a dash), then the
    part before the first ``-``, case-insensitively (``http2-web`` → HTTP2, ``GRPC-api`` → GRPC).
 4. A gateway server's own ``protocol`` (Istio ``Gateway.servers[].port.protocol``) is explicit too.
@@ -68,7 +69,7 @@ _BY_LOWER_NAME: dict[str, Protocol] = {
 _KUBERNETES_APP_PROTOCOLS: dict[str, Protocol] = {
     "kubernetes.io/h2c": Protocol.HTTP2,
     "kubernetes.io/ws": Protocol.HTTP,
-    "kubernetes.io/wss": Protocol.HTTP,
+    "kubernetes.io/wss": Protocol.HTTPS,
 }
 
 
@@ -150,7 +151,7 @@ def decide_port_protocol(
         return ProtocolDecision(
             protocol=chosen,
             source_field=f"{at}appProtocol",
-            detail=f"appProtocol is {app_protocol!r}"
+            detail=f"{at}appProtocol is {app_protocol!r}"
             + ("" if chosen is not Protocol.UNSUPPORTED else " (not a protocol meshxds knows)"),
             warnings=warnings,
         )
@@ -158,7 +159,7 @@ def decide_port_protocol(
         return ProtocolDecision(
             protocol=name_protocol,
             source_field=f"{at}name",
-            detail=f"the port name {port_name!r} starts with {name_protocol.value.lower()!r}",
+            detail=f"{at}name {port_name!r} starts with {name_protocol.value.lower()!r}",
         )
     return ProtocolDecision(
         protocol=Protocol.UNSUPPORTED,

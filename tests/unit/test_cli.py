@@ -95,7 +95,7 @@ def test_validate_examples_is_clean_and_explains_the_protocol(capsys: pytest.Cap
     info = [line for line in out.splitlines() if line.startswith("info:")]
     assert info == [
         f"info: Gateway/gateway-system/http: cluster {NGINX} speaks HTTP/2 upstream because "
-        "Service/default/nginx appProtocol is 'http2': HTTP2 needs HTTP/2"
+        "Service/default/nginx spec.ports[0].appProtocol is 'http2': HTTP2 needs HTTP/2"
     ]
     assert out.splitlines()[-1] == "0 error(s), 0 warning(s)"
 

@@ -232,3 +232,13 @@ def test_parse_protocol_round_trips_case_insensitively(
     value = protocol.value
     mixed = "".join((c.swapcase() if i < len(flips) and flips[i] else c) for i, c in enumerate(value))
     assert parse_protocol(pad + mixed + pad) is protocol
+
+
+def test_websocket_over_tls_app_protocol_is_https() -> None:
+    decision = decide_port_protocol(port_name="ws", app_protocol="kubernetes.io/wss")
+    assert decision.protocol is Protocol.HTTPS
+
+
+def test_explanation_names_the_field() -> None:
+    decision = decide_port_protocol(port_name=None, app_protocol="http2", field_prefix="spec.ports[0]")
+    assert "spec.ports[0].appProtocol" in decision.detail
