@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Literal
 
 __all__ = [
+    "AccessLog",
     "Cluster",
     "DirectResponse",
     "ForwardAction",
@@ -189,12 +190,25 @@ class RouteTable:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AccessLog:
+    """A file access log on an HTTP listener (kgateway ``HTTPListenerPolicy.accessLog.fileSink``)."""
+
+    path: str
+    text_format: str | None = None
+    """Envoy command operators in a line, e.g. ``%PROTOCOL% %UPSTREAM_PROTOCOL%``."""
+    json_format: tuple[tuple[str, str], ...] | None = None
+    """Key → command operator string; ``None`` with ``text_format`` ``None``: Envoy's default line."""
+    source: ObjectRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HttpListener:
     name: str
     address: str
     port: int
     route_table: RouteTable
     stat_prefix: str
+    access_logs: tuple[AccessLog, ...] = ()
     sources: tuple[ObjectRef, ...] = ()
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from meshxds.errors import ManifestError, ManifestErrors
-from meshxds.model import core, gatewayapi
+from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.base import Resource, unknown_fields
 
 __all__ = [
@@ -37,6 +37,8 @@ _MODELS: tuple[type[Resource], ...] = (
     gatewayapi.Gateway,
     gatewayapi.HTTPRoute,
     gatewayapi.ReferenceGrant,
+    kgateway.Backend,
+    kgateway.HTTPListenerPolicy,
 )
 
 KINDS: dict[tuple[str, str], type[Resource]] = {(m.API_GROUP, m.KIND): m for m in _MODELS}

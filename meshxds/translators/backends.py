@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshxds import ir, names
-from meshxds.model import core, gatewayapi
+from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_http2
 
-__all__ = ["BackendIndex", "ResolvedBackend", "upstream_protocol_for"]
+__all__ = ["BackendIndex", "ResolvedBackend", "kgateway_backend_host", "upstream_protocol_for"]
+
+_BACKEND_KINDS = frozenset({("", "Service"), (kgateway.GROUP, "Backend")})
+
+
+def kgateway_backend_host(name: str, namespace: str) -> str:
+    """The HOST part of a kgateway Backend's cluster name: ``outbound|80||http2.default.backend.kgateway``."""
+    return f"{name}.{namespace}.backend.kgateway"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def upstream_protocol_for(
@@ -104,9 +118,7 @@ class BackendIndex:
                 if not endpoint.is_ready:
                     continue
                 for address in endpoint.addresses:
-                    try:
-                        ipaddress.ip_address(address)
-                    except ValueError:
+                    if not _is_ip(address):
                         continue
                     found.add(ir.LbEndpoint(address=address, port=target))
         return tuple(sorted(found))
@@ -146,7 +158,7 @@ class BackendIndex:
         self._clusters.setdefault(name, cluster)
         return cluster, tuple(f"{service.ref}: {w}" for w in decision.warnings)
 
-    def resolve_service_ref(
+    def resolve_backend_ref(
         self,
         *,
         group: str,
@@ -158,24 +170,20 @@ class BackendIndex:
         from_namespace: str,
         default_protocol: ir.UpstreamProtocol = ir.UpstreamProtocol.HTTP1,
         force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
-        extra_kinds: dict[tuple[str, str], Callable[..., ResolvedBackend]] | None = None,
     ) -> ResolvedBackend:
-        """Resolve a Gateway API style backend reference to a cluster."""
-        if (group, kind) != ("", "Service"):
-            resolver = (extra_kinds or {}).get((group, kind))
-            if resolver is None:
-                return ResolvedBackend(
-                    cluster=None,
-                    reason="InvalidKind",
-                    message=f"backend kind {group or 'core'}/{kind} is not supported",
-                )
-            return resolver(name=name, namespace=namespace, port=port)
+        """Resolve a Gateway API backendRef (a Service, or a kgateway Backend) to a cluster."""
+        if (group, kind) not in _BACKEND_KINDS:
+            return ResolvedBackend(
+                cluster=None,
+                reason="InvalidKind",
+                message=f"backend kind {group or 'core'}/{kind} is not supported",
+            )
         if not self.reference_allowed(
             from_group=gatewayapi.GROUP,
             from_kind=from_kind,
             from_namespace=from_namespace,
-            to_group="",
-            to_kind="Service",
+            to_group=group,
+            to_kind=kind,
             to_namespace=namespace,
             to_name=name,
         ):
@@ -183,8 +191,10 @@ class BackendIndex:
                 cluster=None,
                 reason="RefNotPermitted",
                 message=f"no ReferenceGrant in namespace {namespace} allows {from_kind}s from "
-                f"{from_namespace} to use Service {name}",
+                f"{from_namespace} to use {kind} {name}",
             )
+        if kind == "Backend":
+            return self._kgateway_backend(name, namespace, default_protocol, force_protocol)
         service = self.resources.get(core.Service, namespace, name)
         if service is None:
             return ResolvedBackend(
@@ -207,3 +217,39 @@ class BackendIndex:
             service, service_port, default_protocol=default_protocol, force_protocol=force_protocol
         )
         return ResolvedBackend(cluster=cluster, warnings=warnings)
+
+    def _kgateway_backend(
+        self,
+        name: str,
+        namespace: str,
+        default_protocol: ir.UpstreamProtocol,
+        force_protocol: tuple[ir.UpstreamProtocol, str] | None,
+    ) -> ResolvedBackend:
+        """A kgateway ``Backend`` of type Static: IPs → STATIC cluster, names → STRICT_DNS."""
+        backend = self.resources.get(kgateway.Backend, namespace, name)
+        if backend is None:
+            return ResolvedBackend(
+                cluster=None, reason="BackendNotFound", message=f"Backend {namespace}/{name} not found"
+            )
+        static = backend.spec.static
+        if backend.spec.type != "Static" or static is None:
+            return ResolvedBackend(
+                cluster=None,
+                reason="InvalidKind",
+                message=f"Backend {namespace}/{name} of type {backend.spec.type} is not supported",
+            )
+        decision = decide_port_protocol(
+            port_name=None, app_protocol=static.app_protocol, field_prefix="spec.static"
+        )
+        protocol, reason = force_protocol or upstream_protocol_for(decision, default=default_protocol)
+        endpoints = tuple(ir.LbEndpoint(address=h.host, port=h.port) for h in static.hosts)
+        cluster = ir.Cluster(
+            name=names.cluster_name(kgateway_backend_host(name, namespace), static.hosts[0].port),
+            discovery="STATIC" if all(_is_ip(h.host) for h in static.hosts) else "STRICT_DNS",
+            upstream_protocol=protocol,
+            protocol_reason=f"{backend.ref} {reason}",
+            endpoints=endpoints,
+            source=ir.ObjectRef(kind="Backend", namespace=namespace, name=name),
+        )
+        self._clusters.setdefault(cluster.name, cluster)
+        return ResolvedBackend(cluster=cluster)

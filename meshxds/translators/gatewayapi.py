@@ -18,6 +18,7 @@ from meshxds.model.manifests import ResourceSet
 from meshxds.translators import httproutes
 from meshxds.translators.backends import BackendIndex
 from meshxds.translators.hostnames import intersect_hostnames
+from meshxds.translators.policies import listener_policies
 from meshxds.translators.status import Condition, ObjectStatus, condition, merge_conditions
 
 __all__ = [
@@ -316,6 +317,8 @@ def _build_proxy_config(run: _Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
     for ctx in run.listeners[gw.key]:
         if ctx.valid and ctx.kinds:
             by_port[ctx.spec.port].append(ctx)
+    policies = listener_policies(run.resources, gw)
+    run.warnings.extend(policies.warnings)
     listeners: list[ir.HttpListener] = []
     for port in sorted(by_port):
         hosts: dict[str, list[httproutes.SortableRoute]] = defaultdict(list)
@@ -344,6 +347,7 @@ def _build_proxy_config(run: _Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
                 port=port,
                 route_table=ir.RouteTable(name=names.route_config_name(port), virtual_hosts=vhosts),
                 stat_prefix=name,
+                access_logs=policies.for_listeners([c.spec.name for c in by_port[port]]),
                 sources=tuple(
                     ir.ObjectRef(kind="Gateway", namespace=gw.namespace, name=gw.name, section=c.spec.name)
                     for c in by_port[port]

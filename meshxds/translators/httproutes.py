@@ -172,7 +172,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
             weighted: list[ir.WeightedCluster] = []
             invalid_weight = 0
             for ref in rule.backend_refs:
-                resolved = backends.resolve_service_ref(
+                resolved = backends.resolve_backend_ref(
                     group=ref.group,
                     kind=ref.kind,
                     name=ref.name,

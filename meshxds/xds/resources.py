@@ -10,16 +10,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from meshxds import ir
@@ -262,8 +264,21 @@ def build_route_configuration(table: ir.RouteTable) -> route_pb2.RouteConfigurat
 # --- listeners --------------------------------------------------------------------------------
 
 
+def build_access_log(log: ir.AccessLog) -> accesslog_pb2.AccessLog:
+    file_log = file_pb2.FileAccessLog(path=log.path)
+    if log.json_format is not None:
+        fmt = struct_pb2.Struct()
+        fmt.update(dict(log.json_format))
+        file_log.log_format.json_format.CopyFrom(fmt)
+    elif log.text_format is not None:
+        text = log.text_format if log.text_format.endswith("\n") else log.text_format + "\n"
+        file_log.log_format.text_format_source.inline_string = text
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=_pack(file_log))
+
+
 def _http_connection_manager(listener: ir.HttpListener) -> hcm_pb2.HttpConnectionManager:
     return hcm_pb2.HttpConnectionManager(
+        access_log=[build_access_log(a) for a in listener.access_logs],
         stat_prefix=listener.stat_prefix,
         # AUTO accepts HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port.
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
