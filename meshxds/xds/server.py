@@ -70,6 +70,14 @@ class _Closed:
     error: BaseException | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Abort:
+    """End the stream with this gRPC status."""
+
+    code: grpc.StatusCode
+    details: str
+
+
 _Event: TypeAlias = "Message | _Wake | _Closed"
 _StreamFactory = Callable[[], XdsStream]
 _Context = Any  # grpc.aio.ServicerContext; grpc ships no type information mypy follows
@@ -213,23 +221,23 @@ class XdsServer:
         self._notify(lambda o: o.on_stream_open(conn))
         log.debug("stream open id=%d mode=%s peer=%s", conn.id, stream.mode, conn.peer)
         try:
-            error = await self._run(conn, events, context)
+            abort = await self._run(conn, events, context)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._notify(lambda o: o.on_stream_close(conn))
             log.info("stream closed id=%d node=%s mode=%s", conn.id, conn.node_id, stream.mode)
-        if error is not None:
+        if abort is not None:
             # Outside the try: abort raises, and the cleanup above must not see that as a failure.
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
+            await context.abort(abort.code, abort.details)
 
     async def _run(
         self,
         conn: Connection,
         events: asyncio.Queue[_Event],
         context: _Context,
-    ) -> XdsProtocolError | None:
+    ) -> _Abort | None:
         """The handler loop: the only place that feeds the state machine and writes."""
         stream = conn.stream
         while True:
@@ -244,15 +252,22 @@ class XdsServer:
                     actions = stream.on_request(event)
                 except XdsProtocolError as exc:
                     log.warning("protocol error id=%d node=%s: %s", conn.id, conn.node_id, exc.message)
-                    return exc
+                    return _Abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
                 self._notify_request(conn, str(getattr(event, "type_url", "")))
             if stream.identity is not None:
                 # Memoized per identity and generation, so asking on every event is cheap.
                 snapshot = self._cache.snapshot_for(stream.identity)
                 if snapshot is not None and snapshot is not stream.snapshot:
                     actions.extend(stream.on_snapshot(snapshot))
-            for action in actions:
-                await self._apply(conn, action, context)
+            try:
+                for action in actions:
+                    await self._apply(conn, action, context)
+            except TimeoutError:
+                # A client that stops reading would pin its responses in memory forever.
+                log.warning("write timed out id=%d node=%s; closing the stream", conn.id, conn.node_id)
+                return _Abort(
+                    grpc.StatusCode.UNAVAILABLE, f"response not read within {self._write_timeout:g}s"
+                )
 
     async def _apply(self, conn: Connection, action: Action, context: _Context) -> None:
         node, type_name = conn.node_id, _short(action.type_url)
