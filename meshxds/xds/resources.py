@@ -102,6 +102,9 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
         out.type = (
             cluster_pb2.Cluster.STATIC if cluster.discovery == "STATIC" else cluster_pb2.Cluster.STRICT_DNS
         )
+        if cluster.discovery == "STRICT_DNS":
+            # Most services listen on IPv4; Envoy's AUTO prefers IPv6 and fails where only v4 listens.
+            out.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
         out.load_assignment.CopyFrom(build_cluster_load_assignment(cluster))
     _apply_upstream_protocol(out, cluster.upstream_protocol)
     return out
