@@ -12,6 +12,9 @@ __all__ = [
     "GROUP",
     "AllowedRoutes",
     "BackendRef",
+    "GRPCMethodMatch",
+    "GRPCRoute",
+    "GRPCRouteMatch",
     "Gateway",
     "GatewayClass",
     "GatewayListener",
@@ -224,6 +227,41 @@ class HTTPRoute(Resource):
     API_VERSIONS: ClassVar[tuple[str, ...]] = _VERSIONS
     KIND: ClassVar[str] = "HTTPRoute"
     spec: HTTPRouteSpec = Field(default_factory=HTTPRouteSpec)
+
+
+class GRPCMethodMatch(KubeModel):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    service: str | None = None
+    method: str | None = None
+
+
+class GRPCRouteMatch(KubeModel):
+    method: GRPCMethodMatch | None = None
+    headers: list[HTTPHeaderMatch] = Field(default_factory=list)
+
+
+class GRPCBackendRef(HTTPBackendRef):
+    """Same fields as an HTTPBackendRef (filters limited to the header modifiers by the spec)."""
+
+
+class GRPCRouteRule(KubeModel):
+    name: str | None = None
+    matches: list[GRPCRouteMatch] = Field(default_factory=lambda: [GRPCRouteMatch()])
+    filters: list[HTTPRouteFilter] = Field(default_factory=list)
+    backend_refs: list[GRPCBackendRef] = Field(default_factory=list)
+
+
+class GRPCRouteSpec(KubeModel):
+    parent_refs: list[ParentReference] = Field(default_factory=list)
+    hostnames: list[str] = Field(default_factory=list)
+    rules: list[GRPCRouteRule] = Field(default_factory=lambda: [GRPCRouteRule()])
+
+
+class GRPCRoute(Resource):
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1", "v1alpha2")
+    KIND: ClassVar[str] = "GRPCRoute"
+    spec: GRPCRouteSpec = Field(default_factory=GRPCRouteSpec)
 
 
 class ReferenceGrantFrom(KubeModel):

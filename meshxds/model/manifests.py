@@ -36,6 +36,7 @@ _MODELS: tuple[type[Resource], ...] = (
     gatewayapi.GatewayClass,
     gatewayapi.Gateway,
     gatewayapi.HTTPRoute,
+    gatewayapi.GRPCRoute,
     gatewayapi.ReferenceGrant,
     kgateway.Backend,
     kgateway.HTTPListenerPolicy,

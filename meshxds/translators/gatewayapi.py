@@ -17,6 +17,7 @@ from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators import httproutes
 from meshxds.translators.backends import BackendIndex
+from meshxds.translators.grpcroutes import compile_grpc_route
 from meshxds.translators.hostnames import intersect_hostnames
 from meshxds.translators.policies import listener_policies
 from meshxds.translators.status import Condition, ObjectStatus, condition, merge_conditions
@@ -34,7 +35,7 @@ CONTROLLER_NAME = "meshxds.io/gateway-controller"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 
 # Listener protocol → route kinds it can carry (the spec's defaults for allowedRoutes.kinds).
-_ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {"HTTP": ("HTTPRoute",)}
+_ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {"HTTP": ("HTTPRoute", "GRPCRoute")}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,8 +218,21 @@ def _route_allowed(run: _Run, ctx: _ListenerContext, route_namespace: str, route
     return _selector_matches(allowed.selector, run.namespaces.get(route_namespace, {}))
 
 
-def _process_http_routes(run: _Run, gateways: dict[tuple[str, str], gatewayapi.Gateway]) -> None:
-    for route in run.resources.all(gatewayapi.HTTPRoute):
+_Route = gatewayapi.HTTPRoute | gatewayapi.GRPCRoute
+
+
+def _compile(route: _Route, backends: BackendIndex) -> httproutes.CompiledRoute:
+    if isinstance(route, gatewayapi.GRPCRoute):
+        return compile_grpc_route(route, backends=backends)
+    return httproutes.compile_http_route(route, backends=backends)
+
+
+def _process_routes(run: _Run) -> None:
+    routes: list[_Route] = [
+        *run.resources.all(gatewayapi.HTTPRoute),
+        *run.resources.all(gatewayapi.GRPCRoute),
+    ]
+    for route in routes:
         parents: list[dict[str, Any]] = []
         compiled: httproutes.CompiledRoute | None = None
         for ref in route.spec.parent_refs:
@@ -228,7 +242,7 @@ def _process_http_routes(run: _Run, gateways: dict[tuple[str, str], gatewayapi.G
             if gw_key not in run.listeners and run.resources.get(gatewayapi.Gateway, *gw_key) is not None:
                 continue  # a Gateway of another controller: not ours to report on
             if compiled is None:
-                compiled = httproutes.compile_http_route(route, backends=run.backends)
+                compiled = _compile(route, run.backends)
                 run.warnings.extend(compiled.warnings)
             accepted = _attach(run, route, ref, gw_key, compiled)
             resolved = compiled.resolved_refs
@@ -249,14 +263,14 @@ def _process_http_routes(run: _Run, gateways: dict[tuple[str, str], gatewayapi.G
         if parents:
             run.statuses.append(
                 ObjectStatus(
-                    kind="HTTPRoute", namespace=route.namespace, name=route.name, status={"parents": parents}
+                    kind=route.KIND, namespace=route.namespace, name=route.name, status={"parents": parents}
                 )
             )
 
 
 def _attach(
     run: _Run,
-    route: gatewayapi.HTTPRoute,
+    route: _Route,
     ref: gatewayapi.ParentReference,
     gw_key: tuple[str, str],
     compiled: httproutes.CompiledRoute,
@@ -285,7 +299,7 @@ def _attach(
             "no listener matches the parentRef's sectionName/port",
             generation=generation,
         )
-    allowed = [c for c in candidates if c.valid and _route_allowed(run, c, route.namespace, "HTTPRoute")]
+    allowed = [c for c in candidates if c.valid and _route_allowed(run, c, route.namespace, route.KIND)]
     if not allowed:
         return condition(
             "Accepted", False, "NotAllowedByListeners", "no listener admits this route", generation=generation
@@ -423,7 +437,7 @@ def translate_gateway_api(
     )
     classes = _process_gateway_classes(run)
     gateways = {g.key: g for g in _process_gateways(run, classes)}
-    _process_http_routes(run, gateways)
+    _process_routes(run)
     configs = {key: _build_proxy_config(run, gw) for key, gw in gateways.items()}
     run.statuses.extend(_gateway_status(run, gw) for gw in gateways.values())
     return GatewayAPIResult(

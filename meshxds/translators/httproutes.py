@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meshxds import ir
@@ -11,7 +12,15 @@ from meshxds.translators.durations import parse_duration
 from meshxds.translators.regex import re2_error
 from meshxds.translators.status import Condition, condition
 
-__all__ = ["CompiledRoute", "SortableRoute", "compile_http_route"]
+__all__ = [
+    "CompiledRoute",
+    "RuleFilters",
+    "SortableRoute",
+    "compile_http_route",
+    "forward_action",
+    "resolved_refs_condition",
+    "rule_filters",
+]
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
 _SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite")
@@ -129,35 +138,99 @@ def _rewrite(f: gatewayapi.HTTPURLRewriteFilter) -> ir.UrlRewrite:
     return ir.UrlRewrite(host=f.hostname, full_path=full, prefix=prefix)
 
 
+@dataclass(slots=True, kw_only=True)
+class RuleFilters:
+    """What a rule's filters ask for (shared by HTTPRoute and GRPCRoute)."""
+
+    request_headers: ir.HeaderMutation = field(default_factory=ir.HeaderMutation)
+    response_headers: ir.HeaderMutation = field(default_factory=ir.HeaderMutation)
+    redirect: ir.Redirect | None = None
+    rewrite: ir.UrlRewrite | None = None
+
+
+def rule_filters(
+    filters: list[gatewayapi.HTTPRouteFilter], *, at: str, out: CompiledRoute, allowed: tuple[str, ...]
+) -> RuleFilters:
+    found = RuleFilters()
+    for f_index, flt in enumerate(filters):
+        if flt.type not in allowed:
+            out.warnings.append(
+                f"{at}.filters[{f_index}]: filter type {flt.type} is not supported yet; ignored"
+            )
+        elif flt.type == "RequestHeaderModifier":
+            found.request_headers = _headers(flt.request_header_modifier)
+        elif flt.type == "ResponseHeaderModifier":
+            found.response_headers = _headers(flt.response_header_modifier)
+        elif flt.type == "RequestRedirect" and flt.request_redirect is not None:
+            found.redirect = _redirect(flt.request_redirect)
+        elif flt.type == "URLRewrite" and flt.url_rewrite is not None:
+            found.rewrite = _rewrite(flt.url_rewrite)
+    return found
+
+
+def forward_action(
+    refs: Sequence[gatewayapi.HTTPBackendRef],
+    *,
+    route: gatewayapi.HTTPRoute | gatewayapi.GRPCRoute,
+    at: str,
+    backends: BackendIndex,
+    out: CompiledRoute,
+    bad_refs: list[tuple[str, str]],
+    timeout: float | None = None,
+    rewrite: ir.UrlRewrite | None = None,
+    force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
+) -> ir.ForwardAction | ir.DirectResponse:
+    """Resolve a rule's backendRefs into weighted clusters; unresolved weight answers 500."""
+    weighted: list[ir.WeightedCluster] = []
+    invalid_weight = 0
+    for b_index, ref in enumerate(refs):
+        if ref.filters:
+            out.warnings.append(
+                f"{at}.backendRefs[{b_index}].filters: per-backend filters are not supported yet; ignored"
+            )
+        resolved = backends.resolve_backend_ref(
+            group=ref.group,
+            kind=ref.kind,
+            name=ref.name,
+            namespace=ref.namespace or route.namespace,
+            port=ref.port,
+            from_kind=route.KIND,
+            from_namespace=route.namespace,
+            force_protocol=force_protocol,
+        )
+        out.warnings.extend(resolved.warnings)
+        if resolved.cluster is None:
+            bad_refs.append((resolved.reason, resolved.message))
+            invalid_weight += ref.weight
+            continue
+        if resolved.cluster not in out.clusters:
+            out.clusters.append(resolved.cluster)
+        if ref.weight > 0:
+            weighted.append(ir.WeightedCluster(cluster=resolved.cluster.name, weight=ref.weight))
+    if not weighted:
+        # No usable backend: the spec asks for 500 (an empty rule, or only invalid refs).
+        return ir.DirectResponse(status=500)
+    return ir.ForwardAction(
+        backends=tuple(weighted), invalid_weight=invalid_weight, timeout_s=timeout, rewrite=rewrite
+    )
+
+
+def resolved_refs_condition(bad_refs: list[tuple[str, str]], generation: int) -> Condition:
+    if bad_refs:
+        return condition(
+            "ResolvedRefs", False, bad_refs[0][0], "; ".join(m for _, m in bad_refs), generation=generation
+        )
+    return condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation)
+
+
 def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -> CompiledRoute:
     """Every rule and match of one HTTPRoute as IR routes (listener-independent)."""
     out = CompiledRoute()
-    generation = route.metadata.generation
     source = ir.ObjectRef(kind="HTTPRoute", namespace=route.namespace, name=route.name)
     bad_refs: list[tuple[str, str]] = []
     for r_index, rule in enumerate(route.spec.rules):
         at = f"{route.ref}: spec.rules[{r_index}]"
-        request_headers, response_headers = ir.HeaderMutation(), ir.HeaderMutation()
-        redirect: ir.Redirect | None = None
-        rewrite: ir.UrlRewrite | None = None
-        for f_index, flt in enumerate(rule.filters):
-            if flt.type == "RequestHeaderModifier":
-                request_headers = _headers(flt.request_header_modifier)
-            elif flt.type == "ResponseHeaderModifier":
-                response_headers = _headers(flt.response_header_modifier)
-            elif flt.type == "RequestRedirect" and flt.request_redirect is not None:
-                redirect = _redirect(flt.request_redirect)
-            elif flt.type == "URLRewrite" and flt.url_rewrite is not None:
-                rewrite = _rewrite(flt.url_rewrite)
-            else:
-                out.warnings.append(
-                    f"{at}.filters[{f_index}]: filter type {flt.type} is not supported yet; ignored"
-                )
-        for b_index, ref in enumerate(rule.backend_refs):
-            if ref.filters:
-                out.warnings.append(
-                    f"{at}.backendRefs[{b_index}].filters: per-backend filters are not supported yet; ignored"
-                )
+        filters = rule_filters(rule.filters, at=at, out=out, allowed=_SUPPORTED_FILTERS)
         timeout: float | None = None
         if rule.timeouts is not None and (rule.timeouts.request or rule.timeouts.backend_request):
             raw = rule.timeouts.request or rule.timeouts.backend_request or ""
@@ -166,40 +239,19 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
             except ValueError as exc:
                 out.warnings.append(f"{at}.timeouts: {exc}; ignored")
         action: ir.ForwardAction | ir.DirectResponse | ir.Redirect
-        if redirect is not None:
-            action = redirect
+        if filters.redirect is not None:
+            action = filters.redirect
         else:
-            weighted: list[ir.WeightedCluster] = []
-            invalid_weight = 0
-            for ref in rule.backend_refs:
-                resolved = backends.resolve_backend_ref(
-                    group=ref.group,
-                    kind=ref.kind,
-                    name=ref.name,
-                    namespace=ref.namespace or route.namespace,
-                    port=ref.port,
-                    from_kind="HTTPRoute",
-                    from_namespace=route.namespace,
-                )
-                out.warnings.extend(resolved.warnings)
-                if resolved.cluster is None:
-                    bad_refs.append((resolved.reason, resolved.message))
-                    invalid_weight += ref.weight
-                    continue
-                if resolved.cluster not in out.clusters:
-                    out.clusters.append(resolved.cluster)
-                if ref.weight > 0:
-                    weighted.append(ir.WeightedCluster(cluster=resolved.cluster.name, weight=ref.weight))
-            if weighted:
-                action = ir.ForwardAction(
-                    backends=tuple(weighted),
-                    invalid_weight=invalid_weight,
-                    timeout_s=timeout,
-                    rewrite=rewrite,
-                )
-            else:
-                # No usable backend: the spec asks for 500 (an empty rule, or only invalid refs).
-                action = ir.DirectResponse(status=500)
+            action = forward_action(
+                rule.backend_refs,
+                route=route,
+                at=at,
+                backends=backends,
+                out=out,
+                bad_refs=bad_refs,
+                timeout=timeout,
+                rewrite=filters.rewrite,
+            )
         for m_index, match in enumerate(rule.matches):
             problems = _regex_problems(match, f"{at}.matches[{m_index}]")
             if problems:
@@ -212,18 +264,11 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                         name=f"httproute/{route.namespace}/{route.name}/rule/{r_index}/match/{m_index}",
                         match=_match(match),
                         action=action,
-                        request_headers=request_headers,
-                        response_headers=response_headers,
+                        request_headers=filters.request_headers,
+                        response_headers=filters.response_headers,
                         source=source,
                     ),
                 )
             )
-    if bad_refs:
-        out.resolved_refs = condition(
-            "ResolvedRefs", False, bad_refs[0][0], "; ".join(m for _, m in bad_refs), generation=generation
-        )
-    else:
-        out.resolved_refs = condition(
-            "ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation
-        )
+    out.resolved_refs = resolved_refs_condition(bad_refs, route.metadata.generation)
     return out

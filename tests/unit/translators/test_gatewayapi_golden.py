@@ -20,7 +20,9 @@ from meshxds.translators.gatewayapi import GatewayAPIResult, translate_gateway_a
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "gatewayapi"
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))
-KINDS = "gatewayclass|gateway|httproute|service|endpointslice|referencegrant"
+KINDS = (
+    "gatewayclass|gateway|httproute|grpcroute|service|endpointslice|referencegrant|backend|httplistenerpolicy"
+)
 CASE_NAME = re.compile(rf"({KINDS})(-[a-z0-9]+){{2,}}")
 
 

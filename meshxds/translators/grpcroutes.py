@@ -1,0 +1,110 @@
+"""GRPCRoute rules → IR routes. A gRPC method is the HTTP/2 path ``/<service>/<method>``, so
+method matches become path matches; backends always speak HTTP/2."""
+
+from __future__ import annotations
+
+import re
+
+from meshxds import ir
+from meshxds.model import gatewayapi
+from meshxds.translators.backends import BackendIndex
+from meshxds.translators.httproutes import (
+    CompiledRoute,
+    SortableRoute,
+    forward_action,
+    resolved_refs_condition,
+    rule_filters,
+)
+from meshxds.translators.regex import re2_error
+
+__all__ = ["compile_grpc_route", "grpc_path_match"]
+
+_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+_FORCE_HTTP2 = (ir.UpstreamProtocol.HTTP2, "GRPCRoute backends always speak HTTP/2")
+_ANY_SEGMENT = "[^/]+"
+
+
+def grpc_path_match(method: gatewayapi.GRPCMethodMatch | None) -> ir.PathMatch:
+    """``/svc/Method`` exact; service only → prefix ``/svc/``; method only or regex → a regex."""
+    if method is None or (not method.service and not method.method):
+        return ir.PathMatch(kind="prefix", value="/")
+    if method.type == "Exact":
+        if method.service and method.method:
+            return ir.PathMatch(kind="exact", value=f"/{method.service}/{method.method}")
+        if method.service:
+            return ir.PathMatch(kind="prefix", value=f"/{method.service}/")
+        return ir.PathMatch(kind="regex", value=f"/{_ANY_SEGMENT}/{re.escape(method.method or '')}")
+    service = method.service or _ANY_SEGMENT
+    name = method.method or _ANY_SEGMENT
+    return ir.PathMatch(kind="regex", value=f"/{service}/{name}")
+
+
+def _sort_key(
+    route: gatewayapi.GRPCRoute, match: gatewayapi.GRPCRouteMatch, rule_index: int, match_index: int
+) -> tuple[object, ...]:
+    # The spec: longer service, then longer method, then more header matches; the same tuple shape
+    # as HTTPRoute keys so both kinds can share a virtual host.
+    method = match.method or gatewayapi.GRPCMethodMatch()
+    exact = method.type == "Exact" and bool(method.service and method.method)
+    return (
+        0 if exact else 2,
+        -len(method.service or ""),
+        -len(method.method or ""),
+        -len(match.headers),
+        0,
+        route.metadata.creation_timestamp or "~",
+        route.namespace,
+        route.name,
+        rule_index,
+        match_index,
+    )
+
+
+def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -> CompiledRoute:
+    out = CompiledRoute()
+    source = ir.ObjectRef(kind="GRPCRoute", namespace=route.namespace, name=route.name)
+    bad_refs: list[tuple[str, str]] = []
+    for r_index, rule in enumerate(route.spec.rules):
+        at = f"{route.ref}: spec.rules[{r_index}]"
+        filters = rule_filters(rule.filters, at=at, out=out, allowed=_GRPC_FILTERS)
+        action = forward_action(
+            rule.backend_refs,
+            route=route,
+            at=at,
+            backends=backends,
+            out=out,
+            bad_refs=bad_refs,
+            force_protocol=_FORCE_HTTP2,
+        )
+        for m_index, match in enumerate(rule.matches):
+            path = grpc_path_match(match.method)
+            regexes = [path.value] if path.kind == "regex" else []
+            regexes += [h.value for h in match.headers if h.type == "RegularExpression"]
+            problems = [err for value in regexes if (err := re2_error(value))]
+            if problems:
+                out.warnings.extend(f"{at}.matches[{m_index}]: {p}; this match is dropped" for p in problems)
+                continue
+            headers = tuple(
+                ir.HeaderMatch(
+                    name=h.name.lower(),
+                    match=ir.StringMatch(
+                        kind="regex" if h.type == "RegularExpression" else "exact", value=h.value
+                    ),
+                )
+                for h in match.headers
+            )
+            out.routes.append(
+                SortableRoute(
+                    key=_sort_key(route, match, r_index, m_index),
+                    route=ir.Route(
+                        name=f"grpcroute/{route.namespace}/{route.name}/rule/{r_index}/match/{m_index}",
+                        match=ir.RouteMatch(path=path, headers=headers),
+                        action=action,
+                        request_headers=filters.request_headers,
+                        response_headers=filters.response_headers,
+                        source=source,
+                    ),
+                )
+            )
+    out.resolved_refs = resolved_refs_condition(bad_refs, route.metadata.generation)
+    return out
