@@ -16,11 +16,13 @@ __all__ = [
     "AccessLog",
     "Cluster",
     "DirectResponse",
+    "DownstreamTls",
+    "FilterChain",
     "ForwardAction",
     "HeaderMatch",
     "HeaderMutation",
-    "HttpListener",
     "LbEndpoint",
+    "Listener",
     "ObjectRef",
     "PathMatch",
     "ProxyConfig",
@@ -29,7 +31,9 @@ __all__ = [
     "Route",
     "RouteMatch",
     "RouteTable",
+    "SecretBytes",
     "StringMatch",
+    "TlsSecret",
     "UpstreamProtocol",
     "UrlRewrite",
     "VirtualHost",
@@ -201,23 +205,76 @@ class AccessLog:
     source: ObjectRef | None = None
 
 
+class SecretBytes(bytes):
+    """Key material: compares and hashes as bytes, never prints."""
+
+    def __repr__(self) -> str:
+        return "[redacted]"
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HttpListener:
+class TlsSecret:
+    """A certificate and key delivered over SDS (never inline in a listener)."""
+
+    name: str
+    """The SDS resource name, e.g. ``kubernetes://gateway-system/example-cert``."""
+    certificate_chain: bytes
+    private_key: SecretBytes
+    source: ObjectRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamTls:
+    """TLS terminated by the listener."""
+
+    certificates: tuple[str, ...]
+    """SDS names of the server certificates (several: e.g. RSA and ECDSA)."""
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FilterChain:
+    """One way of handling a connection on a listener, chosen by SNI."""
+
+    name: str
+    server_names: tuple[str, ...] = ()
+    """SNI values this chain serves; ``()`` matches any (the default chain)."""
+    tls: DownstreamTls | None = None
+    route_table: RouteTable | None = None
+    """HTTP: the connection manager's routes (delivered over RDS)."""
+    tcp_backends: tuple[WeightedCluster, ...] = ()
+    """TCP proxy (when ``route_table`` is ``None``): weighted upstream clusters."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
     name: str
     address: str
     port: int
-    route_table: RouteTable
+    chains: tuple[FilterChain, ...]
     stat_prefix: str
     access_logs: tuple[AccessLog, ...] = ()
     sources: tuple[ObjectRef, ...] = ()
+
+    @property
+    def inspects_tls(self) -> bool:
+        """SNI matching needs Envoy's ``tls_inspector`` listener filter."""
+        return any(c.server_names for c in self.chains)
+
+    @property
+    def route_tables(self) -> tuple[RouteTable, ...]:
+        return tuple(c.route_table for c in self.chains if c.route_table is not None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProxyConfig:
     """Everything one proxy group receives."""
 
-    listeners: tuple[HttpListener, ...] = ()
+    listeners: tuple[Listener, ...] = ()
     clusters: tuple[Cluster, ...] = ()
+    secrets: tuple[TlsSecret, ...] = ()
 
     def validate(self) -> list[str]:
         """Every broken invariant (empty when fine): unique names, routes point at known clusters."""
@@ -232,15 +289,39 @@ class ProxyConfig:
         if len(set(addresses)) != len(addresses):
             problems.append("two listeners bind the same address and port")
         known = set(cluster_names)
+        secrets = {s.name for s in self.secrets}
+        tables = [t.name for lis in self.listeners for t in lis.route_tables]
+        if len(set(tables)) != len(tables):
+            problems.append("route table names are not unique")
         for listener in self.listeners:
-            for vhost in listener.route_table.virtual_hosts:
-                for route in vhost.routes:
-                    if isinstance(route.action, ForwardAction):
-                        problems.extend(
-                            f"route {route.name} points at unknown cluster {b.cluster}"
-                            for b in route.action.backends
-                            if b.cluster not in known
-                        )
+            defaults = [c for c in listener.chains if not c.server_names]
+            if len(defaults) > 1:
+                problems.append(f"listener {listener.name} has {len(defaults)} default filter chains")
+            for chain in listener.chains:
+                if chain.tls is not None:
+                    problems.extend(
+                        f"listener {listener.name} chain {chain.name} uses unknown secret {name}"
+                        for name in chain.tls.certificates
+                        if name not in secrets
+                    )
+                problems.extend(
+                    f"listener {listener.name} chain {chain.name} points at unknown cluster {b.cluster}"
+                    for b in chain.tcp_backends
+                    if b.cluster not in known
+                )
+                if chain.route_table is None and not chain.tcp_backends:
+                    problems.append(
+                        f"listener {listener.name} chain {chain.name} has neither routes nor backends"
+                    )
+            for table in listener.route_tables:
+                for vhost in table.virtual_hosts:
+                    for route in vhost.routes:
+                        if isinstance(route.action, ForwardAction):
+                            problems.extend(
+                                f"route {route.name} points at unknown cluster {b.cluster}"
+                                for b in route.action.backends
+                                if b.cluster not in known
+                            )
         return problems
 
     @staticmethod
@@ -249,13 +330,17 @@ class ProxyConfig:
         if len(configs) == 1:
             return configs[0]
         clusters: dict[str, Cluster] = {}
-        listeners: dict[str, HttpListener] = {}
+        listeners: dict[str, Listener] = {}
+        secrets: dict[str, TlsSecret] = {}
         for config in configs:
             for cluster in config.clusters:
                 clusters.setdefault(cluster.name, cluster)
             for listener in config.listeners:
                 listeners.setdefault(listener.name, listener)
+            for secret in config.secrets:
+                secrets.setdefault(secret.name, secret)
         return ProxyConfig(
             listeners=tuple(listeners[k] for k in sorted(listeners)),
             clusters=tuple(clusters[k] for k in sorted(clusters)),
+            secrets=tuple(secrets[k] for k in sorted(secrets)),
         )

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 __all__ = [
     "cluster_name",
+    "https_route_config_name",
     "listener_name",
     "parse_cluster_name",
     "route_config_name",
+    "sds_secret_name",
     "service_fqdn",
     "virtual_host_name",
 ]
@@ -47,3 +49,13 @@ def parse_cluster_name(name: str) -> tuple[str, int, str, str]:
 def virtual_host_name(hostname: str, port: int) -> str:
     """``http2.example.com:8080``; a catch-all host is ``*:8080``."""
     return f"{hostname}:{port}"
+
+
+def https_route_config_name(port: int, chain: str) -> str:
+    """``https.443.a.example.com``: one route table per TLS filter chain of a port."""
+    return f"https.{port}.{chain}"
+
+
+def sds_secret_name(namespace: str, name: str) -> str:
+    """``kubernetes://gateway-system/example-cert``: the SDS name of a Kubernetes Secret."""
+    return f"kubernetes://{namespace}/{name}"

@@ -28,6 +28,9 @@ __all__ = [
     "HTTPRouteRule",
     "ParentReference",
     "ReferenceGrant",
+    "SecretObjectReference",
+    "TCPRoute",
+    "TLSRoute",
 ]
 
 GROUP = "gateway.networking.k8s.io"
@@ -262,6 +265,38 @@ class GRPCRoute(Resource):
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1", "v1alpha2")
     KIND: ClassVar[str] = "GRPCRoute"
     spec: GRPCRouteSpec = Field(default_factory=GRPCRouteSpec)
+
+
+class TCPRouteRule(KubeModel):
+    name: str | None = None
+    backend_refs: list[BackendRef] = Field(default_factory=list)
+
+
+class TLSRouteSpec(KubeModel):
+    parent_refs: list[ParentReference] = Field(default_factory=list)
+    hostnames: list[str] = Field(default_factory=list)
+    rules: list[TCPRouteRule] = Field(min_length=1)
+
+
+class TLSRoute(Resource):
+    """TLS by SNI: passthrough to the backends (or after termination on a Terminate listener)."""
+
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1alpha2", "v1alpha3", "v1")
+    KIND: ClassVar[str] = "TLSRoute"
+    spec: TLSRouteSpec
+
+
+class TCPRouteSpec(KubeModel):
+    parent_refs: list[ParentReference] = Field(default_factory=list)
+    rules: list[TCPRouteRule] = Field(min_length=1)
+
+
+class TCPRoute(Resource):
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1alpha2", "v1")
+    KIND: ClassVar[str] = "TCPRoute"
+    spec: TCPRouteSpec
 
 
 class ReferenceGrantFrom(KubeModel):

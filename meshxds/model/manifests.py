@@ -37,6 +37,8 @@ _MODELS: tuple[type[Resource], ...] = (
     gatewayapi.Gateway,
     gatewayapi.HTTPRoute,
     gatewayapi.GRPCRoute,
+    gatewayapi.TLSRoute,
+    gatewayapi.TCPRoute,
     gatewayapi.ReferenceGrant,
     kgateway.Backend,
     kgateway.HTTPListenerPolicy,

@@ -17,10 +17,13 @@ from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators import httproutes
 from meshxds.translators.backends import BackendIndex
+from meshxds.translators.certificates import resolve_certificate_ref
 from meshxds.translators.grpcroutes import compile_grpc_route
 from meshxds.translators.hostnames import intersect_hostnames
+from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
 from meshxds.translators.policies import listener_policies
 from meshxds.translators.status import Condition, ObjectStatus, condition, merge_conditions
+from meshxds.translators.tcproutes import compile_tcp_route
 
 __all__ = [
     "CONTROLLER_NAME",
@@ -35,7 +38,15 @@ CONTROLLER_NAME = "meshxds.io/gateway-controller"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 
 # Listener protocol → route kinds it can carry (the spec's defaults for allowedRoutes.kinds).
-_ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {"HTTP": ("HTTPRoute", "GRPCRoute")}
+_ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
+    "HTTP": ("HTTPRoute", "GRPCRoute"),
+    "HTTPS": ("HTTPRoute", "GRPCRoute"),
+    "TLS": ("TLSRoute",),
+    "TCP": ("TCPRoute",),
+}
+# A TLS listener that terminates can hand the decrypted stream to a TCPRoute too.
+_TLS_TERMINATE_KINDS = ("TLSRoute", "TCPRoute")
+_HTTP_PROTOCOLS = ("HTTP", "HTTPS")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +79,8 @@ class _ListenerContext:
     conditions: list[Condition] = field(default_factory=list)
     attached: int = 0
     routes: list[tuple[tuple[str, ...], httproutes.SortableRoute]] = field(default_factory=list)
+    tcp_routes: list[tuple[tuple[str, ...], tuple[ir.WeightedCluster, ...]]] = field(default_factory=list)
+    tls: ir.DownstreamTls | None = None
 
     @property
     def valid(self) -> bool:
@@ -86,6 +99,7 @@ class _Run:
     statuses: list[ObjectStatus] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     clusters: dict[tuple[str, str], dict[str, ir.Cluster]] = field(default_factory=lambda: defaultdict(dict))
+    secrets: dict[tuple[str, str], dict[str, ir.TlsSecret]] = field(default_factory=lambda: defaultdict(dict))
 
 
 def _namespace_labels(resources: ResourceSet) -> dict[str, dict[str, str]]:
@@ -165,6 +179,14 @@ def _process_gateways(run: _Run, classes: set[str]) -> list[gatewayapi.Gateway]:
                     f"{gw.ref}: listener {listener.name}: protocol {listener.protocol} is not supported"
                 )
             else:
+                if (
+                    listener.protocol == "TLS"
+                    and listener.tls is not None
+                    and listener.tls.mode == "Terminate"
+                ):
+                    supported = _TLS_TERMINATE_KINDS
+                if listener.protocol in ("HTTPS", "TLS"):
+                    _resolve_listener_tls(run, gw, ctx)
                 requested = listener.allowed_routes.kinds
                 if requested:
                     ok = tuple(
@@ -187,6 +209,68 @@ def _process_gateways(run: _Run, classes: set[str]) -> list[gatewayapi.Gateway]:
         _detect_port_conflicts(contexts, generation)
         run.listeners[gw.key] = contexts
     return gateways
+
+
+def _resolve_listener_tls(run: _Run, gw: gatewayapi.Gateway, ctx: _ListenerContext) -> None:
+    """HTTPS and TLS-Terminate listeners: certificateRefs → SDS secrets (conditions on failure)."""
+    generation = gw.metadata.generation
+    tls = ctx.spec.tls
+    if tls is None:
+        ctx.conditions.append(
+            condition(
+                "Accepted",
+                False,
+                "Invalid",
+                f"a {ctx.spec.protocol} listener needs tls",
+                generation=generation,
+            )
+        )
+        return
+    if tls.mode == "Passthrough":
+        if ctx.spec.protocol == "HTTPS":
+            ctx.conditions.append(
+                condition(
+                    "Accepted",
+                    False,
+                    "Invalid",
+                    "HTTPS listeners cannot pass TLS through",
+                    generation=generation,
+                )
+            )
+        return
+    if not tls.certificate_refs:
+        ctx.conditions.append(
+            condition(
+                "ResolvedRefs",
+                False,
+                "InvalidCertificateRef",
+                "tls.certificateRefs is empty",
+                generation=generation,
+            )
+        )
+        return
+    names_: list[str] = []
+    for index, ref in enumerate(tls.certificate_refs):
+        found = resolve_certificate_ref(
+            run.resources,
+            run.backends,
+            ref,
+            gateway=gw,
+            at=f"spec.listeners[{ctx.spec.name}].tls.certificateRefs[{index}]",
+        )
+        if isinstance(found, str):
+            ctx.conditions.append(
+                condition("ResolvedRefs", False, _certificate_reason(found), found, generation=generation)
+            )
+            continue
+        run.secrets[gw.key][found.name] = found
+        names_.append(found.name)
+    if names_ and len(names_) == len(tls.certificate_refs):
+        ctx.tls = ir.DownstreamTls(certificates=tuple(names_))
+
+
+def _certificate_reason(message: str) -> str:
+    return "RefNotPermitted" if "ReferenceGrant" in message else "InvalidCertificateRef"
 
 
 def _detect_port_conflicts(contexts: list[_ListenerContext], generation: int) -> None:
@@ -218,19 +302,27 @@ def _route_allowed(run: _Run, ctx: _ListenerContext, route_namespace: str, route
     return _selector_matches(allowed.selector, run.namespaces.get(route_namespace, {}))
 
 
-_Route = gatewayapi.HTTPRoute | gatewayapi.GRPCRoute
+_Route = gatewayapi.HTTPRoute | gatewayapi.GRPCRoute | gatewayapi.TLSRoute | gatewayapi.TCPRoute
 
 
 def _compile(route: _Route, backends: BackendIndex) -> httproutes.CompiledRoute:
     if isinstance(route, gatewayapi.GRPCRoute):
         return compile_grpc_route(route, backends=backends)
+    if isinstance(route, gatewayapi.TLSRoute | gatewayapi.TCPRoute):
+        return compile_tcp_route(route, backends=backends)
     return httproutes.compile_http_route(route, backends=backends)
+
+
+def _route_hostnames(route: _Route) -> list[str]:
+    return [] if isinstance(route, gatewayapi.TCPRoute) else list(route.spec.hostnames)
 
 
 def _process_routes(run: _Run) -> None:
     routes: list[_Route] = [
         *run.resources.all(gatewayapi.HTTPRoute),
         *run.resources.all(gatewayapi.GRPCRoute),
+        *run.resources.all(gatewayapi.TLSRoute),
+        *run.resources.all(gatewayapi.TCPRoute),
     ]
     for route in routes:
         parents: list[dict[str, Any]] = []
@@ -306,13 +398,15 @@ def _attach(
         )
     attached = False
     for ctx in allowed:
-        hostnames = intersect_hostnames(ctx.spec.hostname, route.spec.hostnames)
+        hostnames = intersect_hostnames(ctx.spec.hostname, _route_hostnames(route))
         if not hostnames:
             continue
         attached = True
         ctx.attached += 1
         for sortable in compiled.routes:
             ctx.routes.append((tuple(hostnames), sortable))
+        if compiled.tcp_backends:
+            ctx.tcp_routes.append((tuple(hostnames), compiled.tcp_backends))
         for cluster in compiled.clusters:
             run.clusters[gw_key].setdefault(cluster.name, cluster)
     if not attached:
@@ -326,6 +420,36 @@ def _attach(
     return condition("Accepted", True, "Accepted", "attached to the Gateway", generation=generation)
 
 
+def _http_server(ctx: _ListenerContext) -> HttpServer:
+    hosts: dict[str, list[httproutes.SortableRoute]] = defaultdict(list)
+    for hostnames, sortable in ctx.routes:
+        for hostname in hostnames:
+            if sortable not in hosts[hostname]:
+                hosts[hostname].append(sortable)
+    return HttpServer(
+        hostnames=(ctx.spec.hostname or "*",),
+        routes=tuple(
+            (hostname, tuple(s.route for s in sorted(bucket, key=lambda s: s.key)))
+            for hostname, bucket in hosts.items()
+        ),
+        tls=ctx.tls,
+    )
+
+
+def _tcp_servers(run: _Run, ctx: _ListenerContext) -> list[TcpServer]:
+    by_names: dict[tuple[str, ...], tuple[ir.WeightedCluster, ...]] = {}
+    for hostnames, backends in ctx.tcp_routes:
+        server_names = () if hostnames == ("*",) else hostnames
+        if server_names in by_names:
+            run.warnings.append(
+                f"{ctx.gateway.ref}: listener {ctx.spec.name}: several routes claim "
+                f"{', '.join(server_names) or 'every connection'}; the first one wins"
+            )
+            continue
+        by_names[server_names] = backends
+    return [TcpServer(server_names=n, backends=b, tls=ctx.tls) for n, b in by_names.items()]
+
+
 def _build_proxy_config(run: _Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
     by_port: dict[int, list[_ListenerContext]] = defaultdict(list)
     for ctx in run.listeners[gw.key]:
@@ -333,43 +457,34 @@ def _build_proxy_config(run: _Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
             by_port[ctx.spec.port].append(ctx)
     policies = listener_policies(run.resources, gw)
     run.warnings.extend(policies.warnings)
-    listeners: list[ir.HttpListener] = []
+    listeners: list[ir.Listener] = []
     for port in sorted(by_port):
-        hosts: dict[str, list[httproutes.SortableRoute]] = defaultdict(list)
-        seen: set[tuple[str, int]] = set()
-        for ctx in by_port[port]:
-            for hostnames, sortable in ctx.routes:
-                for hostname in hostnames:
-                    # A route attached to two listeners of this port (one without a hostname, one
-                    # with) lands on the same virtual host twice: keep it once.
-                    if (hostname, id(sortable)) not in seen:
-                        seen.add((hostname, id(sortable)))
-                        hosts[hostname].append(sortable)
-        vhosts = tuple(
-            ir.VirtualHost(
-                name=names.virtual_host_name(hostname, port),
-                domains=(hostname,),
-                routes=tuple(s.route for s in sorted(hosts[hostname], key=lambda s: s.key)),
-            )
-            for hostname in sorted(hosts, key=lambda h: (h == "*", h))
-        )
+        contexts = sorted(by_port[port], key=lambda c: c.spec.name)
         name = names.listener_name(port, bind=run.options.listener_address)
-        listeners.append(
-            ir.HttpListener(
-                name=name,
-                address=run.options.listener_address,
-                port=port,
-                route_table=ir.RouteTable(name=names.route_config_name(port), virtual_hosts=vhosts),
-                stat_prefix=name,
-                access_logs=policies.for_listeners([c.spec.name for c in by_port[port]]),
-                sources=tuple(
-                    ir.ObjectRef(kind="Gateway", namespace=gw.namespace, name=gw.name, section=c.spec.name)
-                    for c in by_port[port]
-                ),
-            )
-        )
+        common = {
+            "name": name,
+            "address": run.options.listener_address,
+            "port": port,
+            "access_logs": policies.for_listeners([c.spec.name for c in contexts]),
+            "sources": tuple(
+                ir.ObjectRef(kind="Gateway", namespace=gw.namespace, name=gw.name, section=c.spec.name)
+                for c in contexts
+            ),
+        }
+        if contexts[0].spec.protocol in _HTTP_PROTOCOLS:
+            listeners.append(assemble_http_listener(servers=[_http_server(c) for c in contexts], **common))  # type: ignore[arg-type]
+        else:
+            servers = [s for c in contexts for s in _tcp_servers(run, c)]
+            if servers:  # a TCP listener without routes has nothing to proxy to
+                listeners.append(assemble_tcp_listener(servers=servers, **common))  # type: ignore[arg-type]
     clusters = run.clusters.get(gw.key, {})
-    return ir.ProxyConfig(listeners=tuple(listeners), clusters=tuple(clusters[k] for k in sorted(clusters)))
+    used_secrets = {n for lis in listeners for c in lis.chains if c.tls for n in c.tls.certificates}
+    secrets = {k: v for k, v in run.secrets.get(gw.key, {}).items() if k in used_secrets}
+    return ir.ProxyConfig(
+        listeners=tuple(listeners),
+        clusters=tuple(clusters[k] for k in sorted(clusters)),
+        secrets=tuple(secrets[k] for k in sorted(secrets)),
+    )
 
 
 def _gateway_status(run: _Run, gw: gatewayapi.Gateway) -> ObjectStatus:

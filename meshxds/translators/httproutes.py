@@ -39,6 +39,8 @@ class CompiledRoute:
     routes: list[SortableRoute] = field(default_factory=list)
     clusters: list[ir.Cluster] = field(default_factory=list)
     resolved_refs: Condition = field(default_factory=lambda: condition("ResolvedRefs", True, "ResolvedRefs"))
+    tcp_backends: tuple[ir.WeightedCluster, ...] = ()
+    """TLSRoute/TCPRoute: where connections go (no HTTP routes)."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -169,9 +171,9 @@ def rule_filters(
 
 
 def forward_action(
-    refs: Sequence[gatewayapi.HTTPBackendRef],
+    refs: Sequence[gatewayapi.BackendRef],
     *,
-    route: gatewayapi.HTTPRoute | gatewayapi.GRPCRoute,
+    route: gatewayapi.HTTPRoute | gatewayapi.GRPCRoute | gatewayapi.TLSRoute | gatewayapi.TCPRoute,
     at: str,
     backends: BackendIndex,
     out: CompiledRoute,
@@ -179,12 +181,13 @@ def forward_action(
     timeout: float | None = None,
     rewrite: ir.UrlRewrite | None = None,
     force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
+    default_protocol: ir.UpstreamProtocol = ir.UpstreamProtocol.HTTP1,
 ) -> ir.ForwardAction | ir.DirectResponse:
     """Resolve a rule's backendRefs into weighted clusters; unresolved weight answers 500."""
     weighted: list[ir.WeightedCluster] = []
     invalid_weight = 0
     for b_index, ref in enumerate(refs):
-        if ref.filters:
+        if getattr(ref, "filters", None):
             out.warnings.append(
                 f"{at}.backendRefs[{b_index}].filters: per-backend filters are not supported yet; ignored"
             )
@@ -197,6 +200,7 @@ def forward_action(
             from_kind=route.KIND,
             from_namespace=route.namespace,
             force_protocol=force_protocol,
+            default_protocol=default_protocol,
         )
         out.warnings.extend(resolved.warnings)
         if resolved.cluster is None:

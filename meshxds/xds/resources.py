@@ -18,7 +18,10 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
@@ -35,6 +38,7 @@ __all__ = [
     "build_listener",
     "build_resources",
     "build_route_configuration",
+    "build_secret",
 ]
 
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -279,34 +283,83 @@ def build_access_log(log: ir.AccessLog) -> accesslog_pb2.AccessLog:
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=_pack(file_log))
 
 
-def _http_connection_manager(listener: ir.HttpListener) -> hcm_pb2.HttpConnectionManager:
+def _http_connection_manager(listener: ir.Listener, table: ir.RouteTable) -> hcm_pb2.HttpConnectionManager:
     return hcm_pb2.HttpConnectionManager(
         access_log=[build_access_log(a) for a in listener.access_logs],
         stat_prefix=listener.stat_prefix,
-        # AUTO accepts HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port.
+        # AUTO accepts HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port; over TLS the
+        # codec follows ALPN.
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(config_source=_ads_source(), route_config_name=listener.route_table.name),
+        rds=hcm_pb2.Rds(config_source=_ads_source(), route_config_name=table.name),
         http_filters=[
             hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))
         ],
     )
 
 
-def build_listener(listener: ir.HttpListener) -> listener_pb2.Listener:
-    hcm = _http_connection_manager(listener)
-    return listener_pb2.Listener(
-        name=listener.name,
-        address=_socket(listener.address, listener.port),
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[
-                    listener_components_pb2.Filter(
-                        name="envoy.filters.network.http_connection_manager", typed_config=_pack(hcm)
-                    )
-                ]
-            )
-        ],
+def _tcp_proxy(listener: ir.Listener, chain: ir.FilterChain) -> tcp_proxy_pb2.TcpProxy:
+    proxy = tcp_proxy_pb2.TcpProxy(
+        stat_prefix=listener.stat_prefix,
+        access_log=[build_access_log(a) for a in listener.access_logs],
     )
+    if len(chain.tcp_backends) == 1:
+        proxy.cluster = chain.tcp_backends[0].cluster
+    else:
+        for backend in chain.tcp_backends:
+            proxy.weighted_clusters.clusters.add(name=backend.cluster, weight=backend.weight)
+    return proxy
+
+
+def _downstream_tls(tls: ir.DownstreamTls) -> tls_pb2.DownstreamTlsContext:
+    context = tls_pb2.DownstreamTlsContext()
+    common = context.common_tls_context
+    common.alpn_protocols.extend(tls.alpn)
+    for name in tls.certificates:
+        common.tls_certificate_sds_secret_configs.add(name=name, sds_config=_ads_source())
+    return context
+
+
+def _filter_chain(listener: ir.Listener, chain: ir.FilterChain) -> listener_components_pb2.FilterChain:
+    out = listener_components_pb2.FilterChain(name=chain.name)
+    if chain.server_names:
+        out.filter_chain_match.server_names.extend(chain.server_names)
+    if chain.tls is not None:
+        out.transport_socket.name = "envoy.transport_sockets.tls"
+        out.transport_socket.typed_config.CopyFrom(_pack(_downstream_tls(chain.tls)))
+    if chain.route_table is not None:
+        out.filters.add(
+            name="envoy.filters.network.http_connection_manager",
+            typed_config=_pack(_http_connection_manager(listener, chain.route_table)),
+        )
+    else:
+        out.filters.add(
+            name="envoy.filters.network.tcp_proxy", typed_config=_pack(_tcp_proxy(listener, chain))
+        )
+    return out
+
+
+def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
+    out = listener_pb2.Listener(name=listener.name, address=_socket(listener.address, listener.port))
+    if listener.inspects_tls:
+        out.listener_filters.add(
+            name="envoy.filters.listener.tls_inspector", typed_config=_pack(tls_inspector_pb2.TlsInspector())
+        )
+    for chain in listener.chains:
+        built = _filter_chain(listener, chain)
+        if chain.server_names or not listener.inspects_tls:
+            out.filter_chains.append(built)
+        else:
+            # Beside SNI chains, the catch-all goes in default_filter_chain: clients without SNI
+            # (or with an unknown one) still land somewhere.
+            out.default_filter_chain.CopyFrom(built)
+    return out
+
+
+def build_secret(secret: ir.TlsSecret) -> secret_pb2.Secret:
+    out = secret_pb2.Secret(name=secret.name)
+    out.tls_certificate.certificate_chain.inline_bytes = secret.certificate_chain
+    out.tls_certificate.private_key.inline_bytes = bytes(secret.private_key)
+    return out
 
 
 def build_resources(config: ir.ProxyConfig) -> dict[str, list[tuple[str, Message]]]:
@@ -318,7 +371,7 @@ def build_resources(config: ir.ProxyConfig) -> dict[str, list[tuple[str, Message
         ],
         TYPE_LISTENER: [(lis.name, build_listener(lis)) for lis in config.listeners],
         TYPE_ROUTE: [
-            (lis.route_table.name, build_route_configuration(lis.route_table)) for lis in config.listeners
+            (t.name, build_route_configuration(t)) for lis in config.listeners for t in lis.route_tables
         ],
-        TYPE_SECRET: [],
+        TYPE_SECRET: [(s.name, build_secret(s)) for s in config.secrets],
     }

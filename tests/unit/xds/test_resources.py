@@ -16,6 +16,7 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -315,15 +316,16 @@ def test_redirect_with_prefix_replacement_uses_the_same_rewrite() -> None:
 # --- listeners and route tables ----------------------------------------------------------------------
 
 
-def http_listener() -> ir.HttpListener:
+def http_listener(table: ir.RouteTable | None = None) -> ir.Listener:
     vhost = ir.VirtualHost(
         name="http2.example.com:8080", domains=("http2.example.com",), routes=(forward(ir.PathMatch()),)
     )
-    return ir.HttpListener(
+    table = table or ir.RouteTable(name="http.8080", virtual_hosts=(vhost,))
+    return ir.Listener(
         name="0.0.0.0_8080",
         address="0.0.0.0",
         port=8080,
-        route_table=ir.RouteTable(name="http.8080", virtual_hosts=(vhost,)),
+        chains=(ir.FilterChain(name="0.0.0.0_8080", route_table=table),),
         stat_prefix="0.0.0.0_8080",
     )
 
@@ -344,7 +346,7 @@ def test_listener_uses_rds_over_ads_with_an_auto_codec() -> None:
 
 
 def test_route_configuration_ignores_the_port_in_host_matching() -> None:
-    out = build_route_configuration(http_listener().route_table)
+    out = build_route_configuration(http_listener().route_tables[0])
     assert out.name == "http.8080"
     assert out.ignore_port_in_host_matching is True
     (vhost,) = out.virtual_hosts
@@ -399,13 +401,26 @@ def static_bootstrap(resources: dict[str, list[tuple[str, Message]]]) -> dict[st
     boot = bootstrap_pb2.Bootstrap()
     boot.node.id = "validate"
     boot.node.cluster = "validate"
+    for _, secret in resources[TYPE_SECRET]:
+        boot.static_resources.secrets.add().CopyFrom(secret)
     for _, message in resources[TYPE_LISTENER]:
         listener = boot.static_resources.listeners.add()
         listener.CopyFrom(message)
-        for chain in listener.filter_chains:
+        chains = list(listener.filter_chains)
+        if listener.HasField("default_filter_chain"):
+            chains.append(listener.default_filter_chain)
+        for chain in chains:
+            if chain.HasField("transport_socket"):
+                # SDS over ADS → the static secret of the same name.
+                tls = tls_pb2.DownstreamTlsContext()
+                assert chain.transport_socket.typed_config.Unpack(tls)
+                for sds in tls.common_tls_context.tls_certificate_sds_secret_configs:
+                    sds.ClearField("sds_config")
+                chain.transport_socket.typed_config.Pack(tls)
             for network_filter in chain.filters:
                 hcm = hcm_pb2.HttpConnectionManager()
-                assert network_filter.typed_config.Unpack(hcm)
+                if not network_filter.typed_config.Unpack(hcm):
+                    continue  # tcp_proxy: nothing to inline
                 route_config = route_pb2.RouteConfiguration()
                 route_config.CopyFrom(routes[hcm.rds.route_config_name])
                 # Statically loaded tables check their clusters; the invalid-backend cluster is
@@ -449,21 +464,12 @@ def test_real_envoy_accepts_the_resources_of_the_examples(tmp_path: Path) -> Non
 def test_real_envoy_rejects_a_broken_resource(tmp_path: Path) -> None:
     """The validation above can fail: a route to a regex RE2 refuses is rejected."""
     bad = forward(ir.PathMatch(kind="regex", value="(?<=a)b"))
-    listener = http_listener()
     table = ir.RouteTable(
         name="http.8080",
         virtual_hosts=(ir.VirtualHost(name="bad", domains=("*",), routes=(bad,)),),
     )
     broken = ir.ProxyConfig(
-        listeners=(
-            ir.HttpListener(
-                name=listener.name,
-                address=listener.address,
-                port=listener.port,
-                route_table=table,
-                stat_prefix=listener.stat_prefix,
-            ),
-        ),
+        listeners=(http_listener(table),),
         clusters=(cluster(ir.UpstreamProtocol.HTTP2),),
     )
     result = envoy_validate(broken, tmp_path)
