@@ -115,6 +115,10 @@ class XdsServer:
         self.health = health.aio.HealthServicer()
         """The ``grpc.health.v1`` servicer: SERVING once started, NOT_SERVING from ``stop``."""
 
+    @property
+    def registry(self) -> ConnectionRegistry:
+        return self._registry
+
     async def start(self, address: str) -> int:
         """Listen on ``address`` (``127.0.0.1:0`` picks a free port); return the bound port."""
         if self._server is not None:
