@@ -23,6 +23,7 @@ __all__ = [
     "HeaderMutation",
     "LbEndpoint",
     "Listener",
+    "Mirror",
     "ObjectRef",
     "PathMatch",
     "ProxyConfig",
@@ -120,9 +121,30 @@ class RouteMatch:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMutation:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.add or self.remove)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WeightedCluster:
     cluster: str
     weight: int
+    request_headers: HeaderMutation = field(default_factory=HeaderMutation)
+    """Per-backend header changes (Gateway API backendRef filters)."""
+    response_headers: HeaderMutation = field(default_factory=HeaderMutation)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    """Send a copy of each request (response ignored) to ``cluster`` for ``percent`` of requests."""
+
+    cluster: str
+    percent: float = 100.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +163,7 @@ class ForwardAction:
     timeout_s: float | None = None
     """``None``: Envoy's default; ``0``: no timeout."""
     rewrite: UrlRewrite | None = None
+    mirrors: tuple[Mirror, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,16 +180,6 @@ class Redirect:
     full_path: str | None = None
     prefix: str | None = None
     status_code: int = 302
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeaderMutation:
-    set: tuple[tuple[str, str], ...] = ()
-    add: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.set or self.add or self.remove)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

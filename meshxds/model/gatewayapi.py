@@ -183,13 +183,32 @@ class HTTPURLRewriteFilter(KubeModel):
     path: HTTPPathModifier | None = None
 
 
+class BackendObjectReference(KubeModel):
+    group: str = ""
+    kind: str = "Service"
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class Fraction(KubeModel):
+    numerator: int = Field(ge=0)
+    denominator: int = Field(default=100, ge=1)
+
+
+class HTTPRequestMirrorFilter(KubeModel):
+    backend_ref: BackendObjectReference
+    percent: int | None = Field(default=None, ge=0, le=100)
+    fraction: Fraction | None = None
+
+
 class HTTPRouteFilter(KubeModel):
     type: str = Field(min_length=1)
     request_header_modifier: HTTPHeaderFilter | None = None
     response_header_modifier: HTTPHeaderFilter | None = None
     request_redirect: HTTPRequestRedirectFilter | None = None
     url_rewrite: HTTPURLRewriteFilter | None = None
-    request_mirror: dict[str, object] | None = None
+    request_mirror: HTTPRequestMirrorFilter | None = None
     extension_ref: dict[str, object] | None = None
 
 

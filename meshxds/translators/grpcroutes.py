@@ -19,7 +19,7 @@ from meshxds.translators.regex import re2_error
 
 __all__ = ["compile_grpc_route", "grpc_path_match"]
 
-_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror")
 _FORCE_HTTP2 = (ir.UpstreamProtocol.HTTP2, "GRPCRoute backends always speak HTTP/2")
 _ANY_SEGMENT = "[^/]+"
 
@@ -75,6 +75,7 @@ def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -
             out=out,
             bad_refs=bad_refs,
             force_protocol=_FORCE_HTTP2,
+            mirrors=filters.mirrors,
         )
         for m_index, match in enumerate(rule.matches):
             path = grpc_path_match(match.method)

@@ -23,7 +23,14 @@ __all__ = [
 ]
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
-_SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite")
+_SUPPORTED_FILTERS = (
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestRedirect",
+    "URLRewrite",
+    "RequestMirror",
+)
+_BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +155,7 @@ class RuleFilters:
     response_headers: ir.HeaderMutation = field(default_factory=ir.HeaderMutation)
     redirect: ir.Redirect | None = None
     rewrite: ir.UrlRewrite | None = None
+    mirrors: list[gatewayapi.HTTPRequestMirrorFilter] = field(default_factory=list)
 
 
 def rule_filters(
@@ -167,7 +175,15 @@ def rule_filters(
             found.redirect = _redirect(flt.request_redirect)
         elif flt.type == "URLRewrite" and flt.url_rewrite is not None:
             found.rewrite = _rewrite(flt.url_rewrite)
+        elif flt.type == "RequestMirror" and flt.request_mirror is not None:
+            found.mirrors.append(flt.request_mirror)
     return found
+
+
+def _mirror_percent(mirror: gatewayapi.HTTPRequestMirrorFilter) -> float:
+    if mirror.fraction is not None:
+        return 100.0 * mirror.fraction.numerator / mirror.fraction.denominator
+    return float(mirror.percent if mirror.percent is not None else 100)
 
 
 def forward_action(
@@ -182,15 +198,15 @@ def forward_action(
     rewrite: ir.UrlRewrite | None = None,
     force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
     default_protocol: ir.UpstreamProtocol = ir.UpstreamProtocol.HTTP1,
+    mirrors: Sequence[gatewayapi.HTTPRequestMirrorFilter] = (),
 ) -> ir.ForwardAction | ir.DirectResponse:
     """Resolve a rule's backendRefs into weighted clusters; unresolved weight answers 500."""
     weighted: list[ir.WeightedCluster] = []
     invalid_weight = 0
     for b_index, ref in enumerate(refs):
-        if getattr(ref, "filters", None):
-            out.warnings.append(
-                f"{at}.backendRefs[{b_index}].filters: per-backend filters are not supported yet; ignored"
-            )
+        backend_filters = rule_filters(
+            getattr(ref, "filters", []), at=f"{at}.backendRefs[{b_index}]", out=out, allowed=_BACKEND_FILTERS
+        )
         resolved = backends.resolve_backend_ref(
             group=ref.group,
             kind=ref.kind,
@@ -210,12 +226,44 @@ def forward_action(
         if resolved.cluster not in out.clusters:
             out.clusters.append(resolved.cluster)
         if ref.weight > 0:
-            weighted.append(ir.WeightedCluster(cluster=resolved.cluster.name, weight=ref.weight))
+            weighted.append(
+                ir.WeightedCluster(
+                    cluster=resolved.cluster.name,
+                    weight=ref.weight,
+                    request_headers=backend_filters.request_headers,
+                    response_headers=backend_filters.response_headers,
+                )
+            )
+    mirror_targets: list[ir.Mirror] = []
+    for m_index, mirror in enumerate(mirrors):
+        target = mirror.backend_ref
+        resolved = backends.resolve_backend_ref(
+            group=target.group,
+            kind=target.kind,
+            name=target.name,
+            namespace=target.namespace or route.namespace,
+            port=target.port,
+            from_kind=route.KIND,
+            from_namespace=route.namespace,
+            force_protocol=force_protocol,
+            default_protocol=default_protocol,
+        )
+        if resolved.cluster is None:
+            # An unusable mirror never affects the real request; it is reported, not served.
+            bad_refs.append((resolved.reason, f"mirror {m_index}: {resolved.message}"))
+            continue
+        if resolved.cluster not in out.clusters:
+            out.clusters.append(resolved.cluster)
+        mirror_targets.append(ir.Mirror(cluster=resolved.cluster.name, percent=_mirror_percent(mirror)))
     if not weighted:
         # No usable backend: the spec asks for 500 (an empty rule, or only invalid refs).
         return ir.DirectResponse(status=500)
     return ir.ForwardAction(
-        backends=tuple(weighted), invalid_weight=invalid_weight, timeout_s=timeout, rewrite=rewrite
+        backends=tuple(weighted),
+        invalid_weight=invalid_weight,
+        timeout_s=timeout,
+        rewrite=rewrite,
+        mirrors=tuple(mirror_targets),
     )
 
 
@@ -255,6 +303,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                 bad_refs=bad_refs,
                 timeout=timeout,
                 rewrite=filters.rewrite,
+                mirrors=filters.mirrors,
             )
         for m_index, match in enumerate(rule.matches):
             problems = _regex_problems(match, f"{at}.matches[{m_index}]")

@@ -24,6 +24,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
@@ -188,16 +189,26 @@ def _full_path_rewrite(path: str) -> regex_pb2.RegexMatchAndSubstitute:
 
 def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.ForwardAction) -> None:
     ra = out.route
-    if len(action.backends) == 1 and not action.invalid_weight:
+    per_backend_headers = any(b.request_headers or b.response_headers for b in action.backends)
+    if len(action.backends) == 1 and not action.invalid_weight and not per_backend_headers:
         ra.cluster = action.backends[0].cluster
     else:
         for backend in action.backends:
-            ra.weighted_clusters.clusters.add(name=backend.cluster, weight=_uint32(backend.weight))
+            weight = ra.weighted_clusters.clusters.add(name=backend.cluster, weight=_uint32(backend.weight))
+            _apply_headers(backend.request_headers, weight.request_headers_to_add)
+            weight.request_headers_to_remove.extend(backend.request_headers.remove)
+            _apply_headers(backend.response_headers, weight.response_headers_to_add)
+            weight.response_headers_to_remove.extend(backend.response_headers.remove)
         if action.invalid_weight:
             ra.weighted_clusters.clusters.add(
                 name=INVALID_BACKEND_CLUSTER, weight=_uint32(action.invalid_weight)
             )
             ra.cluster_not_found_response_code = route_components_pb2.RouteAction.INTERNAL_SERVER_ERROR
+    for mirror in action.mirrors:
+        policy = ra.request_mirror_policies.add(cluster=mirror.cluster)
+        if mirror.percent < 100:
+            policy.runtime_fraction.default_value.numerator = round(mirror.percent * 10_000)
+            policy.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.MILLION
     if action.timeout_s is not None:
         ra.timeout.CopyFrom(_duration(action.timeout_s))
     if action.rewrite is not None:

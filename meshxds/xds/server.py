@@ -227,11 +227,12 @@ class XdsServer:
         try:
             abort = await self._run(conn, events, context)
         finally:
+            # Synchronous cleanup first: gRPC may cancel this handler again while it awaits below.
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             self._notify(lambda o: o.on_stream_close(conn))
             log.info("stream closed id=%d node=%s mode=%s", conn.id, conn.node_id, stream.mode)
+            await asyncio.gather(*tasks, return_exceptions=True)
         if abort is not None:
             # Outside the try: abort raises, and the cleanup above must not see that as a failure.
             await context.abort(abort.code, abort.details)
