@@ -14,9 +14,13 @@ from typing import Literal
 
 __all__ = [
     "AccessLog",
+    "CaSecret",
+    "CircuitBreaker",
     "Cluster",
+    "Cors",
     "DirectResponse",
     "DownstreamTls",
+    "Fault",
     "FilterChain",
     "ForwardAction",
     "HeaderMatch",
@@ -25,10 +29,12 @@ __all__ = [
     "Listener",
     "Mirror",
     "ObjectRef",
+    "OutlierDetection",
     "PathMatch",
     "ProxyConfig",
     "QueryParamMatch",
     "Redirect",
+    "RetryPolicy",
     "Route",
     "RouteMatch",
     "RouteTable",
@@ -36,6 +42,7 @@ __all__ = [
     "StringMatch",
     "TlsSecret",
     "UpstreamProtocol",
+    "UpstreamTls",
     "UrlRewrite",
     "VirtualHost",
     "WeightedCluster",
@@ -72,6 +79,46 @@ class LbEndpoint:
     port: int
 
 
+LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitBreaker:
+    """Envoy's per-cluster thresholds (Istio ``connectionPool``); ``None`` keeps Envoy's default."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutlierDetection:
+    consecutive_5xx: int | None = None
+    consecutive_gateway_errors: int | None = None
+    interval_s: float | None = None
+    base_ejection_time_s: float | None = None
+    max_ejection_percent: int | None = None
+    min_health_percent: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamTls:
+    """TLS origination to the endpoints (Istio DestinationRule ``tls`` SIMPLE / MUTUAL)."""
+
+    sni: str = ""
+    ca_file: str | None = None
+    ca_secret: str | None = None
+    """SDS name of a validation context (CA bundle)."""
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    client_secret: str | None = None
+    """SDS name of the client certificate (MUTUAL with ``credentialName``)."""
+    subject_alt_names: tuple[str, ...] = ()
+    insecure_skip_verify: bool = False
+    alpn: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     name: str
@@ -82,6 +129,11 @@ class Cluster:
     """Why this protocol, e.g. ``Service/default/nginx spec.ports[0].appProtocol is 'http2'``."""
     endpoints: tuple[LbEndpoint, ...] = ()
     connect_timeout_s: float = 10.0
+    lb_policy: LbPolicy = "ROUND_ROBIN"
+    circuit_breaker: CircuitBreaker | None = None
+    outlier_detection: OutlierDetection | None = None
+    upstream_tls: UpstreamTls | None = None
+    max_requests_per_connection: int | None = None
     source: ObjectRef | None = None
 
 
@@ -167,6 +219,35 @@ class ForwardAction:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    attempts: int
+    per_try_timeout_s: float | None = None
+    retry_on: str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    retriable_status_codes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """Fault injection on a route (Istio ``fault``): a delay and/or an abort, each for a share."""
+
+    delay_s: float | None = None
+    delay_percent: float = 100.0
+    abort_http_status: int | None = None
+    abort_grpc_status: int | None = None
+    abort_percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cors:
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: float | None = None
+    allow_credentials: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DirectResponse:
     status: int
     body: str = ""
@@ -190,6 +271,9 @@ class Route:
     action: ForwardAction | DirectResponse | Redirect
     request_headers: HeaderMutation = field(default_factory=HeaderMutation)
     response_headers: HeaderMutation = field(default_factory=HeaderMutation)
+    retries: RetryPolicy | None = None
+    fault: Fault | None = None
+    cors: Cors | None = None
     source: ObjectRef | None = None
 
 
@@ -198,6 +282,8 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
+    require_tls: bool = False
+    """Plain-HTTP requests get a 301 to https (Istio ``tls.httpsRedirect``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,12 +325,34 @@ class TlsSecret:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CaSecret:
+    """A CA bundle delivered over SDS as a validation context (MUTUAL TLS)."""
+
+    name: str
+    ca_certificates: bytes
+    source: ObjectRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DownstreamTls:
     """TLS terminated by the listener."""
 
-    certificates: tuple[str, ...]
+    certificates: tuple[str, ...] = ()
     """SDS names of the server certificates (several: e.g. RSA and ECDSA)."""
+    certificate_files: tuple[tuple[str, str], ...] = ()
+    """``(chain path, key path)`` on the proxy's filesystem (Istio ``serverCertificate``/``privateKey``)."""
     alpn: tuple[str, ...] = ("h2", "http/1.1")
+    require_client_certificate: bool = False
+    ca_secret: str | None = None
+    """SDS name of the CA that verifies client certificates (MUTUAL)."""
+    ca_file: str | None = None
+    subject_alt_names: tuple[str, ...] = ()
+    spki_hashes: tuple[str, ...] = ()
+    cert_hashes: tuple[str, ...] = ()
+    min_version: str | None = None
+    """``TLSv1_2`` style, Envoy's names."""
+    max_version: str | None = None
+    cipher_suites: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,6 +396,7 @@ class ProxyConfig:
     listeners: tuple[Listener, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     secrets: tuple[TlsSecret, ...] = ()
+    ca_secrets: tuple[CaSecret, ...] = ()
 
     def validate(self) -> list[str]:
         """Every broken invariant (empty when fine): unique names, routes point at known clusters."""
@@ -303,6 +412,7 @@ class ProxyConfig:
             problems.append("two listeners bind the same address and port")
         known = set(cluster_names)
         secrets = {s.name for s in self.secrets}
+        secrets |= {s.name for s in self.ca_secrets}
         tables = [t.name for lis in self.listeners for t in lis.route_tables]
         if len(set(tables)) != len(tables):
             problems.append("route table names are not unique")
@@ -312,9 +422,12 @@ class ProxyConfig:
                 problems.append(f"listener {listener.name} has {len(defaults)} default filter chains")
             for chain in listener.chains:
                 if chain.tls is not None:
+                    wanted = list(chain.tls.certificates)
+                    if chain.tls.ca_secret:
+                        wanted.append(chain.tls.ca_secret)
                     problems.extend(
                         f"listener {listener.name} chain {chain.name} uses unknown secret {name}"
-                        for name in chain.tls.certificates
+                        for name in wanted
                         if name not in secrets
                     )
                 problems.extend(
@@ -345,7 +458,10 @@ class ProxyConfig:
         clusters: dict[str, Cluster] = {}
         listeners: dict[str, Listener] = {}
         secrets: dict[str, TlsSecret] = {}
+        ca_secrets: dict[str, CaSecret] = {}
         for config in configs:
+            for ca in config.ca_secrets:
+                ca_secrets.setdefault(ca.name, ca)
             for cluster in config.clusters:
                 clusters.setdefault(cluster.name, cluster)
             for listener in config.listeners:
@@ -356,4 +472,5 @@ class ProxyConfig:
             listeners=tuple(listeners[k] for k in sorted(listeners)),
             clusters=tuple(clusters[k] for k in sorted(clusters)),
             secrets=tuple(secrets[k] for k in sorted(secrets)),
+            ca_secrets=tuple(ca_secrets[k] for k in sorted(ca_secrets)),
         )

@@ -17,11 +17,13 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
@@ -75,21 +77,32 @@ def _ads_source() -> config_source_pb2.ConfigSource:
 
 
 def _socket(address: str, port: int) -> address_pb2.Address:
+    if address.startswith("unix://"):
+        # Istio's bind for gateway-internal servers: a Unix socket path (``@name`` is abstract).
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=address.removeprefix("unix://")))
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
 
 
 # --- clusters ---------------------------------------------------------------------------------
 
 
-def _apply_upstream_protocol(cluster: cluster_pb2.Cluster, protocol: ir.UpstreamProtocol) -> None:
+def _apply_upstream_protocol(
+    cluster: cluster_pb2.Cluster,
+    protocol: ir.UpstreamProtocol,
+    max_requests_per_connection: int | None = None,
+) -> None:
     options = http_protocol_options_pb2.HttpProtocolOptions()
+    if max_requests_per_connection is not None:
+        options.common_http_protocol_options.max_requests_per_connection.value = max_requests_per_connection
     if protocol is ir.UpstreamProtocol.HTTP2:
         options.explicit_http_config.http2_protocol_options.SetInParent()
     elif protocol is ir.UpstreamProtocol.DOWNSTREAM:
         options.use_downstream_protocol_config.http_protocol_options.SetInParent()
         options.use_downstream_protocol_config.http2_protocol_options.SetInParent()
-    else:
+    elif max_requests_per_connection is None:
         return  # HTTP/1.1 and TCP: Envoy's default needs no options
+    else:
+        options.explicit_http_config.http_protocol_options.SetInParent()
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(_pack(options))
 
 
@@ -111,8 +124,92 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
             # Most services listen on IPv4; Envoy's AUTO prefers IPv6 and fails where only v4 listens.
             out.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
         out.load_assignment.CopyFrom(build_cluster_load_assignment(cluster))
-    _apply_upstream_protocol(out, cluster.upstream_protocol)
+    _apply_upstream_protocol(out, cluster.upstream_protocol, cluster.max_requests_per_connection)
+    out.lb_policy = _LB_POLICIES[cluster.lb_policy]
+    if cluster.circuit_breaker is not None:
+        _apply_circuit_breaker(out, cluster.circuit_breaker)
+    if cluster.outlier_detection is not None:
+        _apply_outlier_detection(out, cluster.outlier_detection)
+    if cluster.upstream_tls is not None:
+        out.transport_socket.name = "envoy.transport_sockets.tls"
+        out.transport_socket.typed_config.CopyFrom(_pack(_upstream_tls(cluster.upstream_tls)))
     return out
+
+
+_LB_POLICIES = {
+    "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
+    "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
+    "RANDOM": cluster_pb2.Cluster.RANDOM,
+    "RING_HASH": cluster_pb2.Cluster.RING_HASH,
+    "MAGLEV": cluster_pb2.Cluster.MAGLEV,
+    "CLUSTER_PROVIDED": cluster_pb2.Cluster.CLUSTER_PROVIDED,
+}
+
+
+def _apply_circuit_breaker(out: cluster_pb2.Cluster, cb: ir.CircuitBreaker) -> None:
+    thresholds = out.circuit_breakers.thresholds.add()
+    for field_name, value in (
+        ("max_connections", cb.max_connections),
+        ("max_pending_requests", cb.max_pending_requests),
+        ("max_requests", cb.max_requests),
+        ("max_retries", cb.max_retries),
+    ):
+        if value is not None:
+            getattr(thresholds, field_name).value = value
+
+
+def _apply_outlier_detection(out: cluster_pb2.Cluster, od: ir.OutlierDetection) -> None:
+    detection = out.outlier_detection
+    detection.SetInParent()
+    if od.consecutive_5xx is not None:
+        detection.consecutive_5xx.value = od.consecutive_5xx
+    if od.consecutive_gateway_errors is not None:
+        detection.consecutive_gateway_failure.value = od.consecutive_gateway_errors
+        detection.enforcing_consecutive_gateway_failure.value = 100
+    if od.interval_s is not None:
+        detection.interval.CopyFrom(_duration(od.interval_s))
+    if od.base_ejection_time_s is not None:
+        detection.base_ejection_time.CopyFrom(_duration(od.base_ejection_time_s))
+    if od.max_ejection_percent is not None:
+        detection.max_ejection_percent.value = od.max_ejection_percent
+    if od.min_health_percent is not None:
+        out.common_lb_config.healthy_panic_threshold.value = float(od.min_health_percent)
+
+
+def _upstream_tls(tls: ir.UpstreamTls) -> tls_pb2.UpstreamTlsContext:
+    context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
+    common = context.common_tls_context
+    common.alpn_protocols.extend(tls.alpn)
+    if tls.client_secret:
+        common.tls_certificate_sds_secret_configs.add(name=tls.client_secret, sds_config=_ads_source())
+    elif tls.client_cert_file and tls.client_key_file:
+        cert = common.tls_certificates.add()
+        cert.certificate_chain.filename = tls.client_cert_file
+        cert.private_key.filename = tls.client_key_file
+    if tls.insecure_skip_verify:
+        return context
+    if tls.ca_secret:
+        common.validation_context_sds_secret_config.name = tls.ca_secret
+        common.validation_context_sds_secret_config.sds_config.CopyFrom(_ads_source())
+    elif tls.ca_file:
+        common.validation_context.trusted_ca.filename = tls.ca_file
+    else:
+        # Istio's default for SIMPLE without a CA: the proxy's system roots.
+        common.validation_context.system_root_certs.SetInParent()
+    if tls.subject_alt_names:
+        _apply_san_matchers(common.validation_context if not tls.ca_secret else None, tls.subject_alt_names)
+    return context
+
+
+def _apply_san_matchers(
+    validation: common_pb2.CertificateValidationContext | None, sans: tuple[str, ...]
+) -> None:
+    if validation is None:
+        return
+    for san in sans:
+        matcher = validation.match_typed_subject_alt_names.add()
+        matcher.san_type = common_pb2.SubjectAltNameMatcher.DNS
+        matcher.matcher.exact = san
 
 
 def build_cluster_load_assignment(cluster: ir.Cluster) -> endpoint_pb2.ClusterLoadAssignment:
@@ -249,6 +346,53 @@ def _apply_headers(mutation: ir.HeaderMutation, options: Any) -> None:
             options.add(header=base_pb2.HeaderValue(key=key, value=value), append_action=append_action)
 
 
+FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
+
+
+def _percent(value: float) -> percent_pb2.FractionalPercent:
+    return percent_pb2.FractionalPercent(
+        numerator=round(value * 10_000), denominator=percent_pb2.FractionalPercent.MILLION
+    )
+
+
+def _apply_retries(action: route_components_pb2.RouteAction, retries: ir.RetryPolicy) -> None:
+    policy = action.retry_policy
+    policy.retry_on = retries.retry_on
+    policy.num_retries.value = retries.attempts
+    if retries.per_try_timeout_s is not None:
+        policy.per_try_timeout.CopyFrom(_duration(retries.per_try_timeout_s))
+    policy.retriable_status_codes.extend(retries.retriable_status_codes)
+
+
+def _fault(fault: ir.Fault) -> fault_pb2.HTTPFault:
+    out = fault_pb2.HTTPFault()
+    if fault.delay_s is not None:
+        out.delay.fixed_delay.CopyFrom(_duration(fault.delay_s))
+        out.delay.percentage.CopyFrom(_percent(fault.delay_percent))
+    if fault.abort_http_status is not None or fault.abort_grpc_status is not None:
+        if fault.abort_grpc_status is not None:
+            out.abort.grpc_status = fault.abort_grpc_status
+        else:
+            out.abort.http_status = fault.abort_http_status or 500
+        out.abort.percentage.CopyFrom(_percent(fault.abort_percent))
+    return out
+
+
+def _cors(cors: ir.Cors) -> cors_pb2.CorsPolicy:
+    out = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[_string_matcher(m) for m in cors.allow_origins],
+        allow_methods=",".join(cors.allow_methods),
+        allow_headers=",".join(cors.allow_headers),
+        expose_headers=",".join(cors.expose_headers),
+    )
+    if cors.max_age_s is not None:
+        out.max_age = str(int(cors.max_age_s))
+    if cors.allow_credentials is not None:
+        out.allow_credentials.value = cors.allow_credentials
+    return out
+
+
 def build_route(route: ir.Route) -> route_components_pb2.Route:
     out = route_components_pb2.Route(name=route.name, match=_route_match(route.match))
     action = route.action
@@ -260,6 +404,12 @@ def build_route(route: ir.Route) -> route_components_pb2.Route:
         out.direct_response.status = action.status
         if action.body:
             out.direct_response.body.inline_string = action.body
+    if route.retries is not None and isinstance(action, ir.ForwardAction):
+        _apply_retries(out.route, route.retries)
+    if route.fault is not None:
+        out.typed_per_filter_config[FAULT_FILTER].CopyFrom(_pack(_fault(route.fault)))
+    if route.cors is not None:
+        out.typed_per_filter_config[CORS_FILTER].CopyFrom(_pack(_cors(route.cors)))
     _apply_headers(route.request_headers, out.request_headers_to_add)
     out.request_headers_to_remove.extend(route.request_headers.remove)
     _apply_headers(route.response_headers, out.response_headers_to_add)
@@ -273,7 +423,12 @@ def build_route_configuration(table: ir.RouteTable) -> route_pb2.RouteConfigurat
     for vhost in table.virtual_hosts:
         out.virtual_hosts.append(
             route_components_pb2.VirtualHost(
-                name=vhost.name, domains=list(vhost.domains), routes=[build_route(r) for r in vhost.routes]
+                name=vhost.name,
+                domains=list(vhost.domains),
+                routes=[build_route(r) for r in vhost.routes],
+                require_tls=route_components_pb2.VirtualHost.ALL
+                if vhost.require_tls
+                else route_components_pb2.VirtualHost.NONE,
             )
         )
     return out
@@ -302,10 +457,23 @@ def _http_connection_manager(listener: ir.Listener, table: ir.RouteTable) -> hcm
         # codec follows ALPN.
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads_source(), route_config_name=table.name),
-        http_filters=[
-            hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))
-        ],
+        http_filters=_http_filters(table),
     )
+
+
+def _http_filters(table: ir.RouteTable) -> list[hcm_pb2.HttpFilter]:
+    """The router, preceded by CORS and fault filters when a route of the table configures them
+    (per-route config needs the filter in the chain; unused filters only cost time)."""
+    routes = [r for vhost in table.virtual_hosts for r in vhost.routes]
+    filters = []
+    if any(r.cors is not None for r in routes):
+        filters.append(hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=_pack(cors_pb2.Cors())))
+    if any(r.fault is not None for r in routes):
+        filters.append(hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=_pack(fault_pb2.HTTPFault())))
+    filters.append(
+        hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))
+    )
+    return filters
 
 
 def _tcp_proxy(listener: ir.Listener, chain: ir.FilterChain) -> tcp_proxy_pb2.TcpProxy:
@@ -327,6 +495,35 @@ def _downstream_tls(tls: ir.DownstreamTls) -> tls_pb2.DownstreamTlsContext:
     common.alpn_protocols.extend(tls.alpn)
     for name in tls.certificates:
         common.tls_certificate_sds_secret_configs.add(name=name, sds_config=_ads_source())
+    for chain_path, key_path in tls.certificate_files:
+        cert = common.tls_certificates.add()
+        cert.certificate_chain.filename = chain_path
+        cert.private_key.filename = key_path
+    if tls.min_version:
+        common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TlsProtocol.Value(
+            tls.min_version
+        )
+    if tls.max_version:
+        common.tls_params.tls_maximum_protocol_version = common_pb2.TlsParameters.TlsProtocol.Value(
+            tls.max_version
+        )
+    common.tls_params.cipher_suites.extend(tls.cipher_suites)
+    if tls.require_client_certificate:
+        context.require_client_certificate.value = True
+    validation = common_pb2.CertificateValidationContext()
+    if tls.ca_file:
+        validation.trusted_ca.filename = tls.ca_file
+    validation.verify_certificate_spki.extend(tls.spki_hashes)
+    validation.verify_certificate_hash.extend(tls.cert_hashes)
+    _apply_san_matchers(validation, tls.subject_alt_names)
+    if tls.ca_secret:
+        # SDS CA plus inline matchers: Envoy merges them as a combined validation context.
+        combined = common.combined_validation_context
+        combined.default_validation_context.CopyFrom(validation)
+        combined.validation_context_sds_secret_config.name = tls.ca_secret
+        combined.validation_context_sds_secret_config.sds_config.CopyFrom(_ads_source())
+    elif validation.ByteSize():
+        common.validation_context.CopyFrom(validation)
     return context
 
 
@@ -366,6 +563,12 @@ def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
     return out
 
 
+def build_ca_secret(secret: ir.CaSecret) -> secret_pb2.Secret:
+    out = secret_pb2.Secret(name=secret.name)
+    out.validation_context.trusted_ca.inline_bytes = secret.ca_certificates
+    return out
+
+
 def build_secret(secret: ir.TlsSecret) -> secret_pb2.Secret:
     out = secret_pb2.Secret(name=secret.name)
     out.tls_certificate.certificate_chain.inline_bytes = secret.certificate_chain
@@ -384,5 +587,6 @@ def build_resources(config: ir.ProxyConfig) -> dict[str, list[tuple[str, Message
         TYPE_ROUTE: [
             (t.name, build_route_configuration(t)) for lis in config.listeners for t in lis.route_tables
         ],
-        TYPE_SECRET: [(s.name, build_secret(s)) for s in config.secrets],
+        TYPE_SECRET: [(s.name, build_secret(s)) for s in config.secrets]
+        + [(s.name, build_ca_secret(s)) for s in config.ca_secrets],
     }
