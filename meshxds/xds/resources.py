@@ -188,28 +188,47 @@ def _upstream_tls(tls: ir.UpstreamTls) -> tls_pb2.UpstreamTlsContext:
         cert.private_key.filename = tls.client_key_file
     if tls.insecure_skip_verify:
         return context
-    if tls.ca_secret:
-        common.validation_context_sds_secret_config.name = tls.ca_secret
-        common.validation_context_sds_secret_config.sds_config.CopyFrom(_ads_source())
-    elif tls.ca_file:
-        common.validation_context.trusted_ca.filename = tls.ca_file
-    else:
+    validation = _validation(ca_file=tls.ca_file, subject_alt_names=tls.subject_alt_names)
+    if not tls.ca_secret and not tls.ca_file:
         # Istio's default for SIMPLE without a CA: the proxy's system roots.
-        common.validation_context.system_root_certs.SetInParent()
-    if tls.subject_alt_names:
-        _apply_san_matchers(common.validation_context if not tls.ca_secret else None, tls.subject_alt_names)
+        validation.system_root_certs.SetInParent()
+    _apply_validation(common, validation, ca_secret=tls.ca_secret)
     return context
 
 
-def _apply_san_matchers(
-    validation: common_pb2.CertificateValidationContext | None, sans: tuple[str, ...]
-) -> None:
-    if validation is None:
-        return
-    for san in sans:
+def _validation(
+    *,
+    ca_file: str | None,
+    subject_alt_names: tuple[str, ...] = (),
+    spki_hashes: tuple[str, ...] = (),
+    cert_hashes: tuple[str, ...] = (),
+) -> common_pb2.CertificateValidationContext:
+    validation = common_pb2.CertificateValidationContext()
+    if ca_file:
+        validation.trusted_ca.filename = ca_file
+    validation.verify_certificate_spki.extend(spki_hashes)
+    validation.verify_certificate_hash.extend(cert_hashes)
+    for san in subject_alt_names:
         matcher = validation.match_typed_subject_alt_names.add()
         matcher.san_type = common_pb2.SubjectAltNameMatcher.DNS
         matcher.matcher.exact = san
+    return validation
+
+
+def _apply_validation(
+    common: common_pb2.CommonTlsContext,
+    validation: common_pb2.CertificateValidationContext,
+    *,
+    ca_secret: str | None,
+) -> None:
+    if ca_secret:
+        # The CA over SDS plus inline matchers: Envoy merges them as a combined validation context.
+        combined = common.combined_validation_context
+        combined.default_validation_context.CopyFrom(validation)
+        combined.validation_context_sds_secret_config.name = ca_secret
+        combined.validation_context_sds_secret_config.sds_config.CopyFrom(_ads_source())
+    elif validation.ByteSize():
+        common.validation_context.CopyFrom(validation)
 
 
 def build_cluster_load_assignment(cluster: ir.Cluster) -> endpoint_pb2.ClusterLoadAssignment:
@@ -510,20 +529,13 @@ def _downstream_tls(tls: ir.DownstreamTls) -> tls_pb2.DownstreamTlsContext:
     common.tls_params.cipher_suites.extend(tls.cipher_suites)
     if tls.require_client_certificate:
         context.require_client_certificate.value = True
-    validation = common_pb2.CertificateValidationContext()
-    if tls.ca_file:
-        validation.trusted_ca.filename = tls.ca_file
-    validation.verify_certificate_spki.extend(tls.spki_hashes)
-    validation.verify_certificate_hash.extend(tls.cert_hashes)
-    _apply_san_matchers(validation, tls.subject_alt_names)
-    if tls.ca_secret:
-        # SDS CA plus inline matchers: Envoy merges them as a combined validation context.
-        combined = common.combined_validation_context
-        combined.default_validation_context.CopyFrom(validation)
-        combined.validation_context_sds_secret_config.name = tls.ca_secret
-        combined.validation_context_sds_secret_config.sds_config.CopyFrom(_ads_source())
-    elif validation.ByteSize():
-        common.validation_context.CopyFrom(validation)
+    validation = _validation(
+        ca_file=tls.ca_file,
+        subject_alt_names=tls.subject_alt_names,
+        spki_hashes=tls.spki_hashes,
+        cert_hashes=tls.cert_hashes,
+    )
+    _apply_validation(common, validation, ca_secret=tls.ca_secret)
     return context
 
 
