@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from meshxds.errors import ManifestError, ManifestErrors
-from meshxds.model import core, gatewayapi, kgateway
+from meshxds.model import core, gatewayapi, istio, kgateway
 from meshxds.model.base import Resource, unknown_fields
 
 __all__ = [
@@ -42,6 +42,11 @@ _MODELS: tuple[type[Resource], ...] = (
     gatewayapi.ReferenceGrant,
     kgateway.Backend,
     kgateway.HTTPListenerPolicy,
+    istio.Gateway,
+    istio.VirtualService,
+    istio.DestinationRule,
+    istio.ServiceEntry,
+    istio.WorkloadEntry,
 )
 
 KINDS: dict[tuple[str, str], type[Resource]] = {(m.API_GROUP, m.KIND): m for m in _MODELS}
