@@ -6,7 +6,7 @@ them into warnings: an unsupported field that changes behaviour is never dropped
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -82,6 +82,10 @@ def _walk(value: Any, path: str) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             yield from _walk(item, f"{path}[{i}]")
+    elif isinstance(value, Mapping):
+        # e.g. an Istio headers map: ``{cookie: {regx: ...}}`` must warn about ``regx``.
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}")
 
 
 def unknown_fields(resource: Resource) -> list[str]:
