@@ -106,11 +106,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _cluster_explanations(translation: Translation) -> list[str]:
+    gateway_api = sorted(translation.gateway_api.gateways.items())
+    configs = [(f"Gateway/{ns}/{name}", c) for (ns, name), c in gateway_api]
+    for gw in translation.istio.gateways:
+        identity = ProxyIdentity.of(namespace=gw.namespace, labels=gw.spec.selector)
+        configs.append((gw.ref, translation.istio.config_for(identity, sidecar=False).config))
     lines = []
-    for (ns, name), config in sorted(translation.gateway_api.gateways.items()):
+    for owner, config in configs:
         for cluster in config.clusters:
             lines.append(
-                f"Gateway/{ns}/{name}: cluster {cluster.name} speaks {cluster.upstream_protocol.value} "
+                f"{owner}: cluster {cluster.name} speaks {cluster.upstream_protocol.value} "
                 f"upstream because {cluster.protocol_reason}"
             )
     return lines
@@ -135,6 +140,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             for problem in config.validate():
                 errors.append({"file": "", "object": f"Gateway/{ns}/{name}", "field": "", "message": problem})
                 texts.append(f"Gateway/{ns}/{name}: {problem}")
+        for problem in translation.errors:
+            ref, _, message = problem.partition(": ")
+            origin = resources.origins.get(ref, "")
+            errors.append({"file": origin, "object": ref, "field": "", "message": message})
+            texts.append(problem)
         info = _cluster_explanations(translation)
     if args.output == "json":
         print(

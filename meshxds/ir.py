@@ -205,6 +205,8 @@ class UrlRewrite:
     full_path: str | None = None
     prefix: str | None = None
     """Replace the matched prefix with this (``ReplacePrefixMatch``)."""
+    regex: tuple[str, str] | None = None
+    """``(RE2 pattern, substitution)`` applied to the path (Istio ``uriRegexRewrite``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -367,6 +369,8 @@ class FilterChain:
     """HTTP: the connection manager's routes (delivered over RDS)."""
     tcp_backends: tuple[WeightedCluster, ...] = ()
     """TCP proxy (when ``route_table`` is ``None``): weighted upstream clusters."""
+    destination_ranges: tuple[str, ...] = ()
+    """CIDRs of the original destination this chain serves (a sidecar's per-service TCP chains)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -383,6 +387,11 @@ class Listener:
     def inspects_tls(self) -> bool:
         """SNI matching needs Envoy's ``tls_inspector`` listener filter."""
         return any(c.server_names for c in self.chains)
+
+    @property
+    def has_matched_chains(self) -> bool:
+        """Chains selected by SNI or destination; the rest is the default chain."""
+        return any(c.server_names or c.destination_ranges for c in self.chains)
 
     @property
     def route_tables(self) -> tuple[RouteTable, ...]:
@@ -417,7 +426,7 @@ class ProxyConfig:
         if len(set(tables)) != len(tables):
             problems.append("route table names are not unique")
         for listener in self.listeners:
-            defaults = [c for c in listener.chains if not c.server_names]
+            defaults = [c for c in listener.chains if not c.server_names and not c.destination_ranges]
             if len(defaults) > 1:
                 problems.append(f"listener {listener.name} has {len(defaults)} default filter chains")
             for chain in listener.chains:

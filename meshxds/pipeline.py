@@ -19,6 +19,7 @@ from meshxds.translators.gatewayapi import (
     gateway_for_proxy,
     translate_gateway_api,
 )
+from meshxds.translators.istio import IstioTranslator
 from meshxds.translators.status import ObjectStatus
 from meshxds.xds.cache import Snapshot
 from meshxds.xds.resources import build_resources
@@ -30,29 +31,50 @@ __all__ = ["SnapshotBuilder", "Translation", "translate"]
 class Translation:
     resources: ResourceSet
     gateway_api: GatewayAPIResult
+    istio: IstioTranslator
+    istio_errors: tuple[str, ...] = ()
+    istio_warnings: tuple[str, ...] = ()
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return self.resources.warnings + self.gateway_api.warnings
+        return self.resources.warnings + self.gateway_api.warnings + self.istio_warnings
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        """Valid manifests asking for something meshxds cannot serve (e.g. ISTIO_MUTUAL)."""
+        return self.istio_errors
 
     @property
     def statuses(self) -> tuple[ObjectStatus, ...]:
         return self.gateway_api.statuses
 
     def config_for(self, identity: ProxyIdentity) -> ir.ProxyConfig:
-        """What a proxy of this identity serves: the Gateway its labels name, else nothing yet."""
+        """What a proxy of this identity serves: the Gateway API Gateway its labels name and the
+        Istio Gateways whose selector its labels match; a proxy none selects is a sidecar."""
         selected: list[ir.ProxyConfig] = []
         key = gateway_for_proxy(identity.namespace, identity.label_map)
         if key is not None and key in self.gateway_api.gateways:
             selected.append(self.gateway_api.gateways[key])
-        if not selected:
-            return ir.ProxyConfig()
+        istio_config = self.istio.config_for(identity, sidecar=not selected)
+        if istio_config.gateways or not selected:
+            selected.append(istio_config.config)
         return ir.ProxyConfig.merge(selected)
 
 
 def translate(resources: ResourceSet, options: TranslateOptions | None = None) -> Translation:
     """Run every translator over one consistent set of objects."""
-    return Translation(resources=resources, gateway_api=translate_gateway_api(resources, options))
+    options = options or TranslateOptions()
+    istio_translator = IstioTranslator(
+        resources, listener_address=options.listener_address, cluster_domain=options.cluster_domain
+    )
+    errors, warnings = istio_translator.check() if istio_translator.has_config else ([], [])
+    return Translation(
+        resources=resources,
+        gateway_api=translate_gateway_api(resources, options),
+        istio=istio_translator,
+        istio_errors=tuple(errors),
+        istio_warnings=tuple(warnings),
+    )
 
 
 class SnapshotBuilder:

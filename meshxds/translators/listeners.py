@@ -39,6 +39,8 @@ class HttpServer:
     routes: tuple[tuple[str, tuple[ir.Route, ...]], ...]
     """``(hostname, routes in precedence order)`` for each virtual host."""
     tls: ir.DownstreamTls | None = None
+    require_tls: bool = False
+    """Plain HTTP that answers 301 to https for its hostnames (Istio ``httpsRedirect``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +50,8 @@ class TcpServer:
     server_names: tuple[str, ...]
     backends: tuple[ir.WeightedCluster, ...]
     tls: ir.DownstreamTls | None = None
+    destination_ranges: tuple[str, ...] = ()
+    """Original-destination CIDRs (a sidecar's TCP services sharing a port, by cluster IP)."""
 
 
 @dataclass(slots=True)
@@ -55,15 +59,26 @@ class _Chain:
     tls: ir.DownstreamTls | None
     hostnames: list[str] = field(default_factory=list)
     hosts: dict[str, list[ir.Route]] = field(default_factory=dict)
+    require_tls: set[str] = field(default_factory=set)
 
 
 def virtual_hosts(
-    hosts: dict[str, list[ir.Route]], port: int, *, misdirected: Iterable[str] = ()
+    hosts: dict[str, list[ir.Route]],
+    port: int,
+    *,
+    misdirected: Iterable[str] = (),
+    require_tls: Iterable[str] = (),
 ) -> tuple[ir.VirtualHost, ...]:
     """One virtual host per hostname (catch-all ``*`` last) plus a 421 host for each of
     ``misdirected`` this table does not serve itself."""
+    redirect = set(require_tls)
     out = [
-        ir.VirtualHost(name=names.virtual_host_name(h, port), domains=(h,), routes=tuple(hosts[h]))
+        ir.VirtualHost(
+            name=names.virtual_host_name(h, port),
+            domains=(h,),
+            routes=tuple(hosts[h]),
+            require_tls=h in redirect,
+        )
         for h in sorted(hosts, key=lambda h: (h == "*", h))
     ]
     for hostname in sorted(set(misdirected) - set(hosts) - {"*"}):
@@ -97,6 +112,8 @@ def _chains(servers: Sequence[HttpServer]) -> list[_Chain]:
         for hostname, routes in server.routes:
             bucket = chain.hosts.setdefault(hostname, [])
             bucket.extend(r for r in routes if r not in bucket)
+            if server.require_tls:
+                chain.require_tls.add(hostname)
     return list(chains.values())
 
 
@@ -113,6 +130,7 @@ def assemble_http_listener(
     servers: Sequence[HttpServer],
     access_logs: tuple[ir.AccessLog, ...] = (),
     sources: tuple[ir.ObjectRef, ...] = (),
+    route_table_name: str | None = None,
 ) -> ir.Listener:
     """An HTTP listener (one chain, route table ``http.PORT``) or an HTTPS one (a chain per TLS
     setting, matched by SNI, route tables ``https.PORT.<first host>``, 421 across chains)."""
@@ -120,7 +138,8 @@ def assemble_http_listener(
     if all(s.tls is None for s in servers):
         merged = _chains(servers)[0] if servers else _Chain(tls=None)
         table = ir.RouteTable(
-            name=names.route_config_name(port), virtual_hosts=virtual_hosts(merged.hosts, port)
+            name=route_table_name or names.route_config_name(port),
+            virtual_hosts=virtual_hosts(merged.hosts, port, require_tls=merged.require_tls),
         )
         chains = (ir.FilterChain(name=name, route_table=table),)
     else:
@@ -163,12 +182,19 @@ def assemble_tcp_listener(
     """TCP proxying, by SNI when the servers name any (TLS passthrough), else one chain."""
     chains = tuple(
         ir.FilterChain(
-            name=f"{name}/{_chain_key(s.server_names)}",
+            name=f"{name}/{_chain_key([*s.server_names, *s.destination_ranges])}",
             server_names=tuple(sorted(s.server_names)),
             tls=s.tls,
             tcp_backends=s.backends,
+            destination_ranges=s.destination_ranges,
         )
-        for s in sorted(servers, key=lambda s: (not s.server_names, _chain_key(s.server_names)))
+        for s in sorted(
+            servers,
+            key=lambda s: (
+                not s.server_names and not s.destination_ranges,
+                _chain_key([*s.server_names, *s.destination_ranges]),
+            ),
+        )
     )
     return ir.Listener(
         name=name,

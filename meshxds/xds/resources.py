@@ -330,7 +330,11 @@ def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.
     if action.rewrite is not None:
         if action.rewrite.host:
             ra.host_rewrite_literal = action.rewrite.host
-        if action.rewrite.full_path is not None:
+        if action.rewrite.regex is not None:
+            pattern, substitution = action.rewrite.regex
+            ra.regex_rewrite.pattern.regex = pattern
+            ra.regex_rewrite.substitution = substitution
+        elif action.rewrite.full_path is not None:
             ra.regex_rewrite.CopyFrom(_full_path_rewrite(action.rewrite.full_path))
         elif action.rewrite.prefix is not None:
             ra.regex_rewrite.CopyFrom(_prefix_rewrite(route.match.path, action.rewrite.prefix))
@@ -543,6 +547,11 @@ def _filter_chain(listener: ir.Listener, chain: ir.FilterChain) -> listener_comp
     out = listener_components_pb2.FilterChain(name=chain.name)
     if chain.server_names:
         out.filter_chain_match.server_names.extend(chain.server_names)
+    for cidr in chain.destination_ranges:
+        address, _, length = cidr.partition("/")
+        out.filter_chain_match.prefix_ranges.add(
+            address_prefix=address, prefix_len=_uint32(int(length or (128 if ":" in address else 32)))
+        )
     if chain.tls is not None:
         out.transport_socket.name = "envoy.transport_sockets.tls"
         out.transport_socket.typed_config.CopyFrom(_pack(_downstream_tls(chain.tls)))
@@ -566,7 +575,7 @@ def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
         )
     for chain in listener.chains:
         built = _filter_chain(listener, chain)
-        if chain.server_names or not listener.inspects_tls:
+        if chain.server_names or chain.destination_ranges or not listener.has_matched_chains:
             out.filter_chains.append(built)
         else:
             # Beside SNI chains, the catch-all goes in default_filter_chain: clients without SNI

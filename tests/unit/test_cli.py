@@ -207,10 +207,17 @@ def test_translate_is_deterministic_across_processes() -> None:
     assert NGINX in outputs[0]
 
 
-def test_translate_for_a_proxy_no_gateway_selects_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
+def test_translate_for_a_proxy_no_gateway_selects_is_a_sidecar(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "translate", "--config-dir", str(EXAMPLES), "--namespace", "default")
     assert code == 0
-    assert json.loads(out) == {"clusters": [], "endpoints": [], "listeners": [], "routes": [], "secrets": []}
+    config = json.loads(out)
+    # The mesh's outbound config: one listener per service port, RDS named by the port (as Istio's).
+    assert [lis["name"] for lis in config["listeners"]] == ["0.0.0.0_8080"]
+    (table,) = config["routes"]
+    assert table["name"] == "8080"
+    (vhost,) = table["virtual_hosts"]
+    assert "nginx" in vhost["domains"] and "nginx.default.svc.cluster.local:8080" in vhost["domains"]
+    assert [c["name"] for c in config["clusters"]] == [NGINX]
 
 
 def test_translate_listener_address_flag(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,29 +3,23 @@ determinism, and the real Envoy's validation of a full example."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import re2
-from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from meshxds import ir
 from meshxds.identity import ProxyIdentity
 from meshxds.pipeline import translate
 from meshxds.sources.files import read_directory
-from meshxds.testing.envoy import find_envoy
+from meshxds.testing.envoy_validate import envoy_validate
 from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET
 from meshxds.xds.resources import (
@@ -394,52 +388,6 @@ def test_examples_cluster_is_http2_with_its_endpoint() -> None:
     assert (cla.cluster_name, socket.address, socket.port_value) == (NGINX, "127.0.0.1", 9080)
 
 
-def static_bootstrap(resources: dict[str, list[tuple[str, Message]]]) -> dict[str, Any]:
-    """The snapshot as a static bootstrap: RDS inlined as ``route_config``, EDS as ``load_assignment``."""
-    routes = {name: m for name, m in resources[TYPE_ROUTE]}
-    assignments = {name: m for name, m in resources[TYPE_ENDPOINT]}
-    boot = bootstrap_pb2.Bootstrap()
-    boot.node.id = "validate"
-    boot.node.cluster = "validate"
-    for _, secret in resources[TYPE_SECRET]:
-        boot.static_resources.secrets.add().CopyFrom(secret)
-    for _, message in resources[TYPE_LISTENER]:
-        listener = boot.static_resources.listeners.add()
-        listener.CopyFrom(message)
-        chains = list(listener.filter_chains)
-        if listener.HasField("default_filter_chain"):
-            chains.append(listener.default_filter_chain)
-        for chain in chains:
-            if chain.HasField("transport_socket"):
-                # SDS over ADS → the static secret of the same name.
-                tls = tls_pb2.DownstreamTlsContext()
-                assert chain.transport_socket.typed_config.Unpack(tls)
-                for sds in tls.common_tls_context.tls_certificate_sds_secret_configs:
-                    sds.ClearField("sds_config")
-                chain.transport_socket.typed_config.Pack(tls)
-            for network_filter in chain.filters:
-                hcm = hcm_pb2.HttpConnectionManager()
-                if not network_filter.typed_config.Unpack(hcm):
-                    continue  # tcp_proxy: nothing to inline
-                route_config = route_pb2.RouteConfiguration()
-                route_config.CopyFrom(routes[hcm.rds.route_config_name])
-                # Statically loaded tables check their clusters; the invalid-backend cluster is
-                # deliberately undefined (its share gets cluster_not_found_response_code).
-                route_config.validate_clusters.value = False
-                hcm.ClearField("rds")
-                hcm.route_config.CopyFrom(route_config)
-                network_filter.typed_config.Pack(hcm)
-    for _, message in resources[TYPE_CLUSTER]:
-        cluster_out = boot.static_resources.clusters.add()
-        cluster_out.CopyFrom(message)
-        if cluster_out.type == cluster_pb2.Cluster.EDS:
-            cluster_out.type = cluster_pb2.Cluster.STATIC
-            cluster_out.ClearField("eds_cluster_config")
-            cluster_out.load_assignment.CopyFrom(assignments[cluster_out.name])
-    as_dict: dict[str, Any] = json_format.MessageToDict(boot, preserving_proto_field_name=True)
-    return as_dict
-
-
 GOLDEN = REPO / "tests" / "golden" / "gatewayapi"
 
 
@@ -475,26 +423,6 @@ def test_real_envoy_rejects_a_broken_resource(tmp_path: Path) -> None:
     result = envoy_validate(broken, tmp_path)
     assert result.returncode != 0
     assert "invalid perl operator" in result.stdout + result.stderr
-
-
-def envoy_validate(config: ir.ProxyConfig, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(static_bootstrap(build_resources(config))))
-    return subprocess.run(
-        [
-            find_envoy(),
-            "--mode",
-            "validate",
-            "-c",
-            str(path),
-            "--use-dynamic-base-id",
-            "--disable-hot-restart",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def assert_envoy_accepts(config: ir.ProxyConfig, tmp_path: Path) -> None:

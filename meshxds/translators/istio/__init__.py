@@ -1,0 +1,115 @@
+"""Istio ``networking.istio.io`` → IR.
+
+Unlike Gateway API config, Istio config depends on the proxy: which Gateways its labels select,
+``sourceLabels`` in matches, and the namespace it sees services from. So ``IstioTranslator``
+indexes the objects once per run and builds a ``ProxyConfig`` per proxy identity on demand (the
+snapshot cache asks once per identity per generation). Pure: no I/O, no clock, no Envoy imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshxds import ir, names
+from meshxds.identity import ProxyIdentity
+from meshxds.model import core, istio
+from meshxds.model.manifests import ResourceSet
+from meshxds.translators.istio.clusters import ClusterBuilder
+from meshxds.translators.istio.gateways import build_gateways, selects
+from meshxds.translators.istio.registry import ServiceRegistry
+from meshxds.translators.istio.sidecar import build_sidecar
+
+__all__ = ["IstioConfig", "IstioTranslator"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IstioConfig:
+    config: ir.ProxyConfig
+    gateways: tuple[str, ...]
+    """``ns/name`` of the Istio Gateways that selected the proxy (empty: it is a sidecar)."""
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class IstioTranslator:
+    resources: ResourceSet
+    listener_address: str = "0.0.0.0"
+    cluster_domain: str = names.CLUSTER_DOMAIN
+    registry: ServiceRegistry = field(init=False)
+    gateways: list[istio.Gateway] = field(init=False)
+    virtual_services: list[istio.VirtualService] = field(init=False)
+    _secrets: dict[tuple[str, str], core.Secret] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.registry = ServiceRegistry(self.resources, cluster_domain=self.cluster_domain)
+        self.gateways = self.resources.all(istio.Gateway)
+        # Older VirtualServices first: Istio resolves overlaps in favour of the oldest.
+        self.virtual_services = sorted(
+            self.resources.all(istio.VirtualService),
+            key=lambda vs: (vs.metadata.creation_timestamp or "~", vs.namespace, vs.name),
+        )
+        self._secrets = {s.key: s for s in self.resources.all(core.Secret)}
+
+    @property
+    def has_config(self) -> bool:
+        return bool(self.gateways or self.virtual_services or self.resources.all(istio.ServiceEntry))
+
+    def selected_gateways(self, identity: ProxyIdentity) -> list[istio.Gateway]:
+        return [g for g in self.gateways if selects(g, identity.label_map)]
+
+    def config_for(self, identity: ProxyIdentity, *, sidecar: bool) -> IstioConfig:
+        """The proxy's gateway config (if any Istio Gateway selects it), else — when ``sidecar``
+        — the mesh's outbound config."""
+        clusters = ClusterBuilder(self.resources, self.registry, identity.namespace)
+        context_args: dict[str, object] = {
+            "proxy_namespace": identity.namespace,
+            "proxy_labels": identity.label_map,
+            "clusters": clusters,
+            "registry": self.registry,
+        }
+        selected = self.selected_gateways(identity)
+        errors: list[str] = []
+        warnings: list[str] = []
+        listeners: list[ir.Listener] = []
+        if selected:
+            build = build_gateways(
+                selected,
+                vses=self.virtual_services,
+                context_args=context_args,
+                listener_address=self.listener_address,
+                secrets=clusters.secrets,
+                ca_secrets=clusters.ca_secrets,
+                secrets_by_key=self._secrets,
+            )
+            listeners, errors, warnings = build.listeners, build.errors, build.warnings
+        elif sidecar:
+            side = build_sidecar(context_args, self.virtual_services, listener_address=self.listener_address)
+            listeners, warnings = side.listeners, side.warnings
+        config = ir.ProxyConfig(
+            listeners=tuple(sorted(listeners, key=lambda lis: lis.name)),
+            clusters=tuple(clusters.clusters[k] for k in sorted(clusters.clusters)),
+            secrets=tuple(clusters.secrets[k] for k in sorted(clusters.secrets)),
+            ca_secrets=tuple(clusters.ca_secrets[k] for k in sorted(clusters.ca_secrets)),
+        )
+        return IstioConfig(
+            config=config,
+            gateways=tuple(f"{g.namespace}/{g.name}" for g in selected),
+            errors=tuple(dict.fromkeys(errors)),
+            warnings=tuple(dict.fromkeys([*self.registry.warnings, *clusters.warnings, *warnings])),
+        )
+
+    def check(self) -> tuple[list[str], list[str]]:
+        """Errors and warnings of every Istio Gateway (as its selected proxies see it) and of the
+        sidecars of every namespace holding VirtualServices, for ``meshxds validate``."""
+        errors: list[str] = []
+        warnings: list[str] = list(self.registry.warnings)
+        identities = [ProxyIdentity.of(namespace=g.namespace, labels=g.spec.selector) for g in self.gateways]
+        namespaces = sorted({vs.namespace for vs in self.virtual_services})
+        identities += [ProxyIdentity.of(namespace=ns) for ns in namespaces]
+        for identity in dict.fromkeys(identities):
+            result = self.config_for(identity, sidecar=True)
+            errors.extend(e for e in result.errors if e not in errors)
+            warnings.extend(w for w in result.warnings if w not in warnings)
+            warnings.extend(f"{identity}: {p}" for p in result.config.validate())
+        return errors, warnings

@@ -1,0 +1,264 @@
+"""Upstream clusters for Istio destinations: DestinationRule selection, traffic-policy merging,
+subsets, and the HTTP/2 upgrade decision (Istio's ``shouldH2Upgrade``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshxds import ir, names
+from meshxds.model import core, istio
+from meshxds.model.manifests import ResourceSet
+from meshxds.translators.certificates import secret_value, tls_secret_from
+from meshxds.translators.hostnames import hostname_matches
+from meshxds.translators.istio.registry import RegisteredPort, RegisteredService, ServiceRegistry, visible_to
+from meshxds.translators.protocol import Protocol, is_http, is_http2
+
+__all__ = ["ClusterBuilder", "Policy", "decide_upstream_protocol", "merged_policy"]
+
+_LB = {
+    "ROUND_ROBIN": "ROUND_ROBIN",
+    "LEAST_REQUEST": "LEAST_REQUEST",
+    "LEAST_CONN": "LEAST_REQUEST",
+    "RANDOM": "RANDOM",
+    "UNSPECIFIED": "ROUND_ROBIN",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """The effective DestinationRule settings for one cluster after merging levels."""
+
+    load_balancer: istio.LoadBalancerSettings | None = None
+    connection_pool: istio.ConnectionPoolSettings | None = None
+    outlier_detection: istio.OutlierDetection | None = None
+    tls: istio.ClientTLSSettings | None = None
+
+
+def _apply_level(policy: Policy, level: istio.TrafficPolicy | None, port: int) -> Policy:
+    """Istio merges by replacing whole sections: the top level, then the port's level."""
+    if level is None:
+        return policy
+    sections = {
+        "load_balancer": level.load_balancer or policy.load_balancer,
+        "connection_pool": level.connection_pool or policy.connection_pool,
+        "outlier_detection": level.outlier_detection or policy.outlier_detection,
+        "tls": level.tls or policy.tls,
+    }
+    for port_level in level.port_level_settings:
+        if port_level.port is not None and port_level.port.number == port:
+            sections = {
+                "load_balancer": port_level.load_balancer or sections["load_balancer"],
+                "connection_pool": port_level.connection_pool or sections["connection_pool"],
+                "outlier_detection": port_level.outlier_detection or sections["outlier_detection"],
+                "tls": port_level.tls or sections["tls"],
+            }
+    return Policy(**sections)  # type: ignore[arg-type]
+
+
+def merged_policy(rule: istio.DestinationRule | None, port: int, subset: istio.Subset | None) -> Policy:
+    policy = Policy()
+    if rule is not None:
+        policy = _apply_level(policy, rule.spec.traffic_policy, port)
+    if subset is not None:
+        policy = _apply_level(policy, subset.traffic_policy, port)
+    return policy
+
+
+def decide_upstream_protocol(port: RegisteredPort, policy: Policy) -> tuple[ir.UpstreamProtocol, str]:
+    """Istio's precedence: ``useClientProtocol``, then an HTTP2/GRPC port (``DO_NOT_UPGRADE``
+    never downgrades it), then ``h2UpgradePolicy: UPGRADE`` on an HTTP port, then the port."""
+    http = policy.connection_pool.http if policy.connection_pool is not None else None
+    detail = port.decision.detail
+    if http is not None and http.use_client_protocol:
+        return ir.UpstreamProtocol.DOWNSTREAM, "DestinationRule connectionPool.http.useClientProtocol is true"
+    if is_http2(port.protocol):
+        return ir.UpstreamProtocol.HTTP2, f"{detail}: {port.protocol.value} needs HTTP/2"
+    if http is not None and http.h2_upgrade_policy == "UPGRADE" and is_http(port.protocol):
+        return ir.UpstreamProtocol.HTTP2, "DestinationRule connectionPool.http.h2UpgradePolicy is UPGRADE"
+    if port.protocol is Protocol.UNSUPPORTED:
+        return ir.UpstreamProtocol.DOWNSTREAM, f"{detail}: protocol detected from the client's"
+    if is_http(port.protocol):
+        return ir.UpstreamProtocol.HTTP1, f"{detail}: HTTP/1.1"
+    return ir.UpstreamProtocol.TCP, f"{detail}: {port.protocol.value} is proxied as TCP"
+
+
+@dataclass(slots=True)
+class ClusterBuilder:
+    """Builds (and remembers) the clusters one proxy's config needs."""
+
+    resources: ResourceSet
+    registry: ServiceRegistry
+    proxy_namespace: str
+    clusters: dict[str, ir.Cluster] = field(default_factory=dict)
+    secrets: dict[str, ir.TlsSecret] = field(default_factory=dict)
+    ca_secrets: dict[str, ir.CaSecret] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    _rules: list[tuple[str, istio.DestinationRule]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for rule in self.resources.all(istio.DestinationRule):
+            if rule.spec.workload_selector is not None:
+                continue  # applies to sidecars of selected workloads only: not modelled here
+            if visible_to(tuple(rule.spec.export_to), rule.namespace, self.proxy_namespace):
+                self._rules.append((self.registry.resolve(rule.spec.host, rule.namespace), rule))
+
+    def destination_rule(self, service: RegisteredService) -> istio.DestinationRule | None:
+        """The most specific rule for a host: exact before wildcard, then the proxy's namespace,
+        then the service's, then the oldest (Istio's order)."""
+        candidates = [(h, r) for h, r in self._rules if hostname_matches(h, service.hostname)]
+        if not candidates:
+            return None
+
+        def rank(item: tuple[str, istio.DestinationRule]) -> tuple[object, ...]:
+            host, rule = item
+            return (
+                host != service.hostname,
+                -len(host),
+                rule.namespace != self.proxy_namespace,
+                rule.namespace != service.namespace,
+                rule.metadata.creation_timestamp or "~",
+                rule.namespace,
+                rule.name,
+            )
+
+        return sorted(candidates, key=rank)[0][1]
+
+    def cluster(self, hostname: str, port_number: int | None, subset_name: str | None) -> ir.Cluster | str:
+        """The cluster for a destination, or a sentence saying why there is none."""
+        service = self.registry.get(hostname)
+        if service is None:
+            return f"host {hostname} is not a known service"
+        if not visible_to(service.export_to, service.namespace, self.proxy_namespace):
+            return f"service {hostname} is not exported to namespace {self.proxy_namespace}"
+        port = service.port(port_number)
+        if port is None:
+            wanted = "a port (the service has several)" if port_number is None else f"port {port_number}"
+            return f"service {hostname} has no {wanted}"
+        rule = self.destination_rule(service)
+        subset: istio.Subset | None = None
+        if subset_name:
+            subset = next((s for s in (rule.spec.subsets if rule else []) if s.name == subset_name), None)
+            if subset is None:
+                return f"no DestinationRule defines subset {subset_name} for {hostname}"
+        name = names.cluster_name(hostname, port.number, subset=subset_name or "")
+        cached = self.clusters.get(name)
+        if cached is not None:
+            return cached
+        cluster = self._build(name, service, port, rule, subset)
+        self.clusters[name] = cluster
+        return cluster
+
+    def _build(
+        self,
+        name: str,
+        service: RegisteredService,
+        port: RegisteredPort,
+        rule: istio.DestinationRule | None,
+        subset: istio.Subset | None,
+    ) -> ir.Cluster:
+        policy = merged_policy(rule, port.number, subset)
+        protocol, reason = decide_upstream_protocol(port, policy)
+        endpoints = port.endpoints
+        if subset is not None:
+            endpoints = tuple(e for e in endpoints if e.has(subset.labels))
+        pool = policy.connection_pool
+        tcp = pool.tcp if pool is not None else None
+        http = pool.http if pool is not None else None
+        circuit = None
+        if tcp is not None or http is not None:
+            circuit = ir.CircuitBreaker(
+                max_connections=tcp.max_connections if tcp else None,
+                max_pending_requests=http.http1_max_pending_requests if http else None,
+                max_requests=http.http2_max_requests if http else None,
+                max_retries=http.max_retries if http else None,
+            )
+        return ir.Cluster(
+            name=name,
+            discovery="STRICT_DNS" if service.discovery == "STRICT_DNS" else "EDS",
+            upstream_protocol=protocol,
+            protocol_reason=f"{service.source} {reason}",
+            endpoints=tuple(sorted({e.endpoint for e in endpoints})),
+            connect_timeout_s=_seconds(tcp.connect_timeout if tcp else None, 10.0),
+            lb_policy=self._lb_policy(policy, name),  # type: ignore[arg-type]
+            circuit_breaker=circuit,
+            outlier_detection=_outlier(policy.outlier_detection),
+            upstream_tls=self._upstream_tls(policy.tls, service, name),
+            max_requests_per_connection=http.max_requests_per_connection if http else None,
+            source=service.source,
+        )
+
+    def _lb_policy(self, policy: Policy, name: str) -> str:
+        lb = policy.load_balancer
+        if lb is None:
+            return "ROUND_ROBIN"
+        if lb.consistent_hash is not None:
+            self.warnings.append(f"cluster {name}: consistentHash is not supported yet; using ROUND_ROBIN")
+            return "ROUND_ROBIN"
+        if lb.simple == "PASSTHROUGH":
+            self.warnings.append(
+                f"cluster {name}: PASSTHROUGH load balancing is not supported; using ROUND_ROBIN"
+            )
+            return "ROUND_ROBIN"
+        return _LB.get(lb.simple or "UNSPECIFIED", "ROUND_ROBIN")
+
+    def _upstream_tls(
+        self, tls: istio.ClientTLSSettings | None, service: RegisteredService, name: str
+    ) -> ir.UpstreamTls | None:
+        if tls is None or (tls.mode or "DISABLE") == "DISABLE":
+            return None
+        if tls.mode == "ISTIO_MUTUAL":
+            self.warnings.append(
+                f"cluster {name}: tls.mode ISTIO_MUTUAL needs a mesh CA, which meshxds does not run; "
+                "plaintext is used"
+            )
+            return None
+        client_secret = ca_secret = None
+        if tls.credential_name:
+            secret = self.resources.get(core.Secret, self.proxy_namespace, tls.credential_name)
+            if secret is None:
+                self.warnings.append(
+                    f"cluster {name}: credentialName {tls.credential_name} not found in namespace "
+                    f"{self.proxy_namespace}"
+                )
+            else:
+                if tls.mode == "MUTUAL":
+                    found = tls_secret_from(secret)
+                    if isinstance(found, str):
+                        self.warnings.append(f"cluster {name}: {found}")
+                    else:
+                        self.secrets[found.name] = found
+                        client_secret = found.name
+                ca = secret_value(secret, "ca.crt")
+                if ca is not None:
+                    ca_name = names.sds_secret_name(secret.namespace, secret.name) + "-cacert"
+                    self.ca_secrets[ca_name] = ir.CaSecret(name=ca_name, ca_certificates=ca)
+                    ca_secret = ca_name
+        return ir.UpstreamTls(
+            sni=tls.sni or (service.hostname if service.external else ""),
+            ca_file=tls.ca_certificates,
+            ca_secret=ca_secret,
+            client_cert_file=tls.client_certificate if tls.mode == "MUTUAL" else None,
+            client_key_file=tls.private_key if tls.mode == "MUTUAL" else None,
+            client_secret=client_secret,
+            subject_alt_names=tuple(tls.subject_alt_names),
+            insecure_skip_verify=bool(tls.insecure_skip_verify),
+        )
+
+
+def _seconds(value: str | None, default: float) -> float:
+    return istio.parse_istio_duration(value) if value else default
+
+
+def _outlier(od: istio.OutlierDetection | None) -> ir.OutlierDetection | None:
+    if od is None:
+        return None
+    return ir.OutlierDetection(
+        consecutive_5xx=od.consecutive_5xx_errors
+        if od.consecutive_5xx_errors is not None
+        else od.consecutive_errors,
+        consecutive_gateway_errors=od.consecutive_gateway_errors,
+        interval_s=_seconds(od.interval, 0) or None,
+        base_ejection_time_s=_seconds(od.base_ejection_time, 0) or None,
+        max_ejection_percent=od.max_ejection_percent,
+        min_health_percent=od.min_health_percent,
+    )

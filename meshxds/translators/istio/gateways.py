@@ -1,0 +1,320 @@
+"""Istio ``Gateway`` servers → listeners, with VirtualServices bound to them.
+
+Servers on one (bind, port) become one listener; HTTPS servers are grouped into filter chains by
+TLS settings through :mod:`meshxds.translators.listeners`, so servers sharing a certificate share
+a route table and other hosts on a reused connection get 421.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from meshxds import ir, names
+from meshxds.model import core, istio
+from meshxds.translators.certificates import secret_value, tls_secret_from
+from meshxds.translators.hostnames import intersect_hostnames
+from meshxds.translators.istio.registry import visible_to
+from meshxds.translators.istio.routes import RouteContext, http_routes, l4_backends, vs_gateways
+from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
+
+__all__ = ["GatewayBuild", "build_gateways", "parse_server_host", "selects"]
+
+_HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
+_TCP_PROTOCOLS = ("TCP", "MONGO", "REDIS", "MYSQL")
+_TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
+
+
+def selects(gateway: istio.Gateway, labels: dict[str, str]) -> bool:
+    """A Gateway applies to workloads whose labels include its selector (empty: every workload)."""
+    return all(labels.get(k) == v for k, v in gateway.spec.selector.items())
+
+
+def parse_server_host(host: str, gateway_namespace: str) -> tuple[str, str]:
+    """``ns/host`` → (namespace filter, host): ``*`` any namespace, ``.`` the gateway's own."""
+    if "/" not in host:
+        return "*", host
+    namespace, _, hostname = host.partition("/")
+    return (gateway_namespace if namespace == "." else namespace), hostname
+
+
+@dataclass(slots=True, kw_only=True)
+class GatewayBuild:
+    listeners: list[ir.Listener] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Server:
+    gateway: istio.Gateway
+    index: int
+    spec: istio.Server
+
+    @property
+    def at(self) -> str:
+        return f"{self.gateway.ref}: spec.servers[{self.index}]"
+
+    @property
+    def key(self) -> str:
+        return f"{self.gateway.namespace}/{self.gateway.name}"
+
+
+def _bound_virtual_services(
+    ctx_gateway: str, server: _Server, vses: Iterable[istio.VirtualService]
+) -> list[tuple[istio.VirtualService, list[str]]]:
+    """VirtualServices bound to this server, with the hostnames each serves on it."""
+    hosts = [parse_server_host(h, server.gateway.namespace) for h in server.spec.hosts]
+    out = []
+    for vs in vses:
+        if ctx_gateway not in vs_gateways(vs):
+            continue
+        if not visible_to(tuple(vs.spec.export_to), vs.namespace, server.gateway.namespace):
+            continue
+        served: list[str] = []
+        for ns_filter, server_host in hosts:
+            if ns_filter not in ("*", vs.namespace):
+                continue
+            for hostname in intersect_hostnames(server_host, list(vs.spec.hosts)):
+                if hostname not in served:
+                    served.append(hostname)
+        if served:
+            out.append((vs, served))
+    return out
+
+
+def _downstream_tls(
+    server: _Server,
+    resources_secret: dict[tuple[str, str], core.Secret],
+    proxy_namespace: str,
+    build: GatewayBuild,
+    secrets: dict[str, ir.TlsSecret],
+    ca_secrets: dict[str, ir.CaSecret],
+    *,
+    alpn: tuple[str, ...],
+) -> ir.DownstreamTls | None:
+    tls = server.spec.tls
+    assert tls is not None
+    mode = tls.mode or "SIMPLE"
+    certificates: list[str] = []
+    ca_secret: str | None = None
+    credential_names = [tls.credential_name] if tls.credential_name else list(tls.credential_names)
+    for credential in credential_names:
+        # The Secret lives in the gateway workload's namespace (Istio's rule).
+        secret = resources_secret.get((proxy_namespace, credential))
+        if secret is None:
+            build.errors.append(
+                f"{server.at}.tls.credentialName: Secret {proxy_namespace}/{credential} not found"
+            )
+            return None
+        found = tls_secret_from(secret)
+        if isinstance(found, str):
+            build.errors.append(f"{server.at}.tls.credentialName: {found}")
+            return None
+        secrets[found.name] = found
+        certificates.append(found.name)
+        if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and ca_secret is None:
+            ca = secret_value(secret, "ca.crt")
+            ca_holder = secret
+            if ca is None:
+                ca_holder = resources_secret.get((proxy_namespace, f"{credential}-cacert")) or secret
+                ca = secret_value(ca_holder, "ca.crt") or secret_value(ca_holder, "cacert")
+            if ca is not None:
+                ca_secret = names.sds_secret_name(ca_holder.namespace, credential) + "-cacert"
+                ca_secrets[ca_secret] = ir.CaSecret(name=ca_secret, ca_certificates=ca)
+    files = [(tls.server_certificate, tls.private_key)] if tls.server_certificate and tls.private_key else []
+    files += [
+        (c.server_certificate, c.private_key)
+        for c in tls.tls_certificates
+        if c.server_certificate and c.private_key
+    ]
+    if not certificates and not files:
+        build.errors.append(
+            f"{server.at}.tls: {mode} needs credentialName or serverCertificate and privateKey"
+        )
+        return None
+    if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and ca_secret is None and not tls.ca_certificates:
+        build.errors.append(f"{server.at}.tls: {mode} needs caCertificates or a CA in the credential")
+        return None
+    return ir.DownstreamTls(
+        certificates=tuple(certificates),
+        certificate_files=tuple((c, k) for c, k in files if c and k),
+        alpn=alpn,
+        require_client_certificate=mode == "MUTUAL",
+        ca_secret=ca_secret,
+        ca_file=tls.ca_certificates if mode in ("MUTUAL", "OPTIONAL_MUTUAL") else None,
+        subject_alt_names=tuple(tls.subject_alt_names),
+        spki_hashes=tuple(tls.verify_certificate_spki),
+        cert_hashes=tuple(tls.verify_certificate_hash),
+        min_version=_TLS_VERSIONS.get(tls.min_protocol_version or ""),
+        max_version=_TLS_VERSIONS.get(tls.max_protocol_version or ""),
+        cipher_suites=tuple(tls.cipher_suites),
+    )
+
+
+def build_gateways(
+    gateways: list[istio.Gateway],
+    *,
+    vses: list[istio.VirtualService],
+    context_args: dict[str, object],
+    listener_address: str,
+    secrets: dict[str, ir.TlsSecret],
+    ca_secrets: dict[str, ir.CaSecret],
+    secrets_by_key: dict[tuple[str, str], core.Secret],
+) -> GatewayBuild:
+    """Listeners for every server of the selected gateways."""
+    build = GatewayBuild()
+    proxy_namespace = str(context_args["proxy_namespace"])
+    by_address: dict[tuple[str, int], list[_Server]] = defaultdict(list)
+    for gw in gateways:
+        for index, spec in enumerate(gw.spec.servers):
+            # bind: an IP, or a Unix socket path (``unix:///path``, ``unix://@abstract``) with port 0.
+            address = spec.bind or listener_address
+            by_address[(address, spec.port.number)].append(_Server(gateway=gw, index=index, spec=spec))
+    for (address, port), servers in sorted(by_address.items()):
+        name = names.listener_name(port, bind=address)
+        http: list[HttpServer] = []
+        tcp: list[TcpServer] = []
+        for server in servers:
+            context = RouteContext(
+                gateway=server.key,
+                port=port,
+                warnings=build.warnings,
+                **context_args,  # type: ignore[arg-type]
+            )
+            protocol = server.spec.port.protocol.upper()
+            tls = server.spec.tls
+            mode = (tls.mode or "SIMPLE") if tls is not None else None
+            if mode == "ISTIO_MUTUAL":
+                build.errors.append(
+                    f"{server.at}.tls.mode: ISTIO_MUTUAL needs Istio's mesh CA, which meshxds does not "
+                    "provide; the server is not served (use SIMPLE or MUTUAL with credentialName)"
+                )
+                continue
+            bound = _bound_virtual_services(server.key, server, vses)
+            if protocol in _HTTP_PROTOCOLS or (
+                protocol == "HTTPS" and mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
+            ):
+                downstream = None
+                if protocol == "HTTPS":
+                    if tls is None:
+                        build.errors.append(f"{server.at}.tls: an HTTPS server needs tls")
+                        continue
+                    downstream = _downstream_tls(
+                        server,
+                        secrets_by_key,
+                        proxy_namespace,
+                        build,
+                        secrets,
+                        ca_secrets,
+                        alpn=("h2", "http/1.1"),
+                    )
+                    if downstream is None:
+                        continue
+                redirect = bool(tls is not None and tls.https_redirect and protocol != "HTTPS")
+                http.append(_http_server(context, server, bound, downstream, redirect))
+            elif mode in ("PASSTHROUGH",) and protocol in ("HTTPS", "TLS"):
+                tcp.extend(_passthrough_servers(context, server, bound))
+            elif mode == "AUTO_PASSTHROUGH":
+                tcp.extend(_auto_passthrough_servers(context))
+            elif protocol in _TCP_PROTOCOLS or protocol == "TLS":
+                downstream = None
+                if protocol == "TLS" and tls is not None:
+                    downstream = _downstream_tls(
+                        server, secrets_by_key, proxy_namespace, build, secrets, ca_secrets, alpn=()
+                    )
+                    if downstream is None:
+                        continue
+                if protocol in ("MONGO", "REDIS", "MYSQL"):
+                    build.warnings.append(f"{server.at}.port.protocol: {protocol} is proxied as plain TCP")
+                backends = next((b for vs, _ in bound if (b := l4_backends(context, vs))), None)
+                if backends:
+                    tcp.append(TcpServer(server_names=(), backends=backends, tls=downstream))
+            else:
+                build.errors.append(
+                    f"{server.at}.port.protocol: {server.spec.port.protocol} is not supported"
+                )
+        sources = tuple(
+            ir.ObjectRef(
+                kind="Gateway",
+                namespace=s.gateway.namespace,
+                name=s.gateway.name,
+                section=s.spec.name or str(s.index),
+            )
+            for s in servers
+        )
+        if http and tcp:
+            build.errors.append(
+                f"listener {name}: HTTP and TCP servers cannot share a port; the TCP servers are dropped"
+            )
+        if http:
+            build.listeners.append(
+                assemble_http_listener(name=name, address=address, port=port, servers=http, sources=sources)
+            )
+        elif tcp:
+            build.listeners.append(
+                assemble_tcp_listener(name=name, address=address, port=port, servers=tcp, sources=sources)
+            )
+    return build
+
+
+def _http_server(
+    ctx: RouteContext,
+    server: _Server,
+    bound: list[tuple[istio.VirtualService, list[str]]],
+    tls: ir.DownstreamTls | None,
+    https_redirect: bool,
+) -> HttpServer:
+    hosts: dict[str, list[ir.Route]] = {}
+    for vs, hostnames in bound:
+        routes = http_routes(ctx, vs)
+        if not routes:
+            continue  # e.g. a VirtualService with only tcp rules
+        for hostname in hostnames:
+            bucket = hosts.setdefault(hostname, [])
+            bucket.extend(r for r in routes if r not in bucket)
+    server_hosts = tuple(
+        dict.fromkeys(parse_server_host(h, server.gateway.namespace)[1] for h in server.spec.hosts)
+    )
+    if https_redirect:
+        # Every request on this plain-HTTP server is redirected: Envoy's require_tls answers 301.
+        for hostname in server_hosts:
+            hosts.setdefault(hostname, [])
+    return HttpServer(
+        hostnames=server_hosts,
+        routes=tuple((h, tuple(r)) for h, r in hosts.items()),
+        tls=tls,
+        require_tls=https_redirect,
+    )
+
+
+def _passthrough_servers(
+    ctx: RouteContext, server: _Server, bound: list[tuple[istio.VirtualService, list[str]]]
+) -> list[TcpServer]:
+    out: list[TcpServer] = []
+    for vs, _ in bound:
+        for rule in vs.spec.tls:
+            for match in rule.match:
+                for sni in match.sni_hosts:
+                    if any(s.server_names == (sni,) for s in out):
+                        continue
+                    backends = l4_backends(ctx, vs, sni=sni)
+                    if backends:
+                        out.append(TcpServer(server_names=(sni,), backends=backends))
+    return out
+
+
+def _auto_passthrough_servers(ctx: RouteContext) -> list[TcpServer]:
+    out = []
+    for service in ctx.registry.services.values():
+        for port in service.ports:
+            cluster = ctx.clusters.cluster(service.hostname, port.number, None)
+            if isinstance(cluster, ir.Cluster):
+                sni = f"outbound_.{port.number}_._.{service.hostname}"
+                out.append(
+                    TcpServer(
+                        server_names=(sni,), backends=(ir.WeightedCluster(cluster=cluster.name, weight=1),)
+                    )
+                )
+    return out

@@ -1,0 +1,258 @@
+"""The mesh's service registry as Istio sees it: Kubernetes Services (endpoints from
+EndpointSlices, labels from their Pods) and ServiceEntries (endpoints inline or WorkloadEntries).
+
+Hostnames are FQDNs (``reviews.prod.svc.cluster.local``); :meth:`ServiceRegistry.resolve` turns
+the short names VirtualServices and DestinationRules use into them, relative to a namespace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from meshxds import ir, names
+from meshxds.model import core, istio
+from meshxds.model.manifests import ResourceSet
+from meshxds.translators.hostnames import hostname_matches
+from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol
+
+__all__ = ["RegisteredPort", "RegisteredService", "ServiceRegistry", "visible_to"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabelledEndpoint:
+    endpoint: ir.LbEndpoint
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def has(self, selector: Mapping[str, str]) -> bool:
+        mine = dict(self.labels)
+        return all(mine.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisteredPort:
+    number: int
+    name: str
+    decision: ProtocolDecision
+    endpoints: tuple[LabelledEndpoint, ...] = ()
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.decision.protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisteredService:
+    hostname: str
+    namespace: str
+    ports: tuple[RegisteredPort, ...]
+    source: ir.ObjectRef
+    export_to: tuple[str, ...] = ()
+    discovery: str = "EDS"
+    """``EDS`` (Kubernetes, STATIC ServiceEntries), ``STRICT_DNS`` (DNS ServiceEntries)."""
+    external: bool = False
+    cluster_ips: tuple[str, ...] = ()
+    short_name: str = ""
+
+    def port(self, number: int | None) -> RegisteredPort | None:
+        if number is None:
+            return self.ports[0] if len(self.ports) == 1 else None
+        return next((p for p in self.ports if p.number == number), None)
+
+    def name_forms(self) -> tuple[str, ...]:
+        """Every hostname a client in the mesh may use: ``name``, ``name.ns``, ``name.ns.svc``, FQDN."""
+        if not self.short_name:
+            return (self.hostname,)
+        base = f"{self.short_name}.{self.namespace}"
+        return (self.short_name, base, f"{base}.svc", self.hostname)
+
+
+def visible_to(export_to: tuple[str, ...], owner_namespace: str, namespace: str) -> bool:
+    """Istio ``exportTo``: empty or ``*`` is everywhere, ``.`` the owner's namespace, else names."""
+    if not export_to or "*" in export_to:
+        return True
+    return (namespace == owner_namespace and "." in export_to) or namespace in export_to
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class ServiceRegistry:
+    resources: ResourceSet
+    cluster_domain: str = names.CLUSTER_DOMAIN
+    services: dict[str, RegisteredService] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        pods = {(p.namespace, p.name): p for p in self.resources.all(core.Pod)}
+        slices: dict[tuple[str, str], list[core.EndpointSlice]] = defaultdict(list)
+        for eps in self.resources.all(core.EndpointSlice):
+            if eps.service_name:
+                slices[(eps.namespace, eps.service_name)].append(eps)
+        for svc in self.resources.all(core.Service):
+            self._add_kubernetes(svc, slices.get(svc.key, []), pods)
+        for entry in self.resources.all(istio.ServiceEntry):
+            self._add_service_entry(entry)
+
+    def _add_kubernetes(
+        self,
+        svc: core.Service,
+        slices: list[core.EndpointSlice],
+        pods: Mapping[tuple[str, str], core.Pod],
+    ) -> None:
+        ports = []
+        for index, port in enumerate(svc.spec.ports):
+            decision = decide_port_protocol(
+                port_name=port.name or None,
+                app_protocol=port.app_protocol,
+                transport=port.protocol,
+                field_prefix=f"spec.ports[{index}]",
+            )
+            self.warnings.extend(f"{svc.ref}: {w}" for w in decision.warnings)
+            endpoints: set[LabelledEndpoint] = set()
+            for eps in slices:
+                target = next((p.port for p in eps.ports if p.name == port.name and p.port), None)
+                if target is None and isinstance(port.target_port, int) and not eps.ports:
+                    target = port.target_port
+                if target is None or eps.address_type == "FQDN":
+                    continue
+                for ep in eps.endpoints:
+                    if not ep.is_ready:
+                        continue
+                    labels: tuple[tuple[str, str], ...] = ()
+                    ref = ep.target_ref
+                    if ref is not None and ref.kind == "Pod":
+                        pod = pods.get((ref.namespace or svc.namespace, ref.name))
+                        labels = tuple(sorted(pod.metadata.labels.items())) if pod is not None else ()
+                    for address in ep.addresses:
+                        if _is_ip(address):
+                            endpoints.add(
+                                LabelledEndpoint(
+                                    endpoint=ir.LbEndpoint(address=address, port=target), labels=labels
+                                )
+                            )
+            ports.append(
+                RegisteredPort(
+                    number=port.port,
+                    name=port.name,
+                    decision=decision,
+                    endpoints=tuple(sorted(endpoints, key=lambda e: (e.endpoint, e.labels))),
+                )
+            )
+        hostname = names.service_fqdn(svc.name, svc.namespace, domain=self.cluster_domain)
+        cluster_ips = tuple(ip for ip in (svc.spec.cluster_ips or [svc.spec.cluster_ip]) if ip and _is_ip(ip))
+        self.services[hostname] = RegisteredService(
+            hostname=hostname,
+            namespace=svc.namespace,
+            ports=tuple(ports),
+            source=ir.ObjectRef(kind="Service", namespace=svc.namespace, name=svc.name),
+            cluster_ips=cluster_ips,
+            short_name=svc.name,
+            export_to=tuple(
+                a.strip()
+                for a in svc.metadata.annotations.get("networking.istio.io/exportTo", "").split(",")
+                if a.strip()
+            ),
+        )
+
+    def _workload_endpoints(
+        self, entry: istio.ServiceEntry, port: istio.ServicePort
+    ) -> tuple[LabelledEndpoint, ...]:
+        spec = entry.spec
+        workloads: list[istio.WorkloadEntrySpec] = list(spec.endpoints)
+        if spec.workload_selector is not None:
+            selector = spec.workload_selector.labels
+            workloads += [
+                w.spec
+                for w in self.resources.all(istio.WorkloadEntry)
+                if w.namespace == entry.namespace
+                and all(w.spec.labels.get(k) == v for k, v in selector.items())
+            ]
+        found = []
+        for workload in workloads:
+            if not workload.address:
+                continue  # an endpoint on another network: no gateway to reach it through here
+            target = workload.ports.get(port.name) or port.target_port or port.number
+            found.append(
+                LabelledEndpoint(
+                    endpoint=ir.LbEndpoint(address=workload.address, port=target),
+                    labels=tuple(sorted(workload.labels.items())),
+                )
+            )
+        return tuple(found)
+
+    def _add_service_entry(self, entry: istio.ServiceEntry) -> None:
+        spec = entry.spec
+        resolution = spec.resolution or "NONE"
+        if resolution == "NONE":
+            self.warnings.append(
+                f"{entry.ref}: resolution NONE needs the original destination of intercepted traffic, "
+                "which meshxds does not capture; the entry is not served"
+            )
+            return
+        for index, host in enumerate(spec.hosts):
+            if host.startswith("*"):
+                self.warnings.append(
+                    f"{entry.ref}: spec.hosts[{index}]: wildcard hosts are not supported; skipped"
+                )
+                continue
+            ports = []
+            for p_index, port in enumerate(spec.ports):
+                decision = decide_port_protocol(
+                    port_name=port.name,
+                    server_protocol=port.protocol,
+                    field_prefix=f"spec.ports[{p_index}]",
+                )
+                endpoints = self._workload_endpoints(entry, port)
+                if resolution in ("DNS", "DNS_ROUND_ROBIN") and not endpoints:
+                    # No endpoints: Istio resolves the host itself.
+                    endpoints = (
+                        LabelledEndpoint(
+                            endpoint=ir.LbEndpoint(address=host, port=port.target_port or port.number)
+                        ),
+                    )
+                ports.append(
+                    RegisteredPort(number=port.number, name=port.name, decision=decision, endpoints=endpoints)
+                )
+            dns = resolution in ("DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS") or any(
+                not _is_ip(e.endpoint.address) for p in ports for e in p.endpoints
+            )
+            self.services[host] = RegisteredService(
+                hostname=host,
+                namespace=entry.namespace,
+                ports=tuple(ports),
+                source=ir.ObjectRef(kind="ServiceEntry", namespace=entry.namespace, name=entry.name),
+                export_to=tuple(spec.export_to),
+                discovery="STRICT_DNS" if dns else "EDS",
+                external=(spec.location or "MESH_EXTERNAL") == "MESH_EXTERNAL",
+            )
+
+    def resolve(self, host: str, namespace: str) -> str:
+        """A VirtualService/DestinationRule host as an FQDN: ``reviews`` in ``prod`` →
+        ``reviews.prod.svc.cluster.local``; a registered name or an FQDN is kept."""
+        if host in self.services or "*" in host:
+            return host
+        parts = host.split(".")
+        if len(parts) == 1:
+            return names.service_fqdn(host, namespace, domain=self.cluster_domain)
+        if (
+            len(parts) == 2
+            and names.service_fqdn(parts[0], parts[1], domain=self.cluster_domain) in self.services
+        ):
+            return names.service_fqdn(parts[0], parts[1], domain=self.cluster_domain)
+        return host
+
+    def get(self, hostname: str) -> RegisteredService | None:
+        return self.services.get(hostname)
+
+    def matching(self, pattern: str) -> list[RegisteredService]:
+        """Services whose hostname the (possibly wildcard) pattern covers."""
+        return [s for h, s in sorted(self.services.items()) if hostname_matches(pattern, h)]

@@ -1,0 +1,434 @@
+"""VirtualService ``http``/``tcp``/``tls`` rules → IR routes and TCP backends, for one context
+(a gateway server, or the mesh's sidecars) on one port.
+
+Istio semantics kept: rules apply in order (first match wins, as Envoy evaluates routes); a
+rule's match list is an OR; route timeouts are off unless ``timeout`` is set; retries default
+to 2 attempts on connect failures, refused streams and ``unavailable``/``cancelled``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from meshxds import ir
+from meshxds.model import istio
+from meshxds.translators.istio.clusters import ClusterBuilder
+from meshxds.translators.istio.registry import ServiceRegistry
+from meshxds.translators.regex import re2_error
+
+__all__ = ["RouteContext", "http_routes", "l4_backends", "vs_gateways"]
+
+MESH = "mesh"
+_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+# gRPC status names → codes, in code order (OK = 0 ... UNAUTHENTICATED = 16).
+_GRPC_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)  # fmt: skip
+_GRPC_CODES = {name: code for code, name in enumerate(_GRPC_NAMES)}
+
+
+@dataclass(slots=True, kw_only=True)
+class RouteContext:
+    """Where rules are being applied: a gateway (``ns/name``) or the mesh, on one port."""
+
+    gateway: str
+    """``namespace/name`` of an Istio Gateway, or ``mesh`` for sidecars."""
+    port: int
+    proxy_namespace: str
+    proxy_labels: dict[str, str]
+    clusters: ClusterBuilder
+    registry: ServiceRegistry
+    warnings: list[str] = field(default_factory=list)
+
+
+def vs_gateways(vs: istio.VirtualService) -> list[str]:
+    """The VirtualService's gateways as ``ns/name`` (or ``mesh``); none given means the mesh."""
+    out = []
+    for gw in vs.spec.gateways or [MESH]:
+        out.append(gw if gw == MESH or "/" in gw else f"{vs.namespace}/{gw}")
+    return out
+
+
+def _match_applies(
+    ctx: RouteContext,
+    vs: istio.VirtualService,
+    gateways: Sequence[str],
+    port: int | None,
+    source_labels: dict[str, str],
+    source_namespace: str | None,
+) -> bool:
+    if gateways and ctx.gateway not in [
+        g if g == MESH or "/" in g else f"{vs.namespace}/{g}" for g in gateways
+    ]:
+        return False
+    if port is not None and port != ctx.port:
+        return False
+    if any(ctx.proxy_labels.get(k) != v for k, v in source_labels.items()):
+        return False
+    return source_namespace is None or source_namespace == ctx.proxy_namespace
+
+
+def _string(sm: istio.StringMatch) -> ir.StringMatch | None:
+    if sm.exact is not None:
+        return ir.StringMatch(kind="exact", value=sm.exact)
+    if sm.prefix is not None:
+        return ir.StringMatch(kind="prefix", value=sm.prefix)
+    if sm.regex is not None:
+        return ir.StringMatch(kind="regex", value=sm.regex)
+    return None  # {} in a headers map: the header must be present
+
+
+def _header(name: str, sm: istio.StringMatch, *, invert: bool = False) -> ir.HeaderMatch:
+    matcher = _string(sm) or ir.StringMatch(kind="present")
+    return ir.HeaderMatch(name=name.lower(), match=matcher, invert=invert)
+
+
+def _route_match(match: istio.HTTPMatchRequest | None) -> ir.RouteMatch:
+    if match is None:
+        return ir.RouteMatch()
+    path = ir.PathMatch()
+    if match.uri is not None and (uri := _string(match.uri)) is not None:
+        kind = {"exact": "exact", "prefix": "prefix", "regex": "regex"}[uri.kind]
+        path = ir.PathMatch(kind=kind, value=uri.value, ignore_case=bool(match.ignore_uri_case))  # type: ignore[arg-type]
+    headers = [_header(n, sm) for n, sm in sorted(match.headers.items())]
+    headers += [_header(n, sm, invert=True) for n, sm in sorted(match.without_headers.items())]
+    for pseudo, sm in ((":scheme", match.scheme), (":method", match.method), (":authority", match.authority)):
+        if sm is not None:
+            headers.append(_header(pseudo, sm))
+    params = [
+        ir.QueryParamMatch(name=n, match=_string(sm) or ir.StringMatch(kind="present"))
+        for n, sm in sorted(match.query_params.items())
+    ]
+    return ir.RouteMatch(path=path, headers=tuple(headers), query_params=tuple(params))
+
+
+def _regex_problems(match: ir.RouteMatch) -> list[str]:
+    found = [match.path.value] if match.path.kind == "regex" else []
+    found += [h.match.value for h in match.headers if h.match.kind == "regex"]
+    found += [q.match.value for q in match.query_params if q.match.kind == "regex"]
+    return [f"{value!r}: {err}" for value in found if (err := re2_error(value))]
+
+
+def _mutation(ops: istio.HeaderOperations | None) -> ir.HeaderMutation:
+    if ops is None:
+        return ir.HeaderMutation()
+    return ir.HeaderMutation(
+        set=tuple(sorted(ops.set.items())), add=tuple(sorted(ops.add.items())), remove=tuple(ops.remove)
+    )
+
+
+def _percent(value: istio.Percent | None, legacy: int | None = None) -> float:
+    if value is not None:
+        return value.value
+    return float(legacy) if legacy is not None else 100.0
+
+
+def _retries(rule: istio.HTTPRoute) -> ir.RetryPolicy | None:
+    retries = rule.retries
+    if retries is None:
+        return ir.RetryPolicy(attempts=2, retry_on=_DEFAULT_RETRY_ON)
+    if not retries.attempts:
+        return None  # attempts: 0 turns retries off
+    codes, conditions = [], []
+    for item in (retries.retry_on or _DEFAULT_RETRY_ON).split(","):
+        item = item.strip()
+        if item.isdigit():
+            codes.append(int(item))
+        elif item:
+            conditions.append(item)
+    if codes and "retriable-status-codes" not in conditions:
+        conditions.append("retriable-status-codes")
+    return ir.RetryPolicy(
+        attempts=retries.attempts,
+        per_try_timeout_s=istio.parse_istio_duration(retries.per_try_timeout)
+        if retries.per_try_timeout
+        else None,
+        retry_on=",".join(conditions),
+        retriable_status_codes=tuple(codes),
+    )
+
+
+def _fault(rule: istio.HTTPRoute, at: str, warnings: list[str]) -> ir.Fault | None:
+    fault = rule.fault
+    if fault is None:
+        return None
+    delay_s: float | None = None
+    delay_percent = abort_percent = 100.0
+    abort_http: int | None = None
+    abort_grpc: int | None = None
+    if fault.delay is not None:
+        if fault.delay.fixed_delay:
+            delay_s = istio.parse_istio_duration(fault.delay.fixed_delay)
+        else:
+            warnings.append(f"{at}.fault.delay: only fixedDelay is supported")
+        delay_percent = _percent(fault.delay.percentage, fault.delay.percent)
+    if fault.abort is not None:
+        abort_percent = _percent(fault.abort.percentage)
+        if fault.abort.grpc_status:
+            code = fault.abort.grpc_status.upper()
+            abort_grpc = int(code) if code.isdigit() else _GRPC_CODES.get(code)
+            if abort_grpc is None:
+                warnings.append(
+                    f"{at}.fault.abort.grpcStatus: {fault.abort.grpc_status!r} is not a gRPC status"
+                )
+        elif fault.abort.http_status:
+            abort_http = fault.abort.http_status
+        else:
+            warnings.append(f"{at}.fault.abort: http2Error is not supported")
+    if delay_s is None and abort_http is None and abort_grpc is None:
+        return None
+    return ir.Fault(
+        delay_s=delay_s,
+        delay_percent=delay_percent,
+        abort_http_status=abort_http,
+        abort_grpc_status=abort_grpc,
+        abort_percent=abort_percent,
+    )
+
+
+def _cors(policy: istio.CorsPolicy | None) -> ir.Cors | None:
+    if policy is None:
+        return None
+    origins = [m for sm in policy.allow_origins if (m := _string(sm)) is not None]
+    origins += [ir.StringMatch(kind="exact", value=o) for o in policy.allow_origin]
+    return ir.Cors(
+        allow_origins=tuple(origins),
+        allow_methods=tuple(policy.allow_methods),
+        allow_headers=tuple(policy.allow_headers),
+        expose_headers=tuple(policy.expose_headers),
+        max_age_s=istio.parse_istio_duration(policy.max_age) if policy.max_age else None,
+        allow_credentials=policy.allow_credentials,
+    )
+
+
+def _cluster(
+    ctx: RouteContext, vs: istio.VirtualService, dest: istio.Destination, at: str
+) -> ir.Cluster | None:
+    host = ctx.registry.resolve(dest.host, vs.namespace)
+    found = ctx.clusters.cluster(host, dest.port.number if dest.port else None, dest.subset)
+    if isinstance(found, str):
+        ctx.warnings.append(f"{at}: {found}")
+        return None
+    return found
+
+
+def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: str) -> ir.ForwardAction:
+    backends: list[ir.WeightedCluster] = []
+    invalid = 0
+    for index, dest in enumerate(rule.route):
+        weight = dest.weight if dest.weight is not None else (100 if len(rule.route) == 1 else 0)
+        cluster = _cluster(ctx, vs, dest.destination, f"{at}.route[{index}]")
+        if cluster is None:
+            invalid += weight
+            continue
+        if weight > 0:
+            headers = dest.headers
+            backends.append(
+                ir.WeightedCluster(
+                    cluster=cluster.name,
+                    weight=weight,
+                    request_headers=_mutation(headers.request if headers else None),
+                    response_headers=_mutation(headers.response if headers else None),
+                )
+            )
+    mirrors = []
+    targets = [(rule.mirror, _percent(rule.mirror_percentage, rule.mirror_percent))] if rule.mirror else []
+    targets += [(m.destination, _percent(m.percentage)) for m in rule.mirrors]
+    for index, (target, percent) in enumerate(targets):
+        cluster = _cluster(ctx, vs, target, f"{at}.mirror[{index}]")
+        if cluster is not None:
+            mirrors.append(ir.Mirror(cluster=cluster.name, percent=percent))
+    rewrite = None
+    if rule.rewrite is not None:
+        regex = rule.rewrite.uri_regex_rewrite
+        rewrite = ir.UrlRewrite(
+            host=rule.rewrite.authority,
+            prefix=rule.rewrite.uri,
+            regex=(regex.match, regex.rewrite) if regex is not None else None,
+        )
+    return ir.ForwardAction(
+        backends=tuple(backends),
+        invalid_weight=invalid,
+        timeout_s=istio.parse_istio_duration(rule.timeout) if rule.timeout else 0.0,
+        rewrite=rewrite,
+        mirrors=tuple(mirrors),
+    )
+
+
+def _action(
+    ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: str
+) -> ir.ForwardAction | ir.DirectResponse | ir.Redirect:
+    if rule.redirect is not None:
+        r = rule.redirect
+        return ir.Redirect(
+            scheme=r.scheme,
+            host=r.authority,
+            port=r.port,
+            full_path=r.uri,
+            status_code=r.redirect_code or 301,
+        )
+    if rule.direct_response is not None:
+        body = rule.direct_response.body
+        text = ""
+        if body is not None:
+            text = body.string if body.string is not None else (body.bytes_ or "")
+        return ir.DirectResponse(status=rule.direct_response.status, body=text)
+    action = _forward(ctx, vs, rule, at)
+    if not action.backends:
+        ctx.warnings.append(f"{at}: no destination could be resolved; the rule answers 500")
+        return ir.DirectResponse(status=500)
+    return action
+
+
+def _with_exact_rewrite(action: ir.ForwardAction, match: ir.RouteMatch) -> ir.ForwardAction:
+    """Istio's ``rewrite.uri`` replaces the matched prefix, or the whole path after an exact match."""
+    if action.rewrite is None or action.rewrite.prefix is None or match.path.kind == "prefix":
+        return action
+    rewrite = ir.UrlRewrite(
+        host=action.rewrite.host, full_path=action.rewrite.prefix, regex=action.rewrite.regex
+    )
+    return ir.ForwardAction(
+        backends=action.backends,
+        invalid_weight=action.invalid_weight,
+        timeout_s=action.timeout_s,
+        rewrite=rewrite,
+        mirrors=action.mirrors,
+    )
+
+
+def http_routes(
+    ctx: RouteContext,
+    vs: istio.VirtualService,
+    *,
+    rules: Sequence[istio.HTTPRoute] | None = None,
+    depth: int = 0,
+) -> list[ir.Route]:
+    """The VirtualService's ``http`` rules that apply in this context, in order."""
+    out: list[ir.Route] = []
+    for r_index, rule in enumerate(rules if rules is not None else vs.spec.http):
+        at = f"{vs.ref}: spec.http[{r_index}]"
+        matches: list[istio.HTTPMatchRequest | None] = list(rule.match) or [None]
+        applicable = [
+            m
+            for m in matches
+            if m is None or _match_applies(ctx, vs, m.gateways, m.port, m.source_labels, m.source_namespace)
+        ]
+        if not applicable:
+            continue
+        if rule.delegate is not None:
+            out.extend(_delegate(ctx, vs, rule, at, depth))
+            continue
+        action = _action(ctx, vs, rule, at)
+        headers = rule.headers
+        for m_index, match in enumerate(applicable):
+            route_match = _route_match(match)
+            problems = _regex_problems(route_match)
+            if problems:
+                ctx.warnings.extend(f"{at}.match[{m_index}]: {p}; this match is dropped" for p in problems)
+                continue
+            out.append(
+                ir.Route(
+                    name=f"{vs.namespace}/{vs.name}/{rule.name or r_index}/{m_index}",
+                    match=route_match,
+                    action=_with_exact_rewrite(action, route_match)
+                    if isinstance(action, ir.ForwardAction)
+                    else action,
+                    request_headers=_mutation(headers.request if headers else None),
+                    response_headers=_mutation(headers.response if headers else None),
+                    retries=_retries(rule) if isinstance(action, ir.ForwardAction) else None,
+                    fault=_fault(rule, at, ctx.warnings),
+                    cors=_cors(rule.cors_policy),
+                    source=ir.ObjectRef(kind="VirtualService", namespace=vs.namespace, name=vs.name),
+                )
+            )
+    return out
+
+
+def _delegate(
+    ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: str, depth: int
+) -> list[ir.Route]:
+    """A delegate rule hands its matches to another VirtualService's rules (one level, as Istio)."""
+    assert rule.delegate is not None
+    if depth > 0:
+        ctx.warnings.append(f"{at}.delegate: a delegate VirtualService cannot delegate again")
+        return []
+    name, namespace = rule.delegate.name, rule.delegate.namespace or vs.namespace
+    child = next(
+        (
+            c
+            for c in ctx.clusters.resources.all(istio.VirtualService)
+            if (c.namespace, c.name) == (namespace, name)
+        ),
+        None,
+    )
+    if child is None:
+        ctx.warnings.append(f"{at}.delegate: VirtualService {namespace}/{name} not found")
+        return []
+    if child.spec.hosts:
+        ctx.warnings.append(
+            f"{at}.delegate: VirtualService {namespace}/{name} has hosts, so it cannot be a delegate"
+        )
+        return []
+    parent_matches = list(rule.match)
+    merged_rules = []
+    for child_rule in child.spec.http:
+        if not parent_matches:
+            merged_rules.append(child_rule)
+            continue
+        combined = [
+            _merge_match(parent, c)
+            for parent in parent_matches
+            for c in (child_rule.match or [istio.HTTPMatchRequest()])
+        ]
+        merged_rules.append(child_rule.model_copy(update={"match": combined}))
+    return http_routes(ctx, child, rules=merged_rules, depth=depth + 1)
+
+
+def _merge_match(parent: istio.HTTPMatchRequest, child: istio.HTTPMatchRequest) -> istio.HTTPMatchRequest:
+    """The child's conditions narrow the parent's (Istio requires the child's uri within the parent's)."""
+    return child.model_copy(
+        update={
+            "uri": child.uri or parent.uri,
+            "headers": {**parent.headers, **child.headers},
+            "query_params": {**parent.query_params, **child.query_params},
+            "without_headers": {**parent.without_headers, **child.without_headers},
+            "gateways": parent.gateways,
+            "port": parent.port,
+        }
+    )
+
+
+def l4_backends(
+    ctx: RouteContext, vs: istio.VirtualService, *, sni: str | None = None
+) -> tuple[ir.WeightedCluster, ...] | None:
+    """The first ``tcp`` rule (or ``tls`` rule for ``sni``) that applies here, as weighted clusters."""
+    rules: Sequence[istio.TCPRoute | istio.TLSRoute] = vs.spec.tls if sni is not None else vs.spec.tcp
+    kind = "tls" if sni is not None else "tcp"
+    for r_index, rule in enumerate(rules):
+        at = f"{vs.ref}: spec.{kind}[{r_index}]"
+        matches: list[istio.L4MatchAttributes | istio.TLSMatchAttributes | None] = [*rule.match] or [None]
+        for match in matches:
+            if match is not None:
+                if not _match_applies(
+                    ctx, vs, match.gateways, match.port, match.source_labels, match.source_namespace
+                ):
+                    continue
+                if (
+                    sni is not None
+                    and isinstance(match, istio.TLSMatchAttributes)
+                    and sni not in match.sni_hosts
+                ):
+                    continue
+                if match.destination_subnets:
+                    ctx.warnings.append(f"{at}: destinationSubnets are not supported; matching on the rest")
+            backends = []
+            for d_index, dest in enumerate(rule.route):
+                cluster = _cluster(ctx, vs, dest.destination, f"{at}.route[{d_index}]")
+                weight = dest.weight if dest.weight is not None else (100 if len(rule.route) == 1 else 0)
+                if cluster is not None and weight > 0:
+                    backends.append(ir.WeightedCluster(cluster=cluster.name, weight=weight))
+            return tuple(backends) if backends else None
+    return None

@@ -1,0 +1,156 @@
+"""Outbound config of a sidecar: a proxy no Gateway selects.
+
+Without iptables interception, an application sends to the sidecar's port with the service's
+Host; so every HTTP service port becomes a listener ``0.0.0.0_PORT`` whose route table (named
+``PORT``, as Istio's) has a virtual host per service answering every name form of it, with the
+VirtualServices bound to ``mesh`` applied. TCP ports get a TCP proxy (by destination address
+when several services share a port).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from meshxds import ir, names
+from meshxds.model import istio
+from meshxds.translators.hostnames import hostname_matches
+from meshxds.translators.istio.registry import RegisteredService, visible_to
+from meshxds.translators.istio.routes import MESH, RouteContext, http_routes, l4_backends, vs_gateways
+from meshxds.translators.listeners import TcpServer, assemble_tcp_listener
+from meshxds.translators.protocol import Protocol, is_http
+
+__all__ = ["SidecarBuild", "build_sidecar"]
+
+
+@dataclass(slots=True, kw_only=True)
+class SidecarBuild:
+    listeners: list[ir.Listener] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _mesh_virtual_services(ctx: RouteContext, vses: list[istio.VirtualService]) -> list[istio.VirtualService]:
+    return [
+        vs
+        for vs in vses
+        if MESH in vs_gateways(vs) and visible_to(tuple(vs.spec.export_to), vs.namespace, ctx.proxy_namespace)
+    ]
+
+
+def _vs_for(
+    ctx: RouteContext, service: RegisteredService, vses: list[istio.VirtualService]
+) -> istio.VirtualService | None:
+    """The oldest mesh VirtualService naming this service among its hosts (Istio picks one)."""
+    for vs in vses:
+        for host in vs.spec.hosts:
+            if hostname_matches(ctx.registry.resolve(host, vs.namespace), service.hostname):
+                return vs
+    return None
+
+
+def _domains(service: RegisteredService, port: int) -> tuple[str, ...]:
+    forms = service.name_forms()
+    return tuple(d for form in forms for d in (form, f"{form}:{port}"))
+
+
+def build_sidecar(
+    ctx_args: dict[str, object], vses: list[istio.VirtualService], *, listener_address: str
+) -> SidecarBuild:
+    build = SidecarBuild()
+    http_ports: dict[int, list[ir.VirtualHost]] = defaultdict(list)
+    tcp_ports: dict[int, list[TcpServer]] = defaultdict(list)
+    base = RouteContext(gateway=MESH, port=0, warnings=build.warnings, **ctx_args)  # type: ignore[arg-type]
+    mesh_vses = _mesh_virtual_services(base, vses)
+    for service in sorted(base.registry.services.values(), key=lambda s: s.hostname):
+        if not visible_to(service.export_to, service.namespace, base.proxy_namespace):
+            continue
+        vs = _vs_for(base, service, mesh_vses)
+        for svc_port in service.ports:
+            if svc_port.protocol in (Protocol.UDP,):
+                continue
+            ctx = RouteContext(gateway=MESH, port=svc_port.number, warnings=build.warnings, **ctx_args)  # type: ignore[arg-type]
+            if is_http(svc_port.protocol) or svc_port.protocol is Protocol.UNSUPPORTED:
+                routes = http_routes(ctx, vs) if vs is not None else []
+                if not routes:
+                    cluster = ctx.clusters.cluster(service.hostname, svc_port.number, None)
+                    if isinstance(cluster, str):
+                        build.warnings.append(f"{service.source}: {cluster}")
+                        continue
+                    routes = [
+                        ir.Route(
+                            name=f"{service.hostname}:{svc_port.number}/default",
+                            match=ir.RouteMatch(),
+                            action=ir.ForwardAction(
+                                backends=(ir.WeightedCluster(cluster=cluster.name, weight=1),), timeout_s=0.0
+                            ),
+                            retries=ir.RetryPolicy(attempts=2),
+                            source=service.source,
+                        )
+                    ]
+                http_ports[svc_port.number].append(
+                    ir.VirtualHost(
+                        name=names.virtual_host_name(service.hostname, svc_port.number),
+                        domains=_domains(service, svc_port.number),
+                        routes=tuple(routes),
+                    )
+                )
+            else:
+                backends = l4_backends(ctx, vs) if vs is not None else None
+                if backends is None:
+                    cluster = ctx.clusters.cluster(service.hostname, svc_port.number, None)
+                    if isinstance(cluster, str):
+                        build.warnings.append(f"{service.source}: {cluster}")
+                        continue
+                    backends = (ir.WeightedCluster(cluster=cluster.name, weight=1),)
+                tcp_ports[svc_port.number].append(
+                    TcpServer(server_names=(), backends=backends, destination_ranges=service.cluster_ips)
+                )
+    for port, vhosts in sorted(http_ports.items()):
+        if port in tcp_ports:
+            build.warnings.append(
+                f"port {port}: HTTP and TCP services share it; without protocol sniffing the HTTP ones win"
+            )
+        name = names.listener_name(port, bind=listener_address)
+        table = ir.RouteTable(name=str(port), virtual_hosts=tuple(_unique_domains(vhosts, build.warnings)))
+        build.listeners.append(
+            ir.Listener(
+                name=name,
+                address=listener_address,
+                port=port,
+                chains=(ir.FilterChain(name=name, route_table=table),),
+                stat_prefix=name,
+            )
+        )
+    for port, servers in sorted(tcp_ports.items()):
+        if port in http_ports:
+            continue
+        if len(servers) > 1 and any(not s.destination_ranges for s in servers):
+            build.warnings.append(
+                f"port {port}: several TCP services without cluster IPs share it; only the first is reachable"
+            )
+            servers = servers[:1]
+        if len(servers) == 1:
+            servers = [TcpServer(server_names=(), backends=servers[0].backends)]
+        build.listeners.append(
+            assemble_tcp_listener(
+                name=names.listener_name(port, bind=listener_address),
+                address=listener_address,
+                port=port,
+                servers=servers,
+            )
+        )
+    return build
+
+
+def _unique_domains(vhosts: list[ir.VirtualHost], warnings: list[str]) -> list[ir.VirtualHost]:
+    """Envoy rejects a domain in two virtual hosts: the first service to claim a name keeps it."""
+    seen: set[str] = set()
+    out = []
+    for vhost in vhosts:
+        domains = tuple(d for d in vhost.domains if d not in seen)
+        if len(domains) != len(vhost.domains):
+            warnings.append(f"virtual host {vhost.name}: some names are claimed by another service; dropped")
+        seen.update(domains)
+        if domains:
+            out.append(ir.VirtualHost(name=vhost.name, domains=domains, routes=vhost.routes))
+    return out
