@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from meshxds.errors import ManifestErrors
+from meshxds.errors import ManifestErrors, MeshxdsError
 from meshxds.identity import ProxyIdentity
 from meshxds.pipeline import SnapshotBuilder, Translation, translate
 from meshxds.sources.files import read_directory
@@ -38,9 +38,34 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve xDS (SotW and Delta ADS) to Envoy")
     source = serve.add_mutually_exclusive_group(required=True)
     source.add_argument("--config-dir", help="a directory of YAML manifests, watched")
-    source.add_argument("--kubeconfig", help="read from a Kubernetes API server (not available yet)")
+    source.add_argument("--kubeconfig", metavar="PATH", help="list and watch a Kubernetes API server")
     source.add_argument(
-        "--in-cluster", action="store_true", help="read from the API server we run in (not available yet)"
+        "--in-cluster", action="store_true", help="list and watch the API server we run in (service account)"
+    )
+    serve.add_argument("--context", help="the kubeconfig context to use (default: its current context)")
+    serve.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only the holder of a Lease writes status (default: on with --in-cluster, off otherwise)",
+    )
+    serve.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, the pod's or the context's namespace)",
+    )
+    serve.add_argument(
+        "--leader-election-id", default="meshxds-leader", metavar="NAME", help="the Lease name"
+    )
+    serve.add_argument(
+        "--leader-lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long a standby waits before taking over (renew deadline 2/3, retry 2/15 of it)",
+    )
+    serve.add_argument(
+        "--no-status", dest="write_status", action="store_false", help="never write status to the API server"
     )
     serve.add_argument("--xds-address", default="127.0.0.1:18000")
     serve.add_argument("--admin-address", default="127.0.0.1:18080")
@@ -195,18 +220,38 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if not args.config_dir:
-        print("error: the Kubernetes source is not available yet; use --config-dir DIR", file=sys.stderr)
-        return 2
     from meshxds.serve import ServeOptions, serve
 
+    kube = None
+    if args.kubeconfig or args.in_cluster:
+        from meshxds.sources.kube import kube_options
+
+        kube = kube_options(
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            in_cluster=args.in_cluster,
+            leader_elect=args.in_cluster if args.leader_elect is None else args.leader_elect,
+            lease_namespace=args.leader_election_namespace,
+            lease_name=args.leader_election_id,
+            lease_duration_s=args.leader_lease_duration,
+            write_status=args.write_status,
+            controller_name=_options(args).controller_name,
+        )
+    elif args.context or args.leader_elect:
+        print("error: --context and --leader-elect need --kubeconfig or --in-cluster", file=sys.stderr)
+        return 2
     options = ServeOptions(
         config_dir=args.config_dir,
+        kube=kube,
         xds_address=args.xds_address,
         admin_address=args.admin_address,
         translate=_options(args),
     )
-    asyncio.run(serve(options))
+    try:
+        asyncio.run(serve(options))
+    except MeshxdsError as exc:  # e.g. a kubeconfig that cannot be loaded
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

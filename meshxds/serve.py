@@ -13,7 +13,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshxds.admin import AdminServer, AdminState
 from meshxds.errors import ManifestErrors
@@ -21,11 +21,15 @@ from meshxds.metrics import Metrics
 from meshxds.model.manifests import ResourceSet
 from meshxds.pipeline import SnapshotBuilder, Translation, translate
 from meshxds.sources.files import watch_directory
+from meshxds.sources.kube_store import KubeResourceSet
 from meshxds.translators.gatewayapi import TranslateOptions
 from meshxds.xds.cache import SnapshotCache
 from meshxds.xds.render import snapshot_to_json
 from meshxds.xds.server import XdsServer
 from meshxds.xds.status import ConnectionRegistry
+
+if TYPE_CHECKING:
+    from meshxds.sources.kube import KubeOptions, KubeSource
 
 __all__ = ["ServeOptions", "Service", "serve"]
 
@@ -34,7 +38,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServeOptions:
-    config_dir: str
+    config_dir: str | None = None
+    kube: KubeOptions | None = None
+    """The Kubernetes source instead of ``config_dir``."""
     xds_address: str = "127.0.0.1:18000"
     admin_address: str = "127.0.0.1:18080"
     translate: TranslateOptions = field(default_factory=TranslateOptions)
@@ -56,6 +62,7 @@ class Service:
         )
         self._builder: SnapshotBuilder | None = None
         self._stop = asyncio.Event()
+        self._kube: KubeSource | None = None
 
     def config_dump(self, node_id: str) -> dict[str, Any] | None:
         conn = self.registry.find(node_id)
@@ -68,7 +75,9 @@ class Service:
         self._builder = SnapshotBuilder(translation, previous=self._builder)
         self.cache.set_builder(self._builder)
         self.state.generation = self.cache.generation
-        self.state.errors = ()
+        # The Kubernetes source skips invalid objects instead of rejecting the read: show them.
+        skipped = translation.resources.errors if isinstance(translation.resources, KubeResourceSet) else ()
+        self.state.errors = tuple(e.as_dict() for e in skipped)
         self.state.warnings = translation.warnings
         self.state.statuses = tuple(s.as_dict() for s in translation.statuses)
         self.state.ready = True
@@ -79,6 +88,8 @@ class Service:
         log.info(
             "config published generation=%d objects=%d", self.cache.generation, len(translation.resources)
         )
+        if self._kube is not None:
+            self._kube.published(translation.statuses)
 
     def reject(self, errors: ManifestErrors) -> None:
         self.state.errors = tuple(e.as_dict() for e in errors.errors)
@@ -111,15 +122,23 @@ class Service:
     async def run(self) -> None:
         xds_port = await self.xds.start(self.options.xds_address)
         admin_port = await self.admin.start(self.options.admin_address)
-        log.info(
-            "serving xds_port=%d admin_port=%d config_dir=%s", xds_port, admin_port, self.options.config_dir
-        )
+        source = "kubernetes" if self.options.kube is not None else f"config_dir={self.options.config_dir}"
+        log.info("serving xds_port=%d admin_port=%d source=%s", xds_port, admin_port, source)
         try:
+            reads: AsyncIterator[ResourceSet | ManifestErrors]
+            if self.options.kube is not None:
+                from meshxds.sources.kube import KubeSource  # loads the kubernetes client only here
+
+                self._kube = KubeSource(self.options.kube)
+                reads = self._kube.reads(self._stop)
+            elif self.options.config_dir is not None:
+                reads = watch_directory(self.options.config_dir, stop_event=self._stop)
+            else:
+                raise ValueError("ServeOptions needs config_dir or kube")
             async with asyncio.TaskGroup() as tasks:
-                watcher = tasks.create_task(
-                    self._consume(watch_directory(self.options.config_dir, stop_event=self._stop)),
-                    name="source",
-                )
+                if self._kube is not None:
+                    tasks.create_task(self._kube.run(self._stop), name="kube-status")
+                watcher = tasks.create_task(self._consume(reads), name="source")
                 await self._stop.wait()
                 watcher.cancel()
         finally:
