@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
 from meshxds.errors import SourceError, WatchExpired
 from meshxds.sources.kube_api import ApiError, ApiResource, ApiUnavailable, Forbidden, KubeApi, NotFound
@@ -225,9 +225,9 @@ def _retrying(
 
     return Retrying(
         retry=retry_if_exception(retryable),
-        wait=wait_exponential_jitter(
-            initial=settings.backoff_initial_s, max=settings.backoff_max_s, jitter=settings.backoff_initial_s
-        ),
+        # Jitter spreads the retries of every kind's thread after a shared outage.
+        wait=wait_exponential(multiplier=settings.backoff_initial_s, max=settings.backoff_max_s)
+        + wait_random(0, settings.backoff_initial_s),
         stop=lambda state: stop.is_set(),
         sleep=sleep,
         before_sleep=before_sleep,
