@@ -9,7 +9,7 @@ one ``ProxyConfig`` per Gateway and the status of every object read. Pure: no I/
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshxds import ir, names
@@ -19,7 +19,7 @@ from meshxds.translators import httproutes
 from meshxds.translators.backends import BackendIndex
 from meshxds.translators.certificates import resolve_certificate_ref
 from meshxds.translators.grpcroutes import compile_grpc_route
-from meshxds.translators.hostnames import intersect_hostnames
+from meshxds.translators.hostnames import hostname_matches, intersect_hostnames
 from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
 from meshxds.translators.policies import listener_policies
 from meshxds.translators.status import Condition, ObjectStatus, condition, merge_conditions
@@ -420,17 +420,67 @@ def _attach(
     return condition("Accepted", True, "Accepted", "attached to the Gateway", generation=generation)
 
 
-def _http_server(ctx: _ListenerContext) -> HttpServer:
+def _redirect_port(route: ir.Route, hostname: str, listener_port: int) -> ir.Route:
+    """The spec's redirect port when the filter names none: the listener's port, or, with a new
+    scheme, that scheme's well-known port (left out of Location). Envoy keeps the request's port
+    unless told otherwise, and drops it only when it rewrites the host, hence the host below."""
+    action = route.action
+    if not isinstance(action, ir.Redirect) or action.port is not None:
+        return route
+    if action.scheme is None:
+        return replace(route, action=replace(action, port=listener_port))
+    if action.host is not None:
+        return route  # host_redirect without a port: Envoy leaves the port out
+    if "*" not in hostname:
+        return replace(route, action=replace(action, host=hostname))
+    return replace(route, action=replace(action, port=443 if action.scheme == "https" else 80))
+
+
+def _more_specific(candidate: str | None, than: str | None) -> bool:
+    if not candidate:
+        return False
+    if not than:
+        return True
+    return ("*" not in candidate and "*" in than) or len(candidate) > len(than)
+
+
+def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) -> HttpServer:
     hosts: dict[str, list[httproutes.SortableRoute]] = defaultdict(list)
+    # A request belongs to the most specific listener of its port whose hostname matches it: a
+    # hostname another, more specific listener covers is not served by this one.
+    claimed = [
+        other.spec.hostname
+        for other in port_listeners
+        if other is not ctx and _more_specific(other.spec.hostname, ctx.spec.hostname)
+    ]
     for hostnames, sortable in ctx.routes:
         for hostname in hostnames:
+            if any(c and hostname_matches(c, hostname) for c in claimed):
+                continue
             if sortable not in hosts[hostname]:
                 hosts[hostname].append(sortable)
+    # Envoy serves a request from ONE virtual host, the most specific; the spec ranks the rules
+    # of every route whose hostnames match. So a host's table also holds the rules of routes
+    # attached by a wildcard (or no hostname) that covers it. Match precedence first (a longer
+    # prefix on *.com beats "/" on example.com), then the more specific hostname, then age.
+    merged: dict[str, list[httproutes.SortableRoute]] = {}
+    for hostname in hosts:
+        ranked: list[tuple[tuple[object, ...], httproutes.SortableRoute]] = []
+        seen: set[int] = set()
+        for source, routes in hosts.items():
+            if source != hostname and not hostname_matches(source, hostname):
+                continue
+            specificity = (-len(source) if "*" not in source else 0, -len(source))
+            for sortable in routes:
+                if id(sortable) not in seen:
+                    seen.add(id(sortable))
+                    ranked.append((sortable.key[:5] + specificity + sortable.key[5:], sortable))
+        merged[hostname] = [s for _, s in sorted(ranked, key=lambda item: item[0])]
     return HttpServer(
         hostnames=(ctx.spec.hostname or "*",),
         routes=tuple(
-            (hostname, tuple(s.route for s in sorted(bucket, key=lambda s: s.key)))
-            for hostname, bucket in hosts.items()
+            (hostname, tuple(_redirect_port(s.route, hostname, ctx.spec.port) for s in bucket))
+            for hostname, bucket in merged.items()
         ),
         tls=ctx.tls,
     )
@@ -472,7 +522,8 @@ def _build_proxy_config(run: _Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
             ),
         }
         if contexts[0].spec.protocol in _HTTP_PROTOCOLS:
-            listeners.append(assemble_http_listener(servers=[_http_server(c) for c in contexts], **common))  # type: ignore[arg-type]
+            http_servers = [_http_server(c, contexts) for c in contexts]
+            listeners.append(assemble_http_listener(servers=http_servers, **common))  # type: ignore[arg-type]
         else:
             servers = [s for c in contexts for s in _tcp_servers(run, c)]
             if servers:  # a TCP listener without routes has nothing to proxy to

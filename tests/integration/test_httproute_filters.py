@@ -386,46 +386,15 @@ def test_request_redirect(
         assert location.port == port, reply
 
 
-# meshxds leaves RedirectAction.port_redirect unset unless the filter names a port, so Envoy
-# builds the Location from the request's Host header: a hostname redirect drops the port, a
-# path-only redirect keeps whatever port the client put in Host (none -> none), and a scheme
-# redirect to https keeps a non-default port the client sent.
-_LISTENER_PORT_MISSING = pytest.mark.xfail(
-    strict=True,
-    reason="meshxds: no port_redirect when the filter has neither port nor scheme; the spec "
-    "(HTTPRequestRedirectFilter.port) says the Location port MUST then be the listener's port",
-)
-_WELL_KNOWN_PORT_MISSING = pytest.mark.xfail(
-    strict=True,
-    reason="meshxds: scheme https without port keeps the request's non-default port in the "
-    "Location (https://host:LISTENER/...); the spec says the port MUST be 443, i.e. omitted",
-)
-
-
 @pytest.mark.parametrize(
     ("path", "host_has_port", "expected"),
     [
-        pytest.param(
-            "/hostname-redirect",
-            False,
-            "http://example.org:{port}/hostname-redirect",
-            marks=_LISTENER_PORT_MISSING,
-        ),
-        pytest.param(
-            "/hostname-redirect",
-            True,
-            "http://example.org:{port}/hostname-redirect",
-            marks=_LISTENER_PORT_MISSING,
-        ),
-        pytest.param(
-            "/original-prefix/x",
-            False,
-            "http://redirect.example:{port}/replacement-prefix/x",
-            marks=_LISTENER_PORT_MISSING,
-        ),
+        ("/hostname-redirect", False, "http://example.org:{port}/hostname-redirect"),
+        ("/hostname-redirect", True, "http://example.org:{port}/hostname-redirect"),
+        ("/original-prefix/x", False, "http://redirect.example:{port}/replacement-prefix/x"),
         ("/original-prefix/x", True, "http://redirect.example:{port}/replacement-prefix/x"),
         ("/scheme", False, "https://redirect.example/scheme"),
-        pytest.param("/scheme", True, "https://redirect.example/scheme", marks=_WELL_KNOWN_PORT_MISSING),
+        ("/scheme", True, "https://redirect.example/scheme"),
         ("/scheme-and-host", True, "https://example.org/scheme-and-host"),
         ("/port", False, "http://redirect.example:8083/port"),
         ("/port", True, "http://redirect.example:8083/port"),

@@ -323,17 +323,6 @@ def test_httproute_matching(stack: Stack, path: str, headers: dict[str, str], ba
     expect_backend(stack, "matching.example", path, backend, headers=headers)
 
 
-# meshxds gives each hostname its own virtual host holding only the routes that name it exactly:
-# example.com's (from matching-part1: "/" and "version: one") never includes the rules matching-part2
-# brings through "*.com", so Envoy answers from the example.com host with v1.
-_WILDCARD_RULES_LEFT_OUT = pytest.mark.xfail(
-    strict=True,
-    reason="meshxds: the example.com virtual host lacks matching-part2's rules (hostname *.com); "
-    "the spec merges rules of every route whose hostnames cover the request's host, so /v2 and "
-    "'version: two' must reach infra-backend-v2, not matching-part1's '/' (infra-backend-v1)",
-)
-
-
 @pytest.mark.parametrize(
     ("host", "path", "headers", "backend"),
     [
@@ -341,10 +330,10 @@ _WILDCARD_RULES_LEFT_OUT = pytest.mark.xfail(
         ("example.com", "/example", {}, V1),
         ("example.net", "/example", {}, V1),
         ("example.com", "/example", {"Version": "one"}, V1),
-        pytest.param("example.com", "/v2", {}, V2, marks=_WILDCARD_RULES_LEFT_OUT),
+        ("example.com", "/v2", {}, V2),
         ("example.net", "/v2", {}, V1),  # the v2 route's "*.com" does not cover example.net
-        pytest.param("example.com", "/v2/example", {}, V2, marks=_WILDCARD_RULES_LEFT_OUT),
-        pytest.param("example.com", "/", {"Version": "two"}, V2, marks=_WILDCARD_RULES_LEFT_OUT),
+        ("example.com", "/v2/example", {}, V2),
+        ("example.com", "/", {"Version": "two"}, V2),
         ("other.com", "/v2", {}, V2),
         ("other.com", "/", {}, None),
     ],
