@@ -203,7 +203,7 @@ class LeaderElector:
         if not self.is_leader:
             return
         self._valid_until = 0.0
-        self._was_leader = False
+        self._settle(None, 0.0)  # stop writing before the Lease is let go
         s = self.settings
 
         def release() -> None:

@@ -308,6 +308,8 @@ class StatusWriter:
         """Write whenever poked, until ``stop``; failed writes are retried with growing delays."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        if self._latest is not None:
+            self._wake.set()  # submitted before we ran
         retry_s = _RETRY_FAILED_S[0]
         failing = False
         while not stop.is_set():
