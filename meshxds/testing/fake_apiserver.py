@@ -35,6 +35,7 @@ import itertools
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -221,9 +222,7 @@ class FakeApiServer:
         """Listen (again, on the same port after a ``stop``) and serve in a background thread."""
         if self._httpd is not None:
             return self
-        server = ThreadingHTTPServer((self.host, self.port), _handler_class(self))
-        server.daemon_threads = True
-        server.block_on_close = False
+        server = _Server((self.host, self.port), _handler_class(self))
         self._httpd = server
         self.port = int(server.server_address[1])
         self._thread = threading.Thread(
@@ -914,6 +913,16 @@ def _abort(conn: socket.socket) -> None:
         conn.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         conn.close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up (a cut watch, a stopped server) are routine here, not tracebacks.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
