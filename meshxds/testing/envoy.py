@@ -8,19 +8,14 @@ one quotes the tail of Envoy's log.
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
-from meshxds.testing.ports import wait_until
+from meshxds.testing.process import ManagedProcess
 
 __all__ = [
     "HTTP_PROTOCOL_OPTIONS",
@@ -170,12 +165,15 @@ def route_config_versions(dump: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-class EnvoyProcess:
+class EnvoyProcess(ManagedProcess):
     """The real Envoy on a bootstrap, in a work directory holding the bootstrap and the logs.
 
     ``EnvoyProcess(bootstrap).start()`` or ``with EnvoyProcess(bootstrap) as envoy:``. A work
     directory of our own (``work_dir=None``) is deleted by ``stop()``, after keeping the log tail.
     """
+
+    NAME = "envoy"
+    ERROR = EnvoyError
 
     def __init__(
         self,
@@ -186,17 +184,12 @@ class EnvoyProcess:
         log_level: str = "info",
         extra_args: Sequence[str] = (),
     ) -> None:
+        super().__init__(work_dir=work_dir)
         self.bootstrap = dict(bootstrap)
         self._envoy = envoy
         self._log_level = log_level
         self._extra_args = tuple(extra_args)
-        self._own_dir = work_dir is None
-        self._work_dir_arg = Path(work_dir) if work_dir is not None else None
-        self.work_dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._out: IO[bytes] | None = None
         self._admin_port: int | None = None
-        self._final_tail: str | None = None
 
     @classmethod
     def for_node(
@@ -227,11 +220,6 @@ class EnvoyProcess:
         return cls(bootstrap, work_dir=work_dir, log_level=log_level)
 
     # -- paths and identity --
-    def _dir(self) -> Path:
-        if self.work_dir is None:
-            raise EnvoyError(f"{self!r} is not started")
-        return self.work_dir
-
     @property
     def log_path(self) -> Path:
         return self._dir() / "envoy.log"
@@ -248,21 +236,6 @@ class EnvoyProcess:
     @property
     def node_id(self) -> str:
         return str(self.bootstrap.get("node", {}).get("id", ""))
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise EnvoyError(f"{self!r} is not started")
-        return self._proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """None while running (or never started)."""
-        return None if self._proc is None else self._proc.poll()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def admin_port(self) -> int:
@@ -286,15 +259,17 @@ class EnvoyProcess:
         return f"http://127.0.0.1:{self.admin_port}"
 
     # -- lifecycle --
-    def start(self) -> Self:
-        if self._proc is not None:
-            raise EnvoyError(f"{self!r} already started")
-        if self._work_dir_arg is None:
-            self.work_dir = Path(tempfile.mkdtemp(prefix="meshxds-envoy-"))
-        else:
-            self.work_dir = self._work_dir_arg
-            self.work_dir.mkdir(parents=True, exist_ok=True)
+    def _admin_endpoint_port(self) -> int:
+        return self.admin_port
+
+    def _prepare(self) -> None:
         self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
+
+    def log_files(self) -> tuple[Path, ...]:
+        return (self.output_path, self.log_path)
+
+    def start(self) -> Self:
+        self._ensure_work_dir()
         argv = [
             self._envoy or find_envoy(),
             "-c",
@@ -317,75 +292,10 @@ class EnvoyProcess:
             str(self._dir() / "admin-address.txt"),
             *self._extra_args,
         ]
-        self._out = self.output_path.open("wb")
-        self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT
-        )
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM, up to 5 s to exit, then SIGKILL. Idempotent."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(_STOP_GRACE)
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-        if self._own_dir and self.work_dir is not None and self.work_dir.exists():
-            self._final_tail = self.log_tail(200)
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return self._spawn(argv)
 
     def __repr__(self) -> str:
-        state = "not started" if self._proc is None else f"pid={self._proc.pid} rc={self._proc.poll()}"
-        return f"<EnvoyProcess node={self.node_id!r} {state}>"
-
-    # -- logs --
-    def log_tail(self, n: int = 50) -> str:
-        """The last ``n`` lines of Envoy's log, plus its stdout/stderr when it wrote any."""
-        if self.work_dir is None or not self.work_dir.exists():
-            return self._final_tail or ""
-        parts = []
-        for path in (self.output_path, self.log_path):
-            if path.exists():
-                lines = path.read_text(errors="replace").splitlines()[-n:]
-                if lines:
-                    parts.append(f"--- {path.name} (last {len(lines)} lines) ---\n" + "\n".join(lines))
-        return "\n".join(parts)
-
-    def _exited(self) -> str | None:
-        rc = self.returncode
-        return None if rc is None else f"envoy exited with code {rc}"
-
-    def wait_for(
-        self,
-        predicate: Callable[[], T],
-        *,
-        timeout: float = 15.0,
-        interval: float = 0.05,
-        what: str = "condition",
-    ) -> T:
-        """Poll ``predicate`` until truthy; fails early if Envoy exits, and quotes its log."""
-        return wait_until(
-            predicate,
-            timeout=timeout,
-            interval=interval,
-            what=f"{what} ({self!r})",
-            abort=self._exited,
-            details=lambda: self.log_tail(40),
-        )
+        return f"<EnvoyProcess node={self.node_id!r} {self._state()}>"
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Until ``/ready`` answers 200: the admin listener is up and initial xDS fetches are done."""
@@ -394,22 +304,6 @@ class EnvoyProcess:
         )
 
     # -- admin API --
-    def request(self, method: str, path: str, *, timeout: float = 2.0) -> tuple[int, str]:
-        """One admin request; (status, body). http.client, so no proxy variables apply."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
-        try:
-            conn.request(method, path)
-            response = conn.getresponse()
-            return response.status, response.read().decode(errors="replace")
-        finally:
-            conn.close()
-
-    def get(self, path: str) -> str:
-        status, body = self.request("GET", path)
-        if status != 200:
-            raise EnvoyError(f"GET {path} -> {status}: {body[:500]}")
-        return body
-
     def post(self, path: str) -> str:
         status, body = self.request("POST", path)
         if status != 200:

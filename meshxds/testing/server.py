@@ -8,21 +8,16 @@ the tail of the server's output.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import meshxds
-from meshxds.testing.ports import free_port, wait_until
+from meshxds.testing.ports import free_port
+from meshxds.testing.process import ManagedProcess
 
 __all__ = ["CDS", "EDS", "LDS", "RDS", "SYNCED", "MeshxdsProcess", "MeshxdsProcessError"]
 
@@ -41,13 +36,16 @@ class MeshxdsProcessError(RuntimeError):
     """The server could not be started or asked something."""
 
 
-class MeshxdsProcess:
+class MeshxdsProcess(ManagedProcess):
     """``meshxds serve`` in a child process; ``with MeshxdsProcess(config_dir) as server: ...``.
 
     ``config_dir=None`` needs the source in ``extra_args`` (``("--kubeconfig", PATH)``).
     ``command`` replaces ``[sys.executable, "-m", "meshxds"]`` (tests of this harness use a fake).
     A work directory of our own (``work_dir=None``) is deleted by ``stop()``, after keeping the log tail.
     """
+
+    NAME = "meshxds"
+    ERROR = MeshxdsProcessError
 
     def __init__(
         self,
@@ -60,18 +58,13 @@ class MeshxdsProcess:
         env: Mapping[str, str] | None = None,
         work_dir: str | Path | None = None,
     ) -> None:
+        super().__init__(work_dir=work_dir)
         self.config_dir = Path(config_dir) if config_dir is not None else None
         self.xds_port = xds_port or free_port()
         self.admin_port = admin_port or free_port()
         self._extra_args = tuple(extra_args)
         self._command = tuple(command) if command is not None else (sys.executable, "-m", "meshxds")
         self._env = dict(env) if env is not None else None
-        self._own_dir = work_dir is None
-        self._work_dir_arg = Path(work_dir) if work_dir is not None else None
-        self.work_dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._out: IO[bytes] | None = None
-        self._final_tail: str | None = None
 
     # -- addresses and identity --
     @property
@@ -107,98 +100,22 @@ class MeshxdsProcess:
             raise MeshxdsProcessError(f"{self!r} is not started")
         return self.work_dir / "meshxds.log"
 
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise MeshxdsProcessError(f"{self!r} is not started")
-        return self._proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """None while running (or never started)."""
-        return None if self._proc is None else self._proc.poll()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     # -- lifecycle --
+    @property
+    def output_path(self) -> Path:
+        return self.log_path
+
+    def _admin_endpoint_port(self) -> int:
+        return self.admin_port
+
     def start(self) -> Self:
-        if self._proc is not None:
-            raise MeshxdsProcessError(f"{self!r} already started")
-        if self._work_dir_arg is None:
-            self.work_dir = Path(tempfile.mkdtemp(prefix="meshxds-server-"))
-        else:
-            self.work_dir = self._work_dir_arg
-            self.work_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ if self._env is None else self._env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SOURCE_ROOT), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"  # the log tail must be current when a test fails
-        self._out = self.log_path.open("wb")
-        self._proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT, env=env
-        )
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM (graceful shutdown), up to 5 s to exit, then SIGKILL. Idempotent."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(_STOP_GRACE)
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-        if self._own_dir and self.work_dir is not None and self.work_dir.exists():
-            self._final_tail = self.log_tail(200)
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return self._spawn(self.argv, env=env)
 
     def __repr__(self) -> str:
-        state = "not started" if self._proc is None else f"pid={self._proc.pid} rc={self._proc.poll()}"
-        return f"<MeshxdsProcess xds={self.xds_address} admin={self.admin_address} {state}>"
-
-    # -- logs and waits --
-    def log_tail(self, n: int = 50) -> str:
-        if self.work_dir is None or not self.work_dir.exists():
-            return self._final_tail or ""
-        if not self.log_path.exists():
-            return ""
-        lines = self.log_path.read_text(errors="replace").splitlines()[-n:]
-        return f"--- meshxds.log (last {len(lines)} lines) ---\n" + "\n".join(lines) if lines else ""
-
-    def _exited(self) -> str | None:
-        rc = self.returncode
-        return None if rc is None else f"meshxds exited with code {rc}"
-
-    def wait_for(
-        self,
-        predicate: Callable[[], T],
-        *,
-        timeout: float = 15.0,
-        interval: float = 0.05,
-        what: str = "condition",
-    ) -> T:
-        """Poll ``predicate`` until truthy; fails early if the server exits, and quotes its log."""
-        return wait_until(
-            predicate,
-            timeout=timeout,
-            interval=interval,
-            what=f"{what} ({self!r})",
-            abort=self._exited,
-            details=lambda: self.log_tail(40),
-        )
+        return f"<MeshxdsProcess xds={self.xds_address} admin={self.admin_address} {self._state()}>"
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Until ``GET /readyz`` answers 200."""
@@ -207,22 +124,6 @@ class MeshxdsProcess:
         )
 
     # -- admin API --
-    def request(self, method: str, path: str, *, timeout: float = 2.0) -> tuple[int, str]:
-        """One admin request; (status, body). http.client, so no proxy variables apply."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
-        try:
-            conn.request(method, path)
-            response = conn.getresponse()
-            return response.status, response.read().decode(errors="replace")
-        finally:
-            conn.close()
-
-    def get(self, path: str) -> str:
-        status, body = self.request("GET", path)
-        if status != 200:
-            raise MeshxdsProcessError(f"GET {path} -> {status}: {body[:500]}")
-        return body
-
     def syncz(self) -> list[dict[str, Any]]:
         """``/debug/syncz``: one item per connection, ``{"node_id", "types": {type_url: {...}}}``."""
         items: list[dict[str, Any]] = json.loads(self.get("/debug/syncz"))
