@@ -29,6 +29,7 @@ from meshxds.sources.kube_api import ApiError, ApiResource, ApiUnavailable, Forb
 
 __all__ = [
     "CRD_GROUP",
+    "Cursor",
     "Discovery",
     "Interrupt",
     "Sink",
@@ -154,27 +155,36 @@ def _event_rv(obj: Mapping[str, Any], default: str) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or default)
 
 
+@dataclass(slots=True)
+class Cursor:
+    """Where a watch resumes: the newest resourceVersion applied to the sink ("" = list first).
+    Advanced per event, so a connection cut mid-stream resumes after the last event applied."""
+
+    rv: str = ""
+
+
 def watch_once(
     api: KubeApi,
     res: ApiResource,
     sink: Sink,
     *,
-    resource_version: str,
+    cursor: Cursor,
     settings: WatchSettings,
     stop: threading.Event,
     interrupt: Interrupt | None = None,
-) -> str:
-    """One watch request; returns the newest resourceVersion seen when the stream ends."""
-    rv = resource_version
+) -> int:
+    """One watch request from ``cursor.rv`` until the stream ends; returns how many events came."""
     events = api.watch(
         res,
-        resource_version=rv,
+        resource_version=cursor.rv,
         timeout_s=settings.timeout_s,
         read_timeout_s=settings.read_timeout_s,
         on_open=interrupt.set if interrupt is not None else lambda response: None,
     )
+    count = 0
     try:
         for event in events:
+            count += 1
             event_type = str(event.get("type", ""))
             obj = event.get("object")
             if not isinstance(obj, dict):
@@ -182,9 +192,9 @@ def watch_once(
                 continue
             if event_type in ("ADDED", "MODIFIED", "DELETED"):
                 sink.event(event_type, obj)
-                rv = _event_rv(obj, rv)
+                cursor.rv = _event_rv(obj, cursor.rv)
             elif event_type == "BOOKMARK":
-                rv = _event_rv(obj, rv)
+                cursor.rv = _event_rv(obj, cursor.rv)
             elif event_type == "ERROR":
                 code = int(obj.get("code") or 0)
                 message = f"watch {res.path()}: {obj.get('reason', '')}: {obj.get('message', '')}"
@@ -201,7 +211,7 @@ def watch_once(
         if interrupt is not None:
             interrupt.set(None)
         events.close()
-    return rv
+    return count
 
 
 def _retrying(
@@ -249,35 +259,30 @@ def continuous_watch(
     """List, then watch forever from the newest resourceVersion; relist on 410. Returns when
     stopped, after ``iterations`` list/watch requests, or raises what ``give_up`` names (404:
     the kind went away)."""
-    rv = ""  # empty: list first
+    cursor = Cursor()
     done = 0
     while not stop.is_set() and (iterations is None or done < iterations):
         try:
-            for attempt in _retrying(f"{'watch' if rv else 'list'} {res.path()}", settings, stop, give_up):
+            what = f"{'watch' if cursor.rv else 'list'} {res.path()}"
+            for attempt in _retrying(what, settings, stop, give_up):
                 with attempt:
                     done += 1
-                    if not rv:
+                    if not cursor.rv:
                         items, rv = api.list(res)
                         sink.listed(items)
+                        cursor.rv = rv
                         log.debug("listed %s: %d objects at resourceVersion %s", res.path(), len(items), rv)
                     else:
                         started = time.monotonic()
-                        new_rv = watch_once(
-                            api,
-                            res,
-                            sink,
-                            resource_version=rv,
-                            settings=settings,
-                            stop=stop,
-                            interrupt=interrupt,
+                        count = watch_once(
+                            api, res, sink, cursor=cursor, settings=settings, stop=stop, interrupt=interrupt
                         )
-                        if new_rv == rv and time.monotonic() - started < 1.0:
+                        if count == 0 and time.monotonic() - started < 1.0:
                             # Ended at once with nothing new: do not spin on a server that does this.
                             stop.wait(settings.backoff_initial_s)
-                        rv = new_rv
         except WatchExpired as exc:
             log.info("%s; relisting", exc)
-            rv = ""
+            cursor.rv = ""
         except SourceError:
             if stop.is_set():
                 return

@@ -368,3 +368,25 @@ def test_a_crd_installed_later_is_picked_up(kube_stack: Callable[..., KubeStack]
     print(f"HTTPRoute CRD installed: route live after {took * 1000:.0f} ms")
     assert took < 3.0
     stack.assert_serves_a_fresh_list("crd-later")
+
+
+def test_an_invalid_object_is_reported_and_the_rest_still_served(
+    kube_stack: Callable[..., KubeStack],
+) -> None:
+    stack = kube_stack()
+    bad = upstream_yaml("bad", stack.h2c.port).replace("port: 8080", "port: 80800", 1)  # the Service port
+    stack.fake.apply_yaml(bad)  # the fake does not check schemas; a real API server would
+    stack.fake.apply_yaml(upstream_yaml("good", stack.h2c.port))
+    stack.wait_status("good.example.com", 200)
+
+    def errors() -> list[dict[str, str]]:
+        return list(json.loads(stack.server.get("/debug/config"))["errors"])
+
+    (error,) = wait_until(errors, timeout=5, what="the invalid Service reported")
+    assert error["file"] == "/api/v1/namespaces/default/services/bad"
+    assert (error["object"], error["field"]) == ("Service/default/bad", "spec.ports[0].port")
+    # Its route is served, without a backend (the Service is left out), like any missing backend.
+    assert stack.status("nginx.example.com") == 200
+    stack.fake.apply_yaml(upstream_yaml("bad", stack.h2c.port))  # fixed
+    stack.wait_status("bad.example.com", 200)
+    assert errors() == []

@@ -17,6 +17,7 @@ import pytest
 from meshxds.errors import WatchExpired
 from meshxds.sources.kube_api import ApiError, ApiResource, ApiUnavailable, KubeApi, NotFound, connect
 from meshxds.sources.kube_watch import (
+    Cursor,
     Discovery,
     Interrupt,
     WatchSettings,
@@ -203,6 +204,22 @@ def test_a_cut_connection_is_rewatched_and_nothing_made_meanwhile_is_lost(
     assert len(watch_requests(fake)) >= 2
 
 
+def test_a_cut_mid_stream_resumes_after_the_last_event_applied(
+    fake: FakeApiServer, kube: KubeApi, running: Any
+) -> None:
+    sink = RecordingSink()
+    running(watch_namespaces(kube, sink))
+    until(lambda: watch_requests(fake), "watching")
+    fake.apply(namespace("a"))
+    until(lambda: sink.names() == ["a"], "the event")
+    applied_rv = str(fake.resource_version)
+    fake.drop_watches()
+    until(lambda: len(watch_requests(fake)) >= 2, "re-watch")
+    assert watch_requests(fake)[1]["resourceVersion"] == applied_rv
+    time.sleep(0.3)
+    assert sink.events == [("ADDED", "a")]  # nothing replayed
+
+
 def test_410_relists_and_ends_equal_to_a_fresh_list(fake: FakeApiServer, kube: KubeApi, running: Any) -> None:
     fake.apply(namespace("a"))
     sink = RecordingSink()
@@ -256,7 +273,7 @@ def test_watch_once_maps_error_events() -> None:
     def run(code: int) -> None:
         api: Any = OneEvent({"type": "ERROR", "object": {"kind": "Status", "code": code, "reason": "R"}})
         watch_once(
-            api, NAMESPACES, RecordingSink(), resource_version="1", settings=SETTINGS, stop=threading.Event()
+            api, NAMESPACES, RecordingSink(), cursor=Cursor("1"), settings=SETTINGS, stop=threading.Event()
         )
 
     with pytest.raises(WatchExpired):
