@@ -52,7 +52,7 @@ from meshxds.sources.kube_watch import (
 from meshxds.translators.gatewayapi import CONTROLLER_NAME
 from meshxds.translators.status import ObjectStatus
 
-__all__ = ["KubeOptions", "KubeSource", "debounce", "kube_options"]
+__all__ = ["KubeOptions", "KubeSource", "debounce", "default_namespace", "kube_options"]
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from meshxds.cli import main
 from meshxds.errors import ManifestErrors
 from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import KINDS, ResourceSet
-from meshxds.sources.kube import KubeOptions, KubeSource, debounce
+from meshxds.sources.kube import KubeOptions, KubeSource, debounce, default_namespace, kube_options
 from meshxds.sources.kube_store import KubeResourceSet
 from meshxds.sources.kube_watch import WatchSettings
 from meshxds.testing.fake_apiserver import FakeApiServer
@@ -288,3 +289,53 @@ async def test_published_statuses_are_written_back(fake: FakeApiServer, reads: A
     finally:
         stop.set()
         await asyncio.wait_for(background, 5)
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_lease_namespace_defaults(
+    fake: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = str(fake.write_kubeconfig(tmp_path / "kc", namespace="team-a", context="ctx"))
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert default_namespace(kubeconfig=kubeconfig, context=None, in_cluster=False) == "team-a"
+    assert default_namespace(kubeconfig=kubeconfig, context="ctx", in_cluster=False) == "team-a"
+    assert (
+        default_namespace(kubeconfig=str(tmp_path / "missing"), context=None, in_cluster=False) == "default"
+    )
+    monkeypatch.setenv("POD_NAMESPACE", "from-downward-api")
+    assert default_namespace(kubeconfig=kubeconfig, context=None, in_cluster=False) == "from-downward-api"
+
+
+def test_kube_options_from_flags() -> None:
+    flags: dict[str, Any] = {
+        "kubeconfig": "kc",
+        "context": None,
+        "in_cluster": False,
+        "lease_namespace": "ns",
+        "lease_name": "lead",
+        "lease_duration_s": 3.0,
+        "controller_name": "x/y",
+    }
+    elected = kube_options(leader_elect=True, write_status=True, **flags)
+    assert elected.leader_election is not None
+    assert (elected.leader_election.namespace, elected.leader_election.name) == ("ns", "lead")
+    assert elected.leader_election.renew_deadline_s == 2.0 and elected.controller_name == "x/y"
+    assert kube_options(leader_elect=False, write_status=True, **flags).leader_election is None
+    assert (
+        kube_options(leader_elect=True, write_status=False, **flags).leader_election is None
+    )  # nothing to guard
+
+
+def test_serve_refuses_kube_flags_without_a_kube_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config-dir", ".", "--leader-elect"]) == 2
+    assert "--kubeconfig or --in-cluster" in capsys.readouterr().err
+
+
+def test_serve_with_an_unreadable_kubeconfig_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "--kubeconfig", str(tmp_path / "missing"), "--xds-address", "127.0.0.1:0"]
+    assert main([*argv, "--admin-address", "127.0.0.1:0"]) == 1
+    assert "cannot load kubeconfig" in capsys.readouterr().err
