@@ -1,7 +1,7 @@
 """Watching one kind of the Kubernetes API, in kopf's three layers, each in a thread of its own:
 
-- ``watch_once``: one watch request from a resourceVersion; applies every event to the sink and
-  returns the newest resourceVersion (bookmarks included) when the server ends the stream.
+- ``watch_once``: one watch request from the cursor's resourceVersion; applies every event to
+  the sink and advances the cursor per event (bookmarks included), until the stream ends.
 - ``continuous_watch``: list first, then watch from the list's resourceVersion, again and again:
   a stream that ended (``timeoutSeconds``) or broke (a cut connection) is re-watched from the
   last resourceVersion, ``410 Gone`` relists. Errors back off exponentially (``tenacity``),
