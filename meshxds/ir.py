@@ -150,6 +150,8 @@ class HeaderMatch:
     """Lower-case; pseudo-headers such as ``:method`` included."""
     match: StringMatch
     invert: bool = False
+    treat_missing_as_empty: bool = False
+    """A missing header is matched as ``""`` (so an inverted match succeeds: Istio ``withoutHeaders``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -154,7 +154,9 @@ def assemble_http_listener(
                 tls=c.tls,
                 route_table=ir.RouteTable(
                     name=names.https_route_config_name(port, _chain_key(c.hostnames)),
-                    virtual_hosts=virtual_hosts(c.hosts, port, misdirected=every_host),
+                    virtual_hosts=virtual_hosts(
+                        c.hosts, port, misdirected=[h for h in every_host if h not in c.hostnames]
+                    ),
                 ),
             )
             for c in sorted(built, key=lambda c: _chain_key(c.hostnames))

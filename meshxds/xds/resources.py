@@ -271,7 +271,11 @@ def _route_match(match: ir.RouteMatch) -> route_components_pb2.RouteMatch:
     if path.ignore_case:
         out.case_sensitive.value = False
     for header in match.headers:
-        matcher = out.headers.add(name=header.name, invert_match=header.invert)
+        matcher = out.headers.add(
+            name=header.name,
+            invert_match=header.invert,
+            treat_missing_header_as_empty=header.treat_missing_as_empty,
+        )
         if header.match.kind == "present":
             matcher.present_match = True
         else:

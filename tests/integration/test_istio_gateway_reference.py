@@ -360,13 +360,6 @@ def test_server_host_namespace_prefix_rejects_other_namespaces(reference: Refere
     assert reference.reviews_prod.requests + reference.reviews_qa.requests == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a host the connection's own filter chain covers (server host *.bookinfo.com) but no "
-    "VirtualService serves gets 421 'retry with SNI *.bookinfo.com' from a /misdirected virtual host "
-    "in that same chain's route table (listeners.virtual_hosts gets misdirected=every_host, own "
-    "hostnames included), instead of Istio's 404; a retry on a new connection lands on the same chain",
-)
 def test_credential_name_server_host_without_virtual_service_is_404(reference: Reference) -> None:
     with reference.connect(reference.ports.https_sds, "uk.bookinfo.com") as conn:
         assert conn.request(path="/reviews/7", authority="uk.bookinfo.com").status == 200

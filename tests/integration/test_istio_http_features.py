@@ -210,12 +210,6 @@ def test_match_kinds(web: Web, method: str, path: str, headers: dict[str, str], 
     assert (response.status, response.text) == (200, rule)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="withoutHeaders becomes an inverted header matcher without treat_missing_header_as_empty, "
-    "so Envoy never matches a request that lacks the header (Istio sets treat_missing_header_as_empty: "
-    "true: 'if a header is matched with a rule among withoutHeaders, the traffic becomes not matched')",
-)
 def test_without_headers_matches_a_request_missing_the_header(web: Web) -> None:
     response = web.get("match.example.com", "/")
     assert (response.status, response.text) == (200, "modern")
@@ -236,12 +230,6 @@ def test_redirect_scheme_and_port(web: Web) -> None:
     assert response.headers["location"] == "https://redirect.example.com:8443/secure/page?q=1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redirect.derivePort is parsed but ignored by routes._action: Envoy gets no port_redirect, "
-    "so the Location drops the request's port (Istio sets port_redirect to the listener port for "
-    "FROM_REQUEST_PORT)",
-)
 def test_redirect_derive_port_from_request(web: Web) -> None:
     response = web.get("redirect.example.com", "/derive/x")
     assert response.status == 301

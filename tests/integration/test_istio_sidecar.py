@@ -85,11 +85,6 @@ def manifests(ports: Ports, real: dict[str, int]) -> list[dict[str, Any]]:
     ]
 
 
-BARE_NAME_BUG = (
-    "sidecar name forms ignore the proxy's namespace: every service gets its bare name (and "
-    "name:port), and on a shared port the first by hostname keeps it, so a proxy in qa sending "
-    "Host: details reaches details.prod instead of details.qa, and Host: reviews reaches reviews.prod"
-)
 NAMES = ("reviews-prod", "reviews-qa", "ratings", "db", "details-prod", "details-qa")
 
 
@@ -157,7 +152,7 @@ def test_source_labels_select_rules_by_the_proxys_labels(mesh: Mesh) -> None:
     ] == ("reviews-prod")
 
 
-def test_bare_name_is_only_the_proxys_own_namespace(mesh: Mesh, request: pytest.FixtureRequest) -> None:
+def test_bare_name_is_only_the_proxys_own_namespace(mesh: Mesh) -> None:
     """``Host: reviews`` means reviews.prod from a workload in prod; from one in qa it is
     reviews.qa (another port), so on reviews.prod's port it matches nothing (Istio generates the
     bare name only for services of the proxy's namespace)."""
@@ -167,7 +162,6 @@ def test_bare_name_is_only_the_proxys_own_namespace(mesh: Mesh, request: pytest.
         assert response.status == 200, response
         assert response.headers["x-upstream-name"] == "reviews-qa"
         return
-    request.applymarker(pytest.mark.xfail(strict=True, reason=BARE_NAME_BUG))
     assert response.status == 404, f"{response.status} from {response.headers.get('x-upstream-name')}"
 
 
@@ -202,19 +196,10 @@ def test_services_sharing_a_port_keep_their_qualified_names(mesh: Mesh) -> None:
         assert response.headers["x-upstream-name"] == f"details-{namespace}"
 
 
-def test_bare_name_on_a_shared_port_is_the_proxys_namespace_service(
-    mesh: Mesh, request: pytest.FixtureRequest
-) -> None:
+def test_bare_name_on_a_shared_port_is_the_proxys_namespace_service(mesh: Mesh) -> None:
     """Istio generates the bare name ``details`` only for the service of the proxy's own
     namespace (GenerateAltVirtualHosts with the proxy's DNS domain ``NS.svc.cluster.local``)."""
     namespace = mesh.stack.envoy.bootstrap["node"]["metadata"]["namespace"]
-    if namespace == "qa":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=BARE_NAME_BUG,
-            )
-        )
     response = http_request(mesh.ports.shared, "details")
     assert response.status == 200, response
     assert response.headers["x-upstream-name"] == f"details-{namespace}"

@@ -61,12 +61,15 @@ class RegisteredService:
             return self.ports[0] if len(self.ports) == 1 else None
         return next((p for p in self.ports if p.number == number), None)
 
-    def name_forms(self) -> tuple[str, ...]:
-        """Every hostname a client in the mesh may use: ``name``, ``name.ns``, ``name.ns.svc``, FQDN."""
+    def name_forms(self, client_namespace: str) -> tuple[str, ...]:
+        """Every hostname a client in ``client_namespace`` may use for this service: ``name``
+        (only from the service's own namespace, as DNS search paths resolve it), ``name.ns``,
+        ``name.ns.svc`` and the FQDN."""
         if not self.short_name:
             return (self.hostname,)
         base = f"{self.short_name}.{self.namespace}"
-        return (self.short_name, base, f"{base}.svc", self.hostname)
+        forms = (base, f"{base}.svc", self.hostname)
+        return (self.short_name, *forms) if client_namespace == self.namespace else forms
 
 
 def visible_to(export_to: tuple[str, ...], owner_namespace: str, namespace: str) -> bool:

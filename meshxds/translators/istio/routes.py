@@ -83,7 +83,8 @@ def _string(sm: istio.StringMatch) -> ir.StringMatch | None:
 
 def _header(name: str, sm: istio.StringMatch, *, invert: bool = False) -> ir.HeaderMatch:
     matcher = _string(sm) or ir.StringMatch(kind="present")
-    return ir.HeaderMatch(name=name.lower(), match=matcher, invert=invert)
+    # withoutHeaders must also match a request that lacks the header (Istio sets the same flag).
+    return ir.HeaderMatch(name=name.lower(), match=matcher, invert=invert, treat_missing_as_empty=invert)
 
 
 def _route_match(match: istio.HTTPMatchRequest | None) -> ir.RouteMatch:
@@ -263,10 +264,15 @@ def _action(
 ) -> ir.ForwardAction | ir.DirectResponse | ir.Redirect:
     if rule.redirect is not None:
         r = rule.redirect
+        port = r.port
+        if r.derive_port == "FROM_REQUEST_PORT":
+            port = ctx.port  # routes are built per port, so the request's port is this listener's
+        elif r.derive_port == "FROM_PROTOCOL_DEFAULT":
+            port = 443 if r.scheme == "https" else 80
         return ir.Redirect(
             scheme=r.scheme,
             host=r.authority,
-            port=r.port,
+            port=port,
             full_path=r.uri,
             status_code=r.redirect_code or 301,
         )

@@ -48,8 +48,8 @@ def _vs_for(
     return None
 
 
-def _domains(service: RegisteredService, port: int) -> tuple[str, ...]:
-    forms = service.name_forms()
+def _domains(service: RegisteredService, port: int, client_namespace: str) -> tuple[str, ...]:
+    forms = service.name_forms(client_namespace)
     return tuple(d for form in forms for d in (form, f"{form}:{port}"))
 
 
@@ -90,7 +90,7 @@ def build_sidecar(
                 http_ports[svc_port.number].append(
                     ir.VirtualHost(
                         name=names.virtual_host_name(service.hostname, svc_port.number),
-                        domains=_domains(service, svc_port.number),
+                        domains=_domains(service, svc_port.number, base.proxy_namespace),
                         routes=tuple(routes),
                     )
                 )
