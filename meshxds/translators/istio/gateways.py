@@ -7,6 +7,8 @@ a route table and other hosts on a reused connection get 421.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +26,20 @@ __all__ = ["GatewayBuild", "build_gateways", "parse_server_host", "selects"]
 _HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
 _TCP_PROTOCOLS = ("TCP", "MONGO", "REDIS", "MYSQL")
 _TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
+
+
+def _is_spki_pin(value: str) -> bool:
+    """Envoy takes base64 of a SHA-256 digest: 32 bytes, 44 characters."""
+    try:
+        return len(base64.b64decode(value, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _is_cert_hash(value: str) -> bool:
+    """Envoy takes hex SHA-256, plain or colon-separated."""
+    digits = value.replace(":", "")
+    return len(digits) == 64 and all(c in "0123456789abcdefABCDEF" for c in digits)
 
 
 def selects(gateway: istio.Gateway, labels: dict[str, str]) -> bool:
@@ -132,6 +148,14 @@ def _downstream_tls(
     if not certificates and not files:
         build.errors.append(
             f"{server.at}.tls: {mode} needs credentialName or serverCertificate and privateKey"
+        )
+        return None
+    bad_pins = [p for p in tls.verify_certificate_spki if not _is_spki_pin(p)]
+    bad_pins += [h for h in tls.verify_certificate_hash if not _is_cert_hash(h)]
+    if bad_pins:
+        build.errors.append(
+            f"{server.at}.tls: {', '.join(map(repr, bad_pins))} is not a base64 SHA-256 SPKI pin "
+            "(verifyCertificateSpki) or a hex SHA-256 certificate hash (verifyCertificateHash)"
         )
         return None
     if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and ca_secret is None and not tls.ca_certificates:

@@ -83,10 +83,24 @@ def with_real_files(config: ir.ProxyConfig, tmp_path: Path) -> ir.ProxyConfig:
         )
         return replace(chain_, tls=tls)
 
+    def fix_cluster(cluster: ir.Cluster) -> ir.Cluster:
+        tls = cluster.upstream_tls
+        if tls is None:
+            return cluster
+        return replace(
+            cluster,
+            upstream_tls=replace(
+                tls,
+                ca_file=str(ca_path) if tls.ca_file else None,
+                client_cert_file=str(chain) if tls.client_cert_file else None,
+                client_key_file=str(key) if tls.client_key_file else None,
+            ),
+        )
+
     listeners = tuple(
         replace(lis, chains=tuple(fix_chain(c) for c in lis.chains)) for lis in config.listeners
     )
-    return replace(config, listeners=listeners)
+    return replace(config, listeners=listeners, clusters=tuple(fix_cluster(c) for c in config.clusters))
 
 
 @pytest.mark.parametrize("case", CASES)
