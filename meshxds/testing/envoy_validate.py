@@ -25,7 +25,7 @@ from meshxds.testing.envoy import find_envoy
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET
 from meshxds.xds.resources import build_resources
 
-__all__ = ["envoy_validate", "static_bootstrap"]
+__all__ = ["envoy_validate", "static_bootstrap", "validate_bootstrap"]
 
 
 def _static_sds(common: tls_pb2.CommonTlsContext) -> None:
@@ -89,8 +89,14 @@ def static_bootstrap(resources: dict[str, list[tuple[str, Message]]]) -> dict[st
 
 
 def envoy_validate(config: ir.ProxyConfig, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Envoy's verdict on the resources of ``config`` (as a static bootstrap in ``tmp_path``)."""
     path = tmp_path / "bootstrap.json"
     path.write_text(json.dumps(static_bootstrap(build_resources(config))))
+    return validate_bootstrap(path)
+
+
+def validate_bootstrap(path: Path) -> subprocess.CompletedProcess[str]:
+    """``envoy --mode validate -c PATH``: exit 0 when Envoy would start with this bootstrap."""
     return subprocess.run(
         [
             find_envoy(),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from meshxds import ir
 from meshxds.model import gatewayapi
-from meshxds.translators.backends import BackendIndex
+from meshxds.translators.backends import BackendIndex, ResolvedBackend
 from meshxds.translators.durations import parse_duration
 from meshxds.translators.regex import re2_error
 from meshxds.translators.status import Condition, condition
@@ -186,6 +186,32 @@ def _mirror_percent(mirror: gatewayapi.HTTPRequestMirrorFilter) -> float:
     return float(mirror.percent if mirror.percent is not None else 100)
 
 
+def _resolve(
+    ref: gatewayapi.BackendObjectReference | gatewayapi.BackendRef,
+    route: gatewayapi.HTTPRoute | gatewayapi.GRPCRoute | gatewayapi.TLSRoute | gatewayapi.TCPRoute,
+    backends: BackendIndex,
+    out: CompiledRoute,
+    force_protocol: tuple[ir.UpstreamProtocol, str] | None,
+    default_protocol: ir.UpstreamProtocol,
+) -> ResolvedBackend:
+    """Resolve one reference from ``route``; a resolved cluster joins the route's clusters."""
+    resolved = backends.resolve_backend_ref(
+        group=ref.group,
+        kind=ref.kind,
+        name=ref.name,
+        namespace=ref.namespace or route.namespace,
+        port=ref.port,
+        from_kind=route.KIND,
+        from_namespace=route.namespace,
+        force_protocol=force_protocol,
+        default_protocol=default_protocol,
+    )
+    out.warnings.extend(resolved.warnings)
+    if resolved.cluster is not None and resolved.cluster not in out.clusters:
+        out.clusters.append(resolved.cluster)
+    return resolved
+
+
 def forward_action(
     refs: Sequence[gatewayapi.BackendRef],
     *,
@@ -207,24 +233,11 @@ def forward_action(
         backend_filters = rule_filters(
             getattr(ref, "filters", []), at=f"{at}.backendRefs[{b_index}]", out=out, allowed=_BACKEND_FILTERS
         )
-        resolved = backends.resolve_backend_ref(
-            group=ref.group,
-            kind=ref.kind,
-            name=ref.name,
-            namespace=ref.namespace or route.namespace,
-            port=ref.port,
-            from_kind=route.KIND,
-            from_namespace=route.namespace,
-            force_protocol=force_protocol,
-            default_protocol=default_protocol,
-        )
-        out.warnings.extend(resolved.warnings)
+        resolved = _resolve(ref, route, backends, out, force_protocol, default_protocol)
         if resolved.cluster is None:
             bad_refs.append((resolved.reason, resolved.message))
             invalid_weight += ref.weight
             continue
-        if resolved.cluster not in out.clusters:
-            out.clusters.append(resolved.cluster)
         if ref.weight > 0:
             weighted.append(
                 ir.WeightedCluster(
@@ -236,24 +249,11 @@ def forward_action(
             )
     mirror_targets: list[ir.Mirror] = []
     for m_index, mirror in enumerate(mirrors):
-        target = mirror.backend_ref
-        resolved = backends.resolve_backend_ref(
-            group=target.group,
-            kind=target.kind,
-            name=target.name,
-            namespace=target.namespace or route.namespace,
-            port=target.port,
-            from_kind=route.KIND,
-            from_namespace=route.namespace,
-            force_protocol=force_protocol,
-            default_protocol=default_protocol,
-        )
+        resolved = _resolve(mirror.backend_ref, route, backends, out, force_protocol, default_protocol)
         if resolved.cluster is None:
             # An unusable mirror never affects the real request; it is reported, not served.
             bad_refs.append((resolved.reason, f"mirror {m_index}: {resolved.message}"))
             continue
-        if resolved.cluster not in out.clusters:
-            out.clusters.append(resolved.cluster)
         mirror_targets.append(ir.Mirror(cluster=resolved.cluster.name, percent=_mirror_percent(mirror)))
     if not weighted:
         # No usable backend: the spec asks for 500 (an empty rule, or only invalid refs).

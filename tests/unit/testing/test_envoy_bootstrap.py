@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from meshxds.testing.envoy import HTTP_PROTOCOL_OPTIONS, find_envoy, render_bootstrap
+from meshxds.testing.envoy import HTTP_PROTOCOL_OPTIONS, render_bootstrap
+from meshxds.testing.envoy_validate import validate_bootstrap
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -27,24 +27,6 @@ def render_demo(*, delta: bool = False, xds_port: int = 18000) -> dict[str, Any]
     )
 
 
-def _validate(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            find_envoy(),
-            "--mode",
-            "validate",
-            "-c",
-            str(path),
-            "--use-dynamic-base-id",
-            "--disable-hot-restart",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_envoy_bootstrap_yaml_is_the_rendered_demo_bootstrap() -> None:
     text = (REPO / "envoy-bootstrap.yaml").read_text()
     assert text.startswith("#"), "keep the header explaining how to run it"
@@ -53,7 +35,7 @@ def test_envoy_bootstrap_yaml_is_the_rendered_demo_bootstrap() -> None:
 
 
 def test_envoy_bootstrap_yaml_validates_with_real_envoy() -> None:
-    result = _validate(REPO / "envoy-bootstrap.yaml")
+    result = validate_bootstrap(REPO / "envoy-bootstrap.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -61,7 +43,7 @@ def test_envoy_bootstrap_yaml_validates_with_real_envoy() -> None:
 def test_rendered_bootstrap_validates_with_real_envoy(tmp_path: Path, delta: bool) -> None:
     path = tmp_path / "bootstrap.json"
     path.write_text(json.dumps(render_demo(delta=delta, xds_port=28000)))
-    result = _validate(path)
+    result = validate_bootstrap(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
