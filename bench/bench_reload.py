@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from meshxds.testing.envoy import EnvoyProcess
 from meshxds.testing.ports import free_port, wait_until
-from meshxds.testing.server import MeshxdsProcess
+from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, curl
 
 LABELS = {"gateway.networking.k8s.io/gateway-name": "http"}
@@ -73,31 +72,23 @@ def main() -> None:
         route_file = config / "all.yaml"
         route_file.write_text(manifests(listener_port, upstream.port, "h0.example.com"))
         url = f"http://127.0.0.1:{listener_port}/"
-        with MeshxdsProcess(config, extra_args=("--listener-address", "127.0.0.1")) as server:
-            server.wait_ready()
-            with EnvoyProcess.for_node(
-                node_id="bench",
-                namespace="gateway-system",
-                labels=LABELS,
-                xds_port=server.xds_port,
-                delta=args.delta,
-            ) as envoy:
-                envoy.wait_ready()
-                server.wait_synced("bench")
-                latencies = []
-                for i in range(1, args.edits + 1):
-                    host = f"h{i}.example.com"
-                    start = time.perf_counter()
-                    route_file.write_text(manifests(listener_port, upstream.port, host))
-                    wait_until(
-                        lambda host=host: (
-                            curl(url, http2_prior_knowledge=True, headers={"host": host}).status == 200
-                        ),
-                        timeout=10,
-                        interval=0.01,
-                        what=f"{host} served",
-                    )
-                    latencies.append(time.perf_counter() - start)
+        with local_gateway(
+            config, node_id="bench", namespace="gateway-system", labels=LABELS, delta=args.delta
+        ):
+            latencies = []
+            for i in range(1, args.edits + 1):
+                host = f"h{i}.example.com"
+                start = time.perf_counter()
+                route_file.write_text(manifests(listener_port, upstream.port, host))
+                wait_until(
+                    lambda host=host: (
+                        curl(url, http2_prior_knowledge=True, headers={"host": host}).status == 200
+                    ),
+                    timeout=10,
+                    interval=0.01,
+                    what=f"{host} served",
+                )
+                latencies.append(time.perf_counter() - start)
     latencies.sort()
     p90 = latencies[int(0.9 * (len(latencies) - 1))]
     mode = "delta" if args.delta else "sotw"

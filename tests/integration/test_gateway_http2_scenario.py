@@ -17,6 +17,7 @@ import pytest
 from meshxds.testing.envoy import EnvoyProcess
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import MeshxdsProcess
+from meshxds.testing.stack import attached, local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, Http1OnlyServer, curl
 
 GATEWAY_LABELS = {"gateway.networking.k8s.io/gateway-name": "http"}
@@ -152,19 +153,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             delta=request.param == "delta",
             work_dir=base / "envoy",
         )
-        try:
-            server.start()
-            server.wait_ready()
-            envoy.start()
-            envoy.wait_ready()
-            server.wait_synced(envoy.node_id)
+        with attached(server, envoy):
             yield Stack(server=server, envoy=envoy, listener_port=listener_port, h2c=h2c, http1=http1)
-        except BaseException:
-            print(server.log_tail(60), envoy.log_tail(60), sep="\n----\n")
-            raise
-        finally:
-            envoy.stop()
-            server.stop()
 
 
 @pytest.mark.parametrize("variant", HTTP2_VARIANTS, ids=lambda v: f"{v.name}-{v.app_protocol or v.port_name}")
@@ -230,25 +220,17 @@ def live(
     )
     with (
         Http1OnlyServer(name="http1") as http1,
-        MeshxdsProcess(
-            manifest_dir, extra_args=("--listener-address", "127.0.0.1"), work_dir=tmp_path / "srv"
-        ) as server,
-    ):
-        server.wait_ready()
-        with EnvoyProcess.for_node(
+        local_gateway(
+            manifest_dir,
             node_id="gw",
             namespace="gateway-system",
             labels=GATEWAY_LABELS,
-            xds_port=server.xds_port,
             delta=request.param == "delta",
-            work_dir=tmp_path / "envoy",
-        ) as envoy:
-            envoy.wait_ready()
-            server.wait_synced("gw")
-            yield (
-                Stack(server=server, envoy=envoy, listener_port=listener_port, h2c=h2c_upstream, http1=http1),
-                manifest_dir,
-            )
+            work_dir=tmp_path,
+        ) as (server, envoy),
+    ):
+        stack = Stack(server=server, envoy=envoy, listener_port=listener_port, h2c=h2c_upstream, http1=http1)
+        yield stack, manifest_dir
 
 
 def _status(stack: Stack, host: str) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from meshxds.testing.envoy import EnvoyProcess
 from meshxds.testing.ports import free_port
-from meshxds.testing.server import MeshxdsProcess
+from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import GrpcEchoServer, echo_call
 
 LABELS = {"gateway.networking.k8s.io/gateway-name": "grpc"}
@@ -65,21 +65,15 @@ def gateway(
 ) -> Iterator[tuple[int, EnvoyProcess]]:
     port = free_port()
     (manifest_dir / "grpc.yaml").write_text(manifests(port, grpc_upstream.port))
-    with MeshxdsProcess(
-        manifest_dir, extra_args=("--listener-address", "127.0.0.1"), work_dir=tmp_path / "s"
-    ) as srv:
-        srv.wait_ready()
-        with EnvoyProcess.for_node(
-            node_id="grpc-gw",
-            namespace="default",
-            labels=LABELS,
-            xds_port=srv.xds_port,
-            delta=request.param == "delta",
-            work_dir=tmp_path / "envoy",
-        ) as envoy:
-            envoy.wait_ready()
-            srv.wait_synced("grpc-gw")
-            yield port, envoy
+    with local_gateway(
+        manifest_dir,
+        node_id="grpc-gw",
+        namespace="default",
+        labels=LABELS,
+        delta=request.param == "delta",
+        work_dir=tmp_path,
+    ) as (_, envoy):
+        yield port, envoy
 
 
 def test_grpc_call_routed_by_method_and_header(gateway: tuple[int, EnvoyProcess]) -> None:

@@ -20,10 +20,9 @@ import pytest
 import yaml
 
 from meshxds.testing.certs import CertificateAuthority, issue, make_ca, tls_secret_manifest
-from meshxds.testing.envoy import EnvoyProcess
 from meshxds.testing.h2tls import H2TlsConnection
 from meshxds.testing.ports import free_port, wait_until
-from meshxds.testing.server import MeshxdsProcess
+from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, Http1OnlyServer
 
 LABELS = {"gateway.networking.k8s.io/gateway-name": "https"}
@@ -132,24 +131,18 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path, manifest_dir: Path) 
             route("other", "other.example.org"),
         ]
         (manifest_dir / "all.yaml").write_text(yaml.safe_dump_all(docs))
-        with MeshxdsProcess(
-            manifest_dir, extra_args=("--listener-address", "127.0.0.1"), work_dir=tmp_path / "srv"
-        ) as server:
-            server.wait_ready()
-            with EnvoyProcess.for_node(
-                node_id="https-gw",
-                namespace="gateway-system",
-                labels=LABELS,
-                xds_port=server.xds_port,
-                delta=request.param == "delta",
-                work_dir=tmp_path / "envoy",
-            ) as envoy:
-                envoy.wait_ready()
-                server.wait_synced("https-gw")
-                gw = Gateway(port=port, ca=ca, a=up_a, b=up_b, other=up_other)
-                # The listener warms until its certificates arrive over SDS: wait for a handshake.
-                wait_until(lambda: _handshake(gw), timeout=15, what="TLS listener serving")
-                yield gw
+        with local_gateway(
+            manifest_dir,
+            node_id="https-gw",
+            namespace="gateway-system",
+            labels=LABELS,
+            delta=request.param == "delta",
+            work_dir=tmp_path,
+        ):
+            gw = Gateway(port=port, ca=ca, a=up_a, b=up_b, other=up_other)
+            # The listener warms until its certificates arrive over SDS: wait for a handshake.
+            wait_until(lambda: _handshake(gw), timeout=15, what="TLS listener serving")
+            yield gw
 
 
 def _handshake(gw: Gateway) -> bool:

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from meshxds.testing.envoy import EnvoyProcess
 from meshxds.testing.ports import free_port, wait_until
-from meshxds.testing.server import MeshxdsProcess
+from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, curl
 
 LABELS = {"gateway.networking.k8s.io/gateway-name": "http"}
@@ -109,20 +108,10 @@ def gateway(
     (manifest_dir / "all.yaml").write_text(
         manifests(listener_port, h2c_upstream.port, log_path, request.param)
     )
-    with MeshxdsProcess(
-        manifest_dir, extra_args=("--listener-address", "127.0.0.1"), work_dir=tmp_path / "srv"
-    ) as server:
-        server.wait_ready()
-        with EnvoyProcess.for_node(
-            node_id="gw",
-            namespace="gateway-system",
-            labels=LABELS,
-            xds_port=server.xds_port,
-            work_dir=tmp_path / "envoy",
-        ) as envoy:
-            envoy.wait_ready()
-            server.wait_synced("gw")
-            yield listener_port, log_path, h2c_upstream
+    with local_gateway(
+        manifest_dir, node_id="gw", namespace="gateway-system", labels=LABELS, work_dir=tmp_path
+    ):
+        yield listener_port, log_path, h2c_upstream
 
 
 def _log_entry(log_path: Path, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ from meshxds.testing.envoy import EnvoyProcess
 from meshxds.testing.fake_apiserver import FakeApiServer
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import MeshxdsProcess
+from meshxds.testing.stack import attached
 from meshxds.testing.upstreams import H2cOnlyServer, Http1OnlyServer, curl
 from meshxds.translators.gatewayapi import TranslateOptions
 from meshxds.xds.render import dumps, snapshot_to_json
@@ -206,19 +207,8 @@ def foundation(
             delta=request.param == "delta",
             work_dir=base / "envoy",
         )
-        try:
-            server.start()
-            server.wait_ready()
-            envoy.start()
-            envoy.wait_ready()
-            server.wait_synced(envoy.node_id)
+        with attached(server, envoy):
             yield Foundation(fake, server, envoy, listener_port, h2c)
-        except BaseException:
-            print(server.log_tail(60), envoy.log_tail(60), sep="\n----\n")
-            raise
-        finally:
-            envoy.stop()
-            server.stop()
 
 
 @pytest.mark.parametrize("variant", HTTP2_VARIANTS, ids=lambda v: f"{v.name}-{v.app_protocol or v.port_name}")

@@ -20,10 +20,9 @@ import pytest
 import yaml
 
 from meshxds.testing.certs import CertificateAuthority, ServerCertificate, issue, make_ca
-from meshxds.testing.envoy import EnvoyProcess
 from meshxds.testing.h2tls import H2TlsConnection
 from meshxds.testing.ports import free_port, wait_until
-from meshxds.testing.server import MeshxdsProcess
+from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import Http1OnlyServer, curl
 
 LABELS = {"gateway.networking.k8s.io/gateway-name": "edge"}
@@ -128,20 +127,10 @@ def edge(
         )
     (manifest_dir / "edge.yaml").write_text(yaml.safe_dump_all(docs))
     try:
-        with MeshxdsProcess(
-            manifest_dir, extra_args=("--listener-address", "127.0.0.1"), work_dir=tmp_path / "s"
-        ) as srv:
-            srv.wait_ready()
-            with EnvoyProcess.for_node(
-                node_id="edge",
-                namespace="default",
-                labels=LABELS,
-                xds_port=srv.xds_port,
-                work_dir=tmp_path / "e",
-            ) as envoy:
-                envoy.wait_ready()
-                srv.wait_synced("edge")
-                yield tls_port, tcp_port, ca
+        with local_gateway(
+            manifest_dir, node_id="edge", namespace="default", labels=LABELS, work_dir=tmp_path
+        ):
+            yield tls_port, tcp_port, ca
     finally:
         for s in servers.values():
             s.stop()
