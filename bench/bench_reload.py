@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, curl
@@ -24,20 +25,9 @@ LABELS = {"gateway.networking.k8s.io/gateway-name": "http"}
 
 
 def manifests(listener_port: int, upstream_port: int, hostname: str) -> str:
-    return f"""\
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: meshxds}}
-spec: {{controllerName: meshxds.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: http, namespace: gateway-system}}
-spec:
-  gatewayClassName: meshxds
-  listeners:
-    - {{name: http, port: {listener_port}, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
----
+    return (
+        to_yaml(gateway_api_docs([gateway_listener(listener_port)]))
+        + f"""\
 apiVersion: v1
 kind: Service
 metadata: {{name: nginx, namespace: default}}
@@ -58,6 +48,7 @@ spec:
   hostnames: [{hostname}]
   rules: [{{backendRefs: [{{name: nginx, port: 8080}}]}}]
 """
+    )
 
 
 def main() -> None:

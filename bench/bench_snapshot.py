@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from meshxds.identity import ProxyIdentity
 from meshxds.model.manifests import SourcedDocument, parse_documents
 from meshxds.pipeline import SnapshotBuilder, translate
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener
 from meshxds.xds.cache import PUSH_ORDER
 from meshxds.xds.resources import build_resources
 
@@ -35,30 +36,7 @@ GATEWAY = ProxyIdentity.of(
 
 
 def manifests(services: int) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = [
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": "meshxds"},
-            "spec": {"controllerName": "meshxds.io/gateway-controller"},
-        },
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "http", "namespace": "gateway-system"},
-            "spec": {
-                "gatewayClassName": "meshxds",
-                "listeners": [
-                    {
-                        "name": "http",
-                        "port": 8080,
-                        "protocol": "HTTP",
-                        "allowedRoutes": {"namespaces": {"from": "All"}},
-                    }
-                ],
-            },
-        },
-    ]
+    docs: list[dict[str, Any]] = gateway_api_docs([gateway_listener(8080)])
     for i in range(services):
         name, ns = f"svc-{i}", f"ns-{i % 20}"
         port: dict[str, Any] = {"port": 8080, "name": "http"}

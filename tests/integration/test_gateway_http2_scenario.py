@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from meshxds.testing.envoy import EnvoyProcess
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import MeshxdsProcess
 from meshxds.testing.stack import attached, local_gateway
@@ -24,23 +25,7 @@ GATEWAY_LABELS = {"gateway.networking.k8s.io/gateway-name": "http"}
 
 
 def gateway_yaml(port: int) -> str:
-    return f"""\
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: meshxds}}
-spec: {{controllerName: meshxds.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: http, namespace: gateway-system}}
-spec:
-  gatewayClassName: meshxds
-  listeners:
-    - name: http
-      port: {port}
-      protocol: HTTP
-      allowedRoutes: {{namespaces: {{from: All}}}}
-"""
+    return to_yaml(gateway_api_docs([gateway_listener(port)]))
 
 
 def service_yaml(name: str, *, port_name: str | None, app_protocol: str | None, upstream_port: int) -> str:

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from meshxds.testing.envoy import EnvoyProcess
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
 from meshxds.testing.ports import free_port
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import GrpcEchoServer, echo_call
@@ -19,19 +20,12 @@ CLUSTER = "outbound|9000||echo.default.svc.cluster.local"
 
 
 def manifests(listener_port: int, upstream_port: int) -> str:
-    return f"""\
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: meshxds}}
-spec: {{controllerName: meshxds.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: grpc, namespace: default}}
-spec:
-  gatewayClassName: meshxds
-  listeners: [{{name: h2c, port: {listener_port}, protocol: HTTP}}]
----
+    gateway = gateway_api_docs(
+        [gateway_listener(listener_port, name="h2c", allowed_from="Same")], name="grpc", namespace="default"
+    )
+    return (
+        to_yaml(gateway)
+        + f"""\
 apiVersion: v1
 kind: Service
 metadata: {{name: echo, namespace: default}}
@@ -57,6 +51,7 @@ spec:
           headers: [{{name: x-tenant, value: blue}}]
       backendRefs: [{{name: echo, port: 9000}}]
 """
+    )
 
 
 @pytest.fixture(params=["sotw", "delta"])

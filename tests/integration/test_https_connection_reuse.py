@@ -21,6 +21,7 @@ import yaml
 
 from meshxds.testing.certs import CertificateAuthority, issue, make_ca, tls_secret_manifest
 from meshxds.testing.h2tls import H2TlsConnection
+from meshxds.testing.manifests import gateway_api_docs
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, Http1OnlyServer
@@ -102,25 +103,14 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path, manifest_dir: Path) 
         H2cOnlyServer(name="other") as up_other,
     ):
         docs: list[dict[str, object]] = [
-            {
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "GatewayClass",
-                "metadata": {"name": "meshxds"},
-                "spec": {"controllerName": "meshxds.io/gateway-controller"},
-            },
-            {
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "Gateway",
-                "metadata": {"name": "https", "namespace": "gateway-system"},
-                "spec": {
-                    "gatewayClassName": "meshxds",
-                    "listeners": [
-                        https_listener("a", port, "a.example.com", "shared-cert"),
-                        https_listener("b", port, "b.example.com", "shared-cert"),
-                        https_listener("other", port, "other.example.org", "other-cert"),
-                    ],
-                },
-            },
+            *gateway_api_docs(
+                [
+                    https_listener("a", port, "a.example.com", "shared-cert"),
+                    https_listener("b", port, "b.example.com", "shared-cert"),
+                    https_listener("other", port, "other.example.org", "other-cert"),
+                ],
+                name="https",
+            ),
             tls_secret_manifest("shared-cert", "gateway-system", shared),
             tls_secret_manifest("other-cert", "gateway-system", other),
             *service("a", up_a.port, app_protocol="http2"),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, curl
@@ -19,20 +20,9 @@ LABELS = {"gateway.networking.k8s.io/gateway-name": "http"}
 
 
 def manifests(listener_port: int, upstream_port: int, log_path: Path, backend_host: str) -> str:
-    return f"""\
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: meshxds}}
-spec: {{controllerName: meshxds.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: http, namespace: gateway-system}}
-spec:
-  gatewayClassName: meshxds
-  listeners:
-    - {{name: http, port: {listener_port}, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
----
+    return (
+        to_yaml(gateway_api_docs([gateway_listener(listener_port)]))
+        + f"""\
 apiVersion: gateway.kgateway.dev/v1alpha1
 kind: HTTPListenerPolicy
 metadata: {{name: access-logs, namespace: gateway-system}}
@@ -97,6 +87,7 @@ spec:
             hostname: nghttp2.org
             path: {{type: ReplacePrefixMatch, replacePrefixMatch: /httpbin/}}
 """
+    )
 
 
 @pytest.fixture(params=["127.0.0.1", "localhost"], ids=["static-ip", "strict-dns"])

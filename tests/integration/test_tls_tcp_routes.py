@@ -21,6 +21,7 @@ import yaml
 
 from meshxds.testing.certs import CertificateAuthority, ServerCertificate, issue, make_ca
 from meshxds.testing.h2tls import H2TlsConnection
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import Http1OnlyServer, curl
@@ -65,24 +66,16 @@ def edge(
     for srv in servers.values():
         srv.start()
     docs: list[dict[str, object]] = [
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": "meshxds"},
-            "spec": {"controllerName": "meshxds.io/gateway-controller"},
-        },
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "edge", "namespace": "default"},
-            "spec": {
-                "gatewayClassName": "meshxds",
-                "listeners": [
-                    {"name": "tls", "port": tls_port, "protocol": "TLS", "tls": {"mode": "Passthrough"}},
-                    {"name": "tcp", "port": tcp_port, "protocol": "TCP"},
-                ],
-            },
-        },
+        *gateway_api_docs(
+            [
+                gateway_listener(
+                    tls_port, name="tls", protocol="TLS", allowed_from="Same", tls={"mode": "Passthrough"}
+                ),
+                gateway_listener(tcp_port, name="tcp", protocol="TCP", allowed_from="Same"),
+            ],
+            name="edge",
+            namespace="default",
+        ),
         {
             "apiVersion": "v1",
             "kind": "Service",
