@@ -152,6 +152,40 @@ def server(
     return out
 
 
+# The Istio reference's bookinfo-rule: the dev-123 cookie goes to reviews.qa:7777, the rest 80/20.
+BOOKINFO_RULE_HTTP: list[dict[str, Any]] = [
+    {
+        "match": [
+            {
+                "headers": {"cookie": {"regex": "^(.*?;)?(user=dev-123)(;.*)?$"}},
+                "uri": {"prefix": "/reviews/"},
+            }
+        ],
+        "route": [
+            {
+                "destination": {
+                    "port": {"number": 7777},
+                    "host": "reviews.qa.svc.cluster.local",
+                }
+            }
+        ],
+    },
+    {
+        "match": [{"uri": {"prefix": "/reviews/"}}],
+        "route": [
+            {
+                "destination": {
+                    "port": {"number": 9080},
+                    "host": "reviews.prod.svc.cluster.local",
+                },
+                "weight": 80,
+            },
+            {"destination": {"host": "reviews.qa.svc.cluster.local"}, "weight": 20},
+        ],
+    },
+]
+
+
 def virtual_service(name: str, namespace: str, spec: Mapping[str, Any]) -> Doc:
     return {
         "apiVersion": ISTIO_API,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from istio_support import (
+    BOOKINFO_RULE_HTTP,
     PortReservation,
     Stack,
     backend,
@@ -53,37 +54,7 @@ def manifests(port: int, prod_port: int, qa_port: int) -> list[dict[str, object]
             {
                 "hosts": ["reviews.prod.svc.cluster.local", "uk.bookinfo.com", "eu.bookinfo.com"],
                 "gateways": ["some-config-namespace/my-gateway", "mesh"],
-                "http": [
-                    {
-                        "match": [
-                            {
-                                "headers": {"cookie": {"regex": "^(.*?;)?(user=dev-123)(;.*)?$"}},
-                                "uri": {"prefix": "/reviews/"},
-                            }
-                        ],
-                        "route": [
-                            {
-                                "destination": {
-                                    "port": {"number": 7777},
-                                    "host": "reviews.qa.svc.cluster.local",
-                                }
-                            }
-                        ],
-                    },
-                    {
-                        "match": [{"uri": {"prefix": "/reviews/"}}],
-                        "route": [
-                            {
-                                "destination": {
-                                    "port": {"number": 9080},
-                                    "host": "reviews.prod.svc.cluster.local",
-                                },
-                                "weight": 80,
-                            },
-                            {"destination": {"host": "reviews.qa.svc.cluster.local"}, "weight": 20},
-                        ],
-                    },
-                ],
+                "http": BOOKINFO_RULE_HTTP,
             },
         ),
         *backend("reviews", "prod", port=9080, upstream_port=prod_port),

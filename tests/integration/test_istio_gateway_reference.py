@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from istio_support import (
+    BOOKINFO_RULE_HTTP,
     PortReservation,
     Stack,
     TlsNameServer,
@@ -114,37 +115,7 @@ def manifests(
             {
                 "hosts": ["reviews.prod.svc.cluster.local", *bookinfo_hosts],
                 "gateways": [f"{GW_NS}/my-gateway", "mesh"],
-                "http": [
-                    {
-                        "match": [
-                            {
-                                "headers": {"cookie": {"regex": "^(.*?;)?(user=dev-123)(;.*)?$"}},
-                                "uri": {"prefix": "/reviews/"},
-                            }
-                        ],
-                        "route": [
-                            {
-                                "destination": {
-                                    "port": {"number": 7777},
-                                    "host": "reviews.qa.svc.cluster.local",
-                                }
-                            }
-                        ],
-                    },
-                    {
-                        "match": [{"uri": {"prefix": "/reviews/"}}],
-                        "route": [
-                            {
-                                "destination": {
-                                    "port": {"number": 9080},
-                                    "host": "reviews.prod.svc.cluster.local",
-                                },
-                                "weight": 80,
-                            },
-                            {"destination": {"host": "reviews.qa.svc.cluster.local"}, "weight": 20},
-                        ],
-                    },
-                ],
+                "http": BOOKINFO_RULE_HTTP,
             },
         ),
         virtual_service(
