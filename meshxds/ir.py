@@ -23,6 +23,7 @@ __all__ = [
     "Fault",
     "FilterChain",
     "ForwardAction",
+    "HashPolicy",
     "HeaderMatch",
     "HeaderMutation",
     "LbEndpoint",
@@ -120,6 +121,17 @@ class UpstreamTls:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HashPolicy:
+    """What a consistent-hash cluster hashes a request by (Istio ``consistentHash``)."""
+
+    kind: Literal["header", "cookie", "source_ip", "query_parameter"]
+    name: str = ""
+    cookie_ttl_s: float | None = None
+    """A cookie with a TTL is generated when the request has none (sticky sessions)."""
+    cookie_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     name: str
     """``outbound|PORT|SUBSET|HOST``; also the EDS service name."""
@@ -130,6 +142,10 @@ class Cluster:
     endpoints: tuple[LbEndpoint, ...] = ()
     connect_timeout_s: float = 10.0
     lb_policy: LbPolicy = "ROUND_ROBIN"
+    hash_policy: HashPolicy | None = None
+    """With RING_HASH/MAGLEV: routes to this cluster hash requests by this."""
+    ring_size: int | None = None
+    """RING_HASH minimum ring size, or MAGLEV table size."""
     circuit_breaker: CircuitBreaker | None = None
     outlier_detection: OutlierDetection | None = None
     upstream_tls: UpstreamTls | None = None
@@ -220,6 +236,8 @@ class ForwardAction:
     """``None``: Envoy's default; ``0``: no timeout."""
     rewrite: UrlRewrite | None = None
     mirrors: tuple[Mirror, ...] = ()
+    hash_policies: tuple[HashPolicy, ...] = ()
+    """From consistent-hash destinations: what Envoy hashes to pick their endpoint."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -126,6 +126,11 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
         out.load_assignment.CopyFrom(build_cluster_load_assignment(cluster))
     _apply_upstream_protocol(out, cluster.upstream_protocol, cluster.max_requests_per_connection)
     out.lb_policy = _LB_POLICIES[cluster.lb_policy]
+    if cluster.ring_size:
+        if cluster.lb_policy == "MAGLEV":
+            out.maglev_lb_config.table_size.value = cluster.ring_size
+        elif cluster.lb_policy == "RING_HASH":
+            out.ring_hash_lb_config.minimum_ring_size.value = cluster.ring_size
     if cluster.circuit_breaker is not None:
         _apply_circuit_breaker(out, cluster.circuit_breaker)
     if cluster.outlier_detection is not None:
@@ -324,6 +329,8 @@ def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.
                 name=INVALID_BACKEND_CLUSTER, weight=_uint32(action.invalid_weight)
             )
             ra.cluster_not_found_response_code = route_components_pb2.RouteAction.INTERNAL_SERVER_ERROR
+    for policy in action.hash_policies:
+        _apply_hash_policy(ra.hash_policy.add(), policy)
     for mirror in action.mirrors:
         policy = ra.request_mirror_policies.add(cluster=mirror.cluster)
         if mirror.percent < 100:
@@ -342,6 +349,21 @@ def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.
             ra.regex_rewrite.CopyFrom(_full_path_rewrite(action.rewrite.full_path))
         elif action.rewrite.prefix is not None:
             ra.regex_rewrite.CopyFrom(_prefix_rewrite(route.match.path, action.rewrite.prefix))
+
+
+def _apply_hash_policy(out: route_components_pb2.RouteAction.HashPolicy, policy: ir.HashPolicy) -> None:
+    if policy.kind == "header":
+        out.header.header_name = policy.name
+    elif policy.kind == "cookie":
+        out.cookie.name = policy.name
+        if policy.cookie_ttl_s is not None:
+            out.cookie.ttl.CopyFrom(_duration(policy.cookie_ttl_s))
+        if policy.cookie_path:
+            out.cookie.path = policy.cookie_path
+    elif policy.kind == "query_parameter":
+        out.query_parameter.name = policy.name
+    else:
+        out.connection_properties.source_ip = True
 
 
 def _uint32(value: int) -> wrappers_pb2.UInt32Value:

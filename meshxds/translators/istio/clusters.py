@@ -3,6 +3,7 @@ subsets, and the HTTP/2 upgrade decision (Istio's ``shouldH2Upgrade``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from meshxds import ir, names
@@ -123,6 +124,15 @@ class ClusterBuilder:
 
         return sorted(candidates, key=rank)[0][1]
 
+    def hash_policies(self, cluster_names: Iterable[str]) -> tuple[ir.HashPolicy, ...]:
+        """The hash policies of the consistent-hash clusters among these (each once)."""
+        found: list[ir.HashPolicy] = []
+        for name in cluster_names:
+            cluster = self.clusters.get(name)
+            if cluster is not None and cluster.hash_policy is not None and cluster.hash_policy not in found:
+                found.append(cluster.hash_policy)
+        return tuple(found)
+
     def cluster(self, hostname: str, port_number: int | None, subset_name: str | None) -> ir.Cluster | str:
         """The cluster for a destination, or a sentence saying why there is none."""
         service = self.registry.get(hostname)
@@ -180,6 +190,8 @@ class ClusterBuilder:
             endpoints=tuple(sorted({e.endpoint for e in endpoints})),
             connect_timeout_s=_seconds(tcp.connect_timeout if tcp else None, 10.0),
             lb_policy=self._lb_policy(policy, name),  # type: ignore[arg-type]
+            hash_policy=_hash_policy(policy.load_balancer),
+            ring_size=_ring_size(policy.load_balancer),
             circuit_breaker=circuit,
             outlier_detection=_outlier(policy.outlier_detection),
             upstream_tls=self._upstream_tls(policy.tls, service, name),
@@ -192,8 +204,7 @@ class ClusterBuilder:
         if lb is None:
             return "ROUND_ROBIN"
         if lb.consistent_hash is not None:
-            self.warnings.append(f"cluster {name}: consistentHash is not supported yet; using ROUND_ROBIN")
-            return "ROUND_ROBIN"
+            return "MAGLEV" if lb.consistent_hash.maglev is not None else "RING_HASH"
         if lb.simple == "PASSTHROUGH":
             self.warnings.append(
                 f"cluster {name}: PASSTHROUGH load balancing is not supported; using ROUND_ROBIN"
@@ -262,3 +273,33 @@ def _outlier(od: istio.OutlierDetection | None) -> ir.OutlierDetection | None:
         max_ejection_percent=od.max_ejection_percent,
         min_health_percent=od.min_health_percent,
     )
+
+
+def _hash_policy(lb: istio.LoadBalancerSettings | None) -> ir.HashPolicy | None:
+    hashing = lb.consistent_hash if lb is not None else None
+    if hashing is None:
+        return None
+    if hashing.http_header_name:
+        return ir.HashPolicy(kind="header", name=hashing.http_header_name.lower())
+    if hashing.http_cookie is not None:
+        cookie = hashing.http_cookie
+        return ir.HashPolicy(
+            kind="cookie",
+            name=cookie.name,
+            cookie_ttl_s=istio.parse_istio_duration(cookie.ttl) if cookie.ttl else None,
+            cookie_path=cookie.path,
+        )
+    if hashing.http_query_parameter_name:
+        return ir.HashPolicy(kind="query_parameter", name=hashing.http_query_parameter_name)
+    return ir.HashPolicy(kind="source_ip")
+
+
+def _ring_size(lb: istio.LoadBalancerSettings | None) -> int | None:
+    hashing = lb.consistent_hash if lb is not None else None
+    if hashing is None:
+        return None
+    if hashing.maglev is not None:
+        return hashing.maglev.table_size
+    if hashing.ring_hash is not None and hashing.ring_hash.minimum_ring_size:
+        return hashing.ring_hash.minimum_ring_size
+    return hashing.minimum_ring_size

@@ -9,7 +9,7 @@ to 2 attempts on connect failures, refused streams and ``unavailable``/``cancell
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from meshxds import ir
 from meshxds.model import istio
@@ -256,6 +256,7 @@ def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute,
         timeout_s=istio.parse_istio_duration(rule.timeout) if rule.timeout else 0.0,
         rewrite=rewrite,
         mirrors=tuple(mirrors),
+        hash_policies=ctx.clusters.hash_policies(b.cluster for b in backends),
     )
 
 
@@ -296,13 +297,7 @@ def _with_exact_rewrite(action: ir.ForwardAction, match: ir.RouteMatch) -> ir.Fo
     rewrite = ir.UrlRewrite(
         host=action.rewrite.host, full_path=action.rewrite.prefix, regex=action.rewrite.regex
     )
-    return ir.ForwardAction(
-        backends=action.backends,
-        invalid_weight=action.invalid_weight,
-        timeout_s=action.timeout_s,
-        rewrite=rewrite,
-        mirrors=action.mirrors,
-    )
+    return replace(action, rewrite=rewrite)
 
 
 def http_routes(

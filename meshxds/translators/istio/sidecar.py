@@ -81,7 +81,9 @@ def build_sidecar(
                             name=f"{service.hostname}:{svc_port.number}/default",
                             match=ir.RouteMatch(),
                             action=ir.ForwardAction(
-                                backends=(ir.WeightedCluster(cluster=cluster.name, weight=1),), timeout_s=0.0
+                                backends=(ir.WeightedCluster(cluster=cluster.name, weight=1),),
+                                timeout_s=0.0,
+                                hash_policies=(cluster.hash_policy,) if cluster.hash_policy else (),
                             ),
                             retries=ir.RetryPolicy(attempts=2),
                             source=service.source,
