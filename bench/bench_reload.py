@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, curl
@@ -25,30 +25,11 @@ LABELS = {"gateway.networking.k8s.io/gateway-name": "http"}
 
 
 def manifests(listener_port: int, upstream_port: int, hostname: str) -> str:
-    return (
-        to_yaml(gateway_api_docs([gateway_listener(listener_port)]))
-        + f"""\
-apiVersion: v1
-kind: Service
-metadata: {{name: nginx, namespace: default}}
-spec: {{ports: [{{port: 8080, appProtocol: http2}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: nginx-1, namespace: default, labels: {{kubernetes.io/service-name: nginx}}}}
-addressType: IPv4
-ports: [{{port: {upstream_port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: nginx, namespace: default}}
-spec:
-  parentRefs: [{{name: http, namespace: gateway-system}}]
-  hostnames: [{hostname}]
-  rules: [{{backendRefs: [{{name: nginx, port: 8080}}]}}]
-"""
+    gateway = gateway_api_docs([gateway_listener(listener_port)])
+    nginx = routed_service_docs(
+        "nginx", upstream_port=upstream_port, hostnames=[hostname], app_protocol="http2"
     )
+    return to_yaml([*gateway, *nginx])
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CONTROLLER_NAME", "gateway_api_docs", "gateway_listener", "to_yaml"]
+__all__ = ["CONTROLLER_NAME", "gateway_api_docs", "gateway_listener", "routed_service_docs", "to_yaml"]
 
 CONTROLLER_NAME = "meshxds.io/gateway-controller"
 
@@ -50,6 +50,57 @@ def gateway_api_docs(
     ]
 
 
+def routed_service_docs(
+    name: str,
+    *,
+    upstream_port: int,
+    hostnames: Iterable[str],
+    namespace: str = "default",
+    port: int = 8080,
+    port_name: str | None = None,
+    app_protocol: str | None = None,
+    gateway: tuple[str, str] = ("gateway-system", "http"),
+) -> list[dict[str, Any]]:
+    """The kgateway guide's three objects: a Service port (``port``, target 80), an EndpointSlice
+    at ``127.0.0.1:upstream_port``, and an HTTPRoute for ``hostnames`` on ``gateway`` (ns, name)."""
+    service_port: dict[str, Any] = {"port": port, "targetPort": 80}
+    slice_port: dict[str, Any] = {"port": upstream_port}
+    if port_name:
+        service_port["name"] = slice_port["name"] = port_name
+    if app_protocol:
+        service_port["appProtocol"] = app_protocol
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [service_port]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-1",
+                "namespace": namespace,
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "ports": [slice_port],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "parentRefs": [{"name": gateway[1], "namespace": gateway[0]}],
+                "hostnames": list(hostnames),
+                "rules": [{"backendRefs": [{"name": name, "port": port}]}],
+            },
+        },
+    ]
+
+
 def to_yaml(docs: Iterable[Mapping[str, Any]]) -> str:
-    """A multi-document YAML file, in the order given (``---`` separated, a trailing one too)."""
-    return "".join(yaml.safe_dump(dict(d), sort_keys=False) + "---\n" for d in docs)
+    """A multi-document YAML text, in the order given, ``---`` between documents."""
+    return "---\n".join(yaml.safe_dump(dict(d), sort_keys=False) for d in docs)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meshxds.testing.envoy import EnvoyProcess
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import MeshxdsProcess
 from meshxds.testing.stack import attached, local_gateway
@@ -31,44 +31,15 @@ def gateway_yaml(port: int) -> str:
 def service_yaml(name: str, *, port_name: str | None, app_protocol: str | None, upstream_port: int) -> str:
     """A Service port 8080, an EndpointSlice at 127.0.0.1:upstream_port, and an HTTPRoute
     for host ``<name>.example.com`` — the kgateway guide's three objects."""
-    port_fields = "".join(
-        [
-            f"      name: {port_name}\n" if port_name else "",
-            f"      appProtocol: {app_protocol}\n" if app_protocol else "",
-        ]
+    return to_yaml(
+        routed_service_docs(
+            name,
+            upstream_port=upstream_port,
+            hostnames=[f"{name}.example.com"],
+            port_name=port_name,
+            app_protocol=app_protocol,
+        )
     )
-    slice_port_name = f"    name: {port_name}\n" if port_name else ""
-    return f"""\
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  ports:
-    - port: 8080
-      targetPort: 80
-{port_fields}---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-abc
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports:
-  - port: {upstream_port}
-{slice_port_name}endpoints:
-  - addresses: [127.0.0.1]
-    conditions: {{ready: true}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: {name}, namespace: default}}
-spec:
-  parentRefs: [{{name: http, namespace: gateway-system}}]
-  hostnames: [{name}.example.com]
-  rules:
-    - backendRefs: [{{name: {name}, port: 8080}}]
-"""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def manifests(listener_port: int, upstream_port: int) -> str:
     return (
         to_yaml(gateway)
         + f"""\
+---
 apiVersion: v1
 kind: Service
 metadata: {{name: echo, namespace: default}}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import H2cOnlyServer, curl
@@ -20,9 +20,15 @@ LABELS = {"gateway.networking.k8s.io/gateway-name": "http"}
 
 
 def manifests(listener_port: int, upstream_port: int, log_path: Path, backend_host: str) -> str:
+    nginx = to_yaml(
+        routed_service_docs(
+            "nginx", upstream_port=upstream_port, hostnames=["http2.example.com"], app_protocol="http2"
+        )
+    )
     return (
         to_yaml(gateway_api_docs([gateway_listener(listener_port)]))
         + f"""\
+---
 apiVersion: gateway.kgateway.dev/v1alpha1
 kind: HTTPListenerPolicy
 metadata: {{name: access-logs, namespace: gateway-system}}
@@ -41,28 +47,7 @@ spec:
           authority: "%REQ(:AUTHORITY)%"
           backendCluster: "%UPSTREAM_CLUSTER%"
 ---
-apiVersion: v1
-kind: Service
-metadata: {{name: nginx, namespace: default}}
-spec:
-  ports: [{{port: 8080, targetPort: 80, appProtocol: http2}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: nginx-1, namespace: default, labels: {{kubernetes.io/service-name: nginx}}}}
-addressType: IPv4
-ports: [{{port: {upstream_port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: nginx, namespace: default}}
-spec:
-  parentRefs: [{{name: http, namespace: gateway-system}}]
-  hostnames: [http2.example.com]
-  rules:
-    - backendRefs: [{{name: nginx, port: 8080}}]
----
+{nginx}---
 apiVersion: gateway.kgateway.dev/v1alpha1
 kind: Backend
 metadata: {{name: http2, namespace: default}}
