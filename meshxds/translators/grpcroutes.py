@@ -12,10 +12,11 @@ from meshxds.translators.httproutes import (
     CompiledRoute,
     SortableRoute,
     forward_action,
+    header_matches,
     resolved_refs_condition,
     rule_filters,
 )
-from meshxds.translators.regex import re2_error
+from meshxds.translators.regex import route_match_regex_problems
 
 __all__ = ["compile_grpc_route", "grpc_path_match"]
 
@@ -78,28 +79,19 @@ def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -
             mirrors=filters.mirrors,
         )
         for m_index, match in enumerate(rule.matches):
-            path = grpc_path_match(match.method)
-            regexes = [path.value] if path.kind == "regex" else []
-            regexes += [h.value for h in match.headers if h.type == "RegularExpression"]
-            problems = [err for value in regexes if (err := re2_error(value))]
+            route_match = ir.RouteMatch(
+                path=grpc_path_match(match.method), headers=tuple(header_matches(match.headers))
+            )
+            problems = route_match_regex_problems(route_match)
             if problems:
                 out.warnings.extend(f"{at}.matches[{m_index}]: {p}; this match is dropped" for p in problems)
                 continue
-            headers = tuple(
-                ir.HeaderMatch(
-                    name=h.name.lower(),
-                    match=ir.StringMatch(
-                        kind="regex" if h.type == "RegularExpression" else "exact", value=h.value
-                    ),
-                )
-                for h in match.headers
-            )
             out.routes.append(
                 SortableRoute(
                     key=_sort_key(route, match, r_index, m_index),
                     route=ir.Route(
                         name=f"grpcroute/{route.namespace}/{route.name}/rule/{r_index}/match/{m_index}",
-                        match=ir.RouteMatch(path=path, headers=headers),
+                        match=route_match,
                         action=action,
                         request_headers=filters.request_headers,
                         response_headers=filters.response_headers,

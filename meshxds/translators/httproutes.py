@@ -18,6 +18,7 @@ __all__ = [
     "SortableRoute",
     "compile_http_route",
     "forward_action",
+    "header_matches",
     "resolved_refs_condition",
     "rule_filters",
 ]
@@ -65,8 +66,13 @@ def _string(kind: str, value: str) -> ir.StringMatch:
     return ir.StringMatch(kind="regex" if kind == "RegularExpression" else "exact", value=value)
 
 
+def header_matches(headers: Sequence[gatewayapi.HTTPHeaderMatch]) -> list[ir.HeaderMatch]:
+    """Gateway API header matches (HTTPRoute and GRPCRoute): names compare case-insensitively."""
+    return [ir.HeaderMatch(name=h.name.lower(), match=_string(h.type, h.value)) for h in headers]
+
+
 def _match(match: gatewayapi.HTTPRouteMatch) -> ir.RouteMatch:
-    headers = [ir.HeaderMatch(name=h.name.lower(), match=_string(h.type, h.value)) for h in match.headers]
+    headers = header_matches(match.headers)
     if match.method:
         headers.append(ir.HeaderMatch(name=":method", match=ir.StringMatch(kind="exact", value=match.method)))
     return ir.RouteMatch(

@@ -15,7 +15,7 @@ from meshxds import ir
 from meshxds.model import istio
 from meshxds.translators.istio.clusters import ClusterBuilder
 from meshxds.translators.istio.registry import ServiceRegistry
-from meshxds.translators.regex import re2_error
+from meshxds.translators.regex import route_match_regex_problems
 
 __all__ = ["RouteContext", "http_routes", "l4_backends", "vs_gateways"]
 
@@ -104,13 +104,6 @@ def _route_match(match: istio.HTTPMatchRequest | None) -> ir.RouteMatch:
         for n, sm in sorted(match.query_params.items())
     ]
     return ir.RouteMatch(path=path, headers=tuple(headers), query_params=tuple(params))
-
-
-def _regex_problems(match: ir.RouteMatch) -> list[str]:
-    found = [match.path.value] if match.path.kind == "regex" else []
-    found += [h.match.value for h in match.headers if h.match.kind == "regex"]
-    found += [q.match.value for q in match.query_params if q.match.kind == "regex"]
-    return [f"{value!r}: {err}" for value in found if (err := re2_error(value))]
 
 
 def _mutation(ops: istio.HeaderOperations | None) -> ir.HeaderMutation:
@@ -326,7 +319,7 @@ def http_routes(
         headers = rule.headers
         for m_index, match in enumerate(applicable):
             route_match = _route_match(match)
-            problems = _regex_problems(route_match)
+            problems = route_match_regex_problems(route_match)
             if problems:
                 ctx.warnings.extend(f"{at}.match[{m_index}]: {p}; this match is dropped" for p in problems)
                 continue
