@@ -40,6 +40,9 @@ class IstioTranslator:
     gateways: list[istio.Gateway] = field(init=False)
     virtual_services: list[istio.VirtualService] = field(init=False)
     _secrets: dict[tuple[str, str], core.Secret] = field(init=False)
+    # The translation is pure: one result per (identity, sidecar) serves check(), the snapshot
+    # builder and validate's explanations alike.
+    _configs: dict[tuple[ProxyIdentity, bool], IstioConfig] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.registry = ServiceRegistry(self.resources, cluster_domain=self.cluster_domain)
@@ -61,6 +64,12 @@ class IstioTranslator:
     def config_for(self, identity: ProxyIdentity, *, sidecar: bool) -> IstioConfig:
         """The proxy's gateway config (if any Istio Gateway selects it), else — when ``sidecar``
         — the mesh's outbound config."""
+        key = (identity, sidecar)
+        if key not in self._configs:
+            self._configs[key] = self._build(identity, sidecar=sidecar)
+        return self._configs[key]
+
+    def _build(self, identity: ProxyIdentity, *, sidecar: bool) -> IstioConfig:
         clusters = ClusterBuilder(self.resources, self.registry, identity.namespace)
         context_args: dict[str, object] = {
             "proxy_namespace": identity.namespace,
