@@ -1,29 +1,41 @@
 """The directory source: every ``*.yaml``/``*.yml``/``*.json`` below a folder, multi-document,
-read as one consistent set; watched, and reloaded as a whole on any change.
+read as one consistent set; watched, and re-read incrementally.
 
 A read either yields a complete ``ResourceSet`` or raises ``ManifestErrors`` naming every bad
 file, object and field — never half a directory — so the server keeps the last good config.
+
+``DirectorySource`` keeps each file's parsed and validated objects keyed by path; a change
+re-reads only the files it names, and a file whose bytes are unchanged is not parsed again. YAML
+is parsed by ``ryaml`` (Rust), which reads as the API server's JSON does where it matters here:
+``null`` is ``None``, ``true``/``false`` are booleans, and a timestamp stays a string.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+import os
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import yaml
+import ryaml
 from watchfiles import Change, awatch
 
 from meshxds.errors import ManifestError, ManifestErrors
-from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_documents
+from meshxds.model.base import Resource
+from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_document
 
-__all__ = ["manifest_files", "read_directory", "watch_directory"]
+__all__ = ["DirectorySource", "manifest_files", "read_directory", "watch_directory"]
 
 log = logging.getLogger(__name__)
 
 _SUFFIXES = (".yaml", ".yml", ".json")
+_YAML_POSITION = re.compile(r"at line (\d+) column (\d+)")
 
 
 def _ignored(path: Path, root: Path) -> bool:
@@ -32,76 +44,259 @@ def _ignored(path: Path, root: Path) -> bool:
     return any(p.startswith(".") for p in parts) or path.name.endswith("~")
 
 
+def _is_manifest(path: Path, root: Path) -> bool:
+    return path.suffix in _SUFFIXES and not _ignored(path, root)
+
+
 def manifest_files(root: Path) -> list[Path]:
     """Manifest files below ``root``, sorted for a deterministic read order."""
     if not root.is_dir():
         raise ManifestErrors([ManifestError("not a directory", path=str(root))])
-    return sorted(
-        p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.is_file() and not _ignored(p, root)
-    )
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # never descend into hidden folders
+        base = Path(folder)
+        found.extend(p for p in (base / f for f in files) if _is_manifest(p, root) and p.is_file())
+    return sorted(found)
 
 
-def _documents(path: Path, errors: list[ManifestError]) -> Iterator[SourcedDocument]:
+@dataclass(frozen=True, slots=True)
+class _ParsedFile:
+    """What one file holds, parsed and validated once per content."""
+
+    stamp: tuple[int, int, int]
+    """``(mtime_ns, size, inode)`` when read: a full rescan skips files whose stamp is unchanged."""
+    digest: bytes
+    """SHA-256 of the bytes: a file rewritten with the same bytes is not parsed again."""
+    objects: tuple[tuple[Resource, str], ...]
+    """Each object with where it came from (``path`` or ``path#index``)."""
+    errors: tuple[ManifestError, ...]
+    warnings: tuple[str, ...]
+
+
+def _yaml_error(path: Path, exc: ValueError) -> ManifestError:
+    text = str(exc)
+    position = _YAML_POSITION.search(text)
+    where = f"{path}:{position.group(1)}:{position.group(2)}" if position else str(path)
+    return ManifestError(f"invalid YAML: {text}", path=where)
+
+
+def _without_nulls(value: Any) -> Any:
+    """A body as the API server stores it: a ``null`` field is an absent field."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        errors.append(ManifestError(f"cannot read: {exc}", path=str(path)))
-        return
+        return parse_document(doc)
+    except ManifestError:
+        # Explicit nulls (``labels:``, ``matches: null``) mean "not set" to the API server; walk
+        # the body for them only when it fails as written, which keeps the common path cheap.
+        cleaned = _without_nulls(doc.body)
+        if cleaned == doc.body:
+            raise
+        return parse_document(SourcedDocument(path=doc.path, index=doc.index, body=cleaned))
+
+
+def _parse_file(path: Path, stamp: tuple[int, int, int], data: bytes) -> _ParsedFile:
+    digest = hashlib.sha256(data).digest()
     try:
-        # Parse the whole file before yielding: a syntax error anywhere rejects the file.
-        bodies = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        errors.append(ManifestError(f"invalid YAML: {problem}", path=where))
-        return
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _ParsedFile(stamp, digest, (), (ManifestError(f"cannot read: {exc}", path=str(path)),), ())
+    try:
+        # The whole file is parsed before any object is used: a syntax error rejects the file.
+        bodies: list[Any] = ryaml.loads_all(text) or []
+    except ValueError as exc:
+        return _ParsedFile(stamp, digest, (), (_yaml_error(path, exc),), ())
+    objects: list[tuple[Resource, str]] = []
+    errors: list[ManifestError] = []
+    warnings: list[str] = []
     for index, body in enumerate(bodies):
-        yield SourcedDocument(path=str(path), index=index, body=body)
+        if body is None:  # an empty document between '---' separators
+            continue
+        try:
+            obj, found = _parse_document(SourcedDocument(path=str(path), index=index, body=body))
+        except ManifestError as exc:
+            errors.append(exc)
+            continue
+        warnings.extend(found)
+        if obj is not None:
+            objects.append((obj, f"{path}#{index}" if index else str(path)))
+    return _ParsedFile(stamp, digest, tuple(objects), tuple(errors), tuple(warnings))
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+class DirectorySource:
+    """The manifests below ``root``, cached per file; not thread-safe (one reader at a time)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._files: dict[str, _ParsedFile] = {}
+        self._order: list[str] | None = []
+        """``_files``' keys sorted (the read order), or ``None`` after the set of files changed."""
+        self.parsed_files = 0
+        """How many file reads parsed their content (for tests and metrics)."""
+
+    def read(self, changed: Iterable[str] | None = None) -> ResourceSet:
+        """The whole directory as one set; raise ``ManifestErrors`` listing every problem.
+
+        ``changed`` names the paths a watcher saw change: only they are looked at. ``None``
+        (the first read, or a change the watcher cannot pin down) rescans the tree and re-reads
+        the files whose size, time or inode moved.
+        """
+        if changed is None:
+            self._rescan()
+        else:
+            for path in sorted({Path(p) for p in changed}):
+                self._refresh(path)
+        return self._assemble()
+
+    def _rescan(self) -> None:
+        present = manifest_files(self.root)
+        for gone in self._files.keys() - {str(p) for p in present}:
+            self._forget(gone)
+        for path in present:
+            self._load(path, known_stamp=True)
+
+    def _refresh(self, path: Path) -> None:
+        if not path.is_relative_to(self.root) or path == self.root:
+            self._rescan()
+        elif _ignored(path, self.root):
+            # A dotfile or backup is nothing to us, but a change inside a hidden folder may be
+            # Kubernetes swapping a ConfigMap's ..data link: visible files may now resolve to
+            # other bytes, so look at everything, by stamp.
+            hidden_parents = any(p.startswith(".") for p in path.relative_to(self.root).parts[:-1])
+            if hidden_parents or path.name.startswith(".."):
+                self._rescan()
+        elif path.is_dir():
+            present = manifest_files(path)
+            keep = {str(p) for p in present}
+            for gone in [p for p in self._files if Path(p).is_relative_to(path) and p not in keep]:
+                self._forget(gone)
+            for found in present:
+                self._load(found, known_stamp=True)
+        elif path.suffix not in _SUFFIXES:
+            # Neither a manifest nor a folder: possibly a deleted folder (no way to tell now).
+            for gone in [p for p in self._files if Path(p).is_relative_to(path)]:
+                self._forget(gone)
+        else:
+            self._load(path, known_stamp=False)
+
+    def _forget(self, key: str) -> None:
+        del self._files[key]
+        self._order = None
+
+    def _store(self, key: str, parsed: _ParsedFile) -> None:
+        if key not in self._files:
+            self._order = None
+        self._files[key] = parsed
+
+    def _load(self, path: Path, *, known_stamp: bool) -> None:
+        key = str(path)
+        try:
+            stat = path.stat()
+            cached = self._files.get(key)
+            if known_stamp and cached is not None and cached.stamp == _stamp(stat):
+                return
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # Deleted (perhaps while we read it): gone, not an error.
+            if key in self._files:
+                self._forget(key)
+            return
+        except OSError as exc:
+            error = ManifestError(f"cannot read: {exc}", path=key)
+            self._store(key, _ParsedFile((0, 0, 0), b"", (), (error,), ()))
+            return
+        cached = self._files.get(key)
+        if cached is not None and cached.digest == hashlib.sha256(data).digest():
+            self._files[key] = replace(cached, stamp=_stamp(stat))
+            return
+        self.parsed_files += 1
+        self._store(key, _parse_file(path, _stamp(stat), data))
+
+    def _assemble(self) -> ResourceSet:
+        if not self.root.is_dir():
+            raise ManifestErrors([ManifestError("not a directory", path=str(self.root))])
+        errors: list[ManifestError] = []
+        warnings: list[str] = []
+        by_kind: dict[type[Resource], dict[tuple[str, str], Resource]] = {}
+        origins: dict[str, str] = {}
+        if self._order is None:
+            self._order = sorted(self._files)
+        for path in self._order:
+            parsed = self._files[path]
+            errors.extend(parsed.errors)
+            warnings.extend(parsed.warnings)
+            for obj, where in parsed.objects:
+                ref = obj.ref
+                if ref in origins:
+                    errors.append(
+                        ManifestError(f"defined twice (first in {origins[ref]})", path=where, ref=ref)
+                    )
+                    continue
+                origins[ref] = where
+                by_kind.setdefault(type(obj), {})[obj.key] = obj
+        if errors:
+            raise ManifestErrors(errors)
+        return ResourceSet(objects=by_kind, origins=origins, warnings=tuple(warnings))
 
 
 def read_directory(root: str | Path) -> ResourceSet:
     """Read and validate every manifest below ``root``; raise ``ManifestErrors`` listing all problems."""
-    base = Path(root)
-    errors: list[ManifestError] = []
-    docs = [doc for path in manifest_files(base) for doc in _documents(path, errors)]
-    try:
-        resources = parse_documents(docs)
-    except ManifestErrors as exc:
-        errors.extend(exc.errors)
-        raise ManifestErrors(errors) from None
-    if errors:
-        raise ManifestErrors(errors)
-    return resources
+    return DirectorySource(root).read()
 
 
 async def watch_directory(
-    root: str | Path, *, debounce_ms: int = 50, stop_event: asyncio.Event | None = None
+    root: str | Path,
+    *,
+    debounce_ms: int = 100,
+    max_wait_ms: int = 1000,
+    stop_event: asyncio.Event | None = None,
+    source: DirectorySource | None = None,
 ) -> AsyncIterator[ResourceSet | ManifestErrors]:
-    """Yield the directory's content now and after every change: a ``ResourceSet`` when it reads
-    cleanly, the ``ManifestErrors`` when it does not (the caller keeps its last good set)."""
+    """Yield the directory's content now and after every burst of changes: a ``ResourceSet``
+    when it reads cleanly, the ``ManifestErrors`` when it does not (the caller keeps its last
+    good set). A burst ends ``debounce_ms`` after its last change, or ``max_wait_ms`` after its
+    first. Reading runs in a worker thread, so the event loop keeps serving streams meanwhile."""
+    reader = source or DirectorySource(root)
 
-    def read() -> ResourceSet | ManifestErrors:
+    async def read(changed: Iterable[str] | None) -> ResourceSet | ManifestErrors:
         try:
-            return read_directory(root)
+            return await asyncio.to_thread(reader.read, changed)
         except ManifestErrors as exc:
             return exc
 
-    changes = awatch(root, debounce=debounce_ms, step=20, stop_event=stop_event, recursive=True)
+    changes = awatch(
+        root,
+        debounce=max(max_wait_ms, debounce_ms),
+        step=debounce_ms,
+        stop_event=stop_event,
+        recursive=True,
+    )
     # Watch before the first read: awatch creates its watcher on the first anext(), and a change
     # made before that (while the caller handles the first read, say) would never be reported.
     pending: asyncio.Future[set[tuple[Change, str]]] = asyncio.ensure_future(anext(changes))
     try:
         await asyncio.sleep(0)  # let the watcher start (it does before its first await)
-        yield read()
+        yield await read(None)
         while True:
             try:
                 batch = await pending
             except StopAsyncIteration:  # the stop event was set
                 return
-            log.debug("manifest change: %s", sorted({p for _, p in batch}))
-            yield read()
             pending = asyncio.ensure_future(anext(changes))
+            paths = sorted({p for _, p in batch})
+            log.debug("manifest change: %s", paths)
+            yield await read(paths)
     finally:
         if not pending.done():
             pending.cancel()

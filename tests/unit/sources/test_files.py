@@ -13,7 +13,7 @@ import pytest
 from meshxds.errors import ManifestErrors
 from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
-from meshxds.sources.files import manifest_files, read_directory, watch_directory
+from meshxds.sources.files import DirectorySource, manifest_files, read_directory, watch_directory
 
 WAIT_S = 10.0
 
@@ -238,3 +238,79 @@ async def test_watch_ends_when_the_stop_event_is_set(tmp_path: Path) -> None:
     assert not pending.done()
     stop.set()
     assert await asyncio.wait_for(pending, WAIT_S) is None
+
+
+# --- DirectorySource: incremental reads ---------------------------------------------------------
+
+
+def test_a_change_re_reads_only_the_files_it_names(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        write(tmp_path / f"{name}.yaml", service_yaml(name))
+    source = DirectorySource(tmp_path)
+    assert service_names(source.read()) == ["a", "b", "c"]
+    assert source.parsed_files == 3
+
+    write(tmp_path / "b.yaml", service_yaml("b", port=8080))
+    resources = source.read([str(tmp_path / "b.yaml")])
+    assert source.parsed_files == 4
+    assert [p.port for p in resources.get(core.Service, "default", "b").spec.ports] == [8080]  # type: ignore[union-attr]
+    assert service_names(resources) == ["a", "b", "c"]
+
+
+def test_unchanged_files_keep_their_parsed_objects(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", service_yaml("a"))
+    write(tmp_path / "b.yaml", service_yaml("b"))
+    source = DirectorySource(tmp_path)
+    before = source.read()
+    write(tmp_path / "b.yaml", service_yaml("b"))  # same bytes, new inode
+    after = source.read(None)
+    assert source.parsed_files == 2
+    for name in ("a", "b"):
+        assert after.get(core.Service, "default", name) is before.get(core.Service, "default", name)
+
+
+def test_added_removed_and_folder_changes(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", service_yaml("a"))
+    source = DirectorySource(tmp_path)
+    source.read()
+    write(tmp_path / "sub" / "b.yaml", service_yaml("b"))
+    assert service_names(source.read([str(tmp_path / "sub")])) == ["a", "b"]
+    (tmp_path / "sub" / "b.yaml").unlink()
+    (tmp_path / "sub").rmdir()
+    assert service_names(source.read([str(tmp_path / "sub")])) == ["a"]
+    (tmp_path / "a.yaml").unlink()
+    assert service_names(source.read([str(tmp_path / "a.yaml")])) == []
+
+
+def test_a_file_deleted_before_it_is_read_is_gone_not_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", service_yaml("a"))
+    source = DirectorySource(tmp_path)
+    source.read()
+    (tmp_path / "a.yaml").unlink()
+    # The watcher reported files that were removed again before the read: no error, just gone.
+    assert service_names(source.read([str(tmp_path / "a.yaml"), str(tmp_path / "never.yaml")])) == []
+
+
+def test_a_change_in_a_hidden_folder_rescans_like_a_configmap_swap(tmp_path: Path) -> None:
+    data = tmp_path / "..v1"
+    write(data / "a.yaml", service_yaml("a"))
+    (tmp_path / "..data").symlink_to(data.name)
+    (tmp_path / "a.yaml").symlink_to(Path("..data") / "a.yaml")
+    source = DirectorySource(tmp_path)
+    assert [p.port for p in source.read().all(core.Service)[0].spec.ports] == [80]
+    # kubelet writes a new folder and swaps the ..data link; a.yaml itself never changes.
+    write(tmp_path / "..v2" / "a.yaml", service_yaml("a", port=81))
+    (tmp_path / "..data_tmp").symlink_to("..v2")
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    resources = source.read([str(tmp_path / "..data")])
+    assert [p.port for p in resources.all(core.Service)[0].spec.ports] == [81]
+
+
+def test_yaml_reads_timestamps_and_nulls_as_the_api_server_does(tmp_path: Path) -> None:
+    write(
+        tmp_path / "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  creationTimestamp: 2024-01-01T00:00:00Z\n"
+        "  labels: null\nspec:\n  ports:\n    - port: 80\n",
+    )
+    resources = read_directory(tmp_path)
+    assert service_names(resources) == ["a"]
