@@ -20,6 +20,7 @@ __all__ = [
     "Cors",
     "DirectResponse",
     "DownstreamTls",
+    "EndpointKey",
     "Fault",
     "FilterChain",
     "ForwardAction",
@@ -78,6 +79,22 @@ class UpstreamProtocol(StrEnum):
 class LbEndpoint:
     address: str
     port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class EndpointKey:
+    """Where a cluster's endpoints come from: the ready endpoints of one Service port, optionally
+    only those whose Pods carry ``subset`` labels. An endpoint-only change recomputes the load
+    assignments of the clusters whose key names a touched Service, and nothing else."""
+
+    namespace: str
+    service: str
+    port_name: str
+    """The Service port's name, matched against the EndpointSlices' port names."""
+    target_port: int | None = None
+    """The Service's numeric ``targetPort``, used for slices that list no ports."""
+    subset: tuple[tuple[str, str], ...] = ()
+    """Pod labels every endpoint must have (an Istio subset); empty is every endpoint."""
 
 
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"]
@@ -140,6 +157,8 @@ class Cluster:
     protocol_reason: str = ""
     """Why this protocol, e.g. ``Service/default/nginx spec.ports[0].appProtocol is 'http2'``."""
     endpoints: tuple[LbEndpoint, ...] = ()
+    endpoint_key: EndpointKey | None = None
+    """Set when ``endpoints`` come from a Service's EndpointSlices (EDS clusters)."""
     connect_timeout_s: float = 10.0
     lb_policy: LbPolicy = "ROUND_ROBIN"
     hash_policy: HashPolicy | None = None

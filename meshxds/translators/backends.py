@@ -6,13 +6,13 @@ route or an Istio VirtualService points at it.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from meshxds import ir, names
 from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.manifests import ResourceSet
+from meshxds.translators.endpoints import EndpointIndex, is_ip
 from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_http2
 
 __all__ = ["BackendIndex", "ResolvedBackend", "kgateway_backend_host", "upstream_protocol_for"]
@@ -23,14 +23,6 @@ _BACKEND_KINDS = frozenset({("", "Service"), (kgateway.GROUP, "Backend")})
 def kgateway_backend_host(name: str, namespace: str) -> str:
     """The HOST part of a kgateway Backend's cluster name: ``outbound|80||http2.default.backend.kgateway``."""
     return f"{name}.{namespace}.backend.kgateway"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def upstream_protocol_for(
@@ -61,16 +53,14 @@ class BackendIndex:
 
     resources: ResourceSet
     cluster_domain: str = names.CLUSTER_DOMAIN
-    _slices: dict[tuple[str, str], list[core.EndpointSlice]] = field(default_factory=dict)
+    endpoint_index: EndpointIndex | None = None
+    """Shared with the other frontends; built from ``resources`` when not given."""
     _grants: dict[str, list[gatewayapi.ReferenceGrant]] = field(default_factory=dict)
     _clusters: dict[str, ir.Cluster] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        slices: dict[tuple[str, str], list[core.EndpointSlice]] = defaultdict(list)
-        for eps in self.resources.all(core.EndpointSlice):
-            if eps.service_name:
-                slices[(eps.namespace, eps.service_name)].append(eps)
-        self._slices = dict(slices)
+        if self.endpoint_index is None:
+            self.endpoint_index = EndpointIndex(self.resources)
         grants: dict[str, list[gatewayapi.ReferenceGrant]] = defaultdict(list)
         for grant in self.resources.all(gatewayapi.ReferenceGrant):
             grants[grant.namespace].append(grant)
@@ -103,25 +93,11 @@ class BackendIndex:
                 return True
         return False
 
-    def endpoints(self, service: core.Service, port: core.ServicePort) -> tuple[ir.LbEndpoint, ...]:
-        """Ready endpoints of a Service port, from its EndpointSlices, deduplicated and sorted."""
-        found: set[ir.LbEndpoint] = set()
-        for eps in self._slices.get(service.key, []):
-            if eps.address_type == "FQDN":
-                continue
-            target = next((p.port for p in eps.ports if p.name == port.name and p.port), None)
-            if target is None and isinstance(port.target_port, int) and not eps.ports:
-                target = port.target_port
-            if target is None:
-                continue
-            for endpoint in eps.endpoints:
-                if not endpoint.is_ready:
-                    continue
-                for address in endpoint.addresses:
-                    if not _is_ip(address):
-                        continue
-                    found.add(ir.LbEndpoint(address=address, port=target))
-        return tuple(sorted(found))
+    def endpoint_key(self, service: core.Service, port: core.ServicePort) -> ir.EndpointKey:
+        target = port.target_port if isinstance(port.target_port, int) else None
+        return ir.EndpointKey(
+            namespace=service.namespace, service=service.name, port_name=port.name, target_port=target
+        )
 
     def service_cluster(
         self,
@@ -148,11 +124,14 @@ class BackendIndex:
         cached = self._clusters.get(name)
         if cached is not None and cached.upstream_protocol == protocol:
             return cached, decision.warnings
+        key = self.endpoint_key(service, port)
+        assert self.endpoint_index is not None
         cluster = ir.Cluster(
             name=name,
             upstream_protocol=protocol,
             protocol_reason=f"{service.ref} {reason}",
-            endpoints=self.endpoints(service, port),
+            endpoints=self.endpoint_index.endpoints(key),
+            endpoint_key=key,
             source=ir.ObjectRef(kind="Service", namespace=service.namespace, name=service.name),
         )
         self._clusters.setdefault(name, cluster)
@@ -245,7 +224,7 @@ class BackendIndex:
         endpoints = tuple(ir.LbEndpoint(address=h.host, port=h.port) for h in static.hosts)
         cluster = ir.Cluster(
             name=names.cluster_name(kgateway_backend_host(name, namespace), static.hosts[0].port),
-            discovery="STATIC" if all(_is_ip(h.host) for h in static.hosts) else "STRICT_DNS",
+            discovery="STATIC" if all(is_ip(h.host) for h in static.hosts) else "STRICT_DNS",
             upstream_protocol=protocol,
             protocol_reason=f"{backend.ref} {reason}",
             endpoints=endpoints,

@@ -14,6 +14,7 @@ from meshxds import ir, names
 from meshxds.identity import ProxyIdentity
 from meshxds.model import core, istio
 from meshxds.model.manifests import ResourceSet
+from meshxds.translators.endpoints import EndpointIndex
 from meshxds.translators.istio.clusters import ClusterBuilder
 from meshxds.translators.istio.gateways import build_gateways, selects
 from meshxds.translators.istio.registry import ServiceRegistry
@@ -36,6 +37,8 @@ class IstioTranslator:
     resources: ResourceSet
     listener_address: str = "0.0.0.0"
     cluster_domain: str = names.CLUSTER_DOMAIN
+    endpoint_index: EndpointIndex | None = None
+    """Shared with the other frontends; built from ``resources`` when not given."""
     registry: ServiceRegistry = field(init=False)
     gateways: list[istio.Gateway] = field(init=False)
     virtual_services: list[istio.VirtualService] = field(init=False)
@@ -45,7 +48,9 @@ class IstioTranslator:
     _configs: dict[tuple[ProxyIdentity, bool], IstioConfig] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.registry = ServiceRegistry(self.resources, cluster_domain=self.cluster_domain)
+        self.registry = ServiceRegistry(
+            self.resources, cluster_domain=self.cluster_domain, endpoint_index=self.endpoint_index
+        )
         self.gateways = self.resources.all(istio.Gateway)
         # Older VirtualServices first: Istio resolves overlaps in favour of the oldest.
         self.virtual_services = sorted(

@@ -4,7 +4,7 @@ subsets, and the HTTP/2 upgrade decision (Istio's ``shouldH2Upgrade``)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from meshxds import ir, names
 from meshxds.model import core, istio
@@ -169,8 +169,11 @@ class ClusterBuilder:
         policy = merged_policy(rule, port.number, subset)
         protocol, reason = decide_upstream_protocol(port, policy)
         endpoints = port.endpoints
+        key = port.endpoint_key
         if subset is not None:
             endpoints = tuple(e for e in endpoints if e.has(subset.labels))
+            if key is not None:
+                key = replace(key, subset=tuple(sorted(subset.labels.items())))
         pool = policy.connection_pool
         tcp = pool.tcp if pool is not None else None
         http = pool.http if pool is not None else None
@@ -188,6 +191,7 @@ class ClusterBuilder:
             upstream_protocol=protocol,
             protocol_reason=f"{service.source} {reason}",
             endpoints=tuple(sorted({e.endpoint for e in endpoints})),
+            endpoint_key=key if service.discovery == "EDS" else None,
             connect_timeout_s=_seconds(tcp.connect_timeout if tcp else None, 10.0),
             lb_policy=self._lb_policy(policy, name),  # type: ignore[arg-type]
             hash_policy=_hash_policy(policy.load_balancer),

@@ -7,28 +7,16 @@ the short names VirtualServices and DestinationRules use into them, relative to 
 
 from __future__ import annotations
 
-import ipaddress
-from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from meshxds import ir, names
 from meshxds.model import core, istio
 from meshxds.model.manifests import ResourceSet
+from meshxds.translators.endpoints import EndpointIndex, LabelledEndpoint, is_ip
 from meshxds.translators.hostnames import hostname_matches
 from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol
 
 __all__ = ["RegisteredPort", "RegisteredService", "ServiceRegistry", "visible_to"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LabelledEndpoint:
-    endpoint: ir.LbEndpoint
-    labels: tuple[tuple[str, str], ...] = ()
-
-    def has(self, selector: Mapping[str, str]) -> bool:
-        mine = dict(self.labels)
-        return all(mine.get(k) == v for k, v in selector.items())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +25,8 @@ class RegisteredPort:
     name: str
     decision: ProtocolDecision
     endpoints: tuple[LabelledEndpoint, ...] = ()
+    endpoint_key: ir.EndpointKey | None = None
+    """Set for Kubernetes Service ports: their endpoints come from the shared ``EndpointIndex``."""
 
     @property
     def protocol(self) -> Protocol:
@@ -79,79 +69,47 @@ def visible_to(export_to: tuple[str, ...], owner_namespace: str, namespace: str)
     return (namespace == owner_namespace and "." in export_to) or namespace in export_to
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 @dataclass(slots=True)
 class ServiceRegistry:
     resources: ResourceSet
     cluster_domain: str = names.CLUSTER_DOMAIN
     services: dict[str, RegisteredService] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    endpoint_index: EndpointIndex | None = None
+    """Shared with the other frontends; built from ``resources`` when not given."""
 
     def __post_init__(self) -> None:
-        pods = {(p.namespace, p.name): p for p in self.resources.all(core.Pod)}
-        slices: dict[tuple[str, str], list[core.EndpointSlice]] = defaultdict(list)
-        for eps in self.resources.all(core.EndpointSlice):
-            if eps.service_name:
-                slices[(eps.namespace, eps.service_name)].append(eps)
+        index = self.endpoint_index or EndpointIndex(self.resources)
         for svc in self.resources.all(core.Service):
-            self._add_kubernetes(svc, slices.get(svc.key, []), pods)
+            self._add_kubernetes(svc, index)
         for entry in self.resources.all(istio.ServiceEntry):
             self._add_service_entry(entry)
 
-    def _add_kubernetes(
-        self,
-        svc: core.Service,
-        slices: list[core.EndpointSlice],
-        pods: Mapping[tuple[str, str], core.Pod],
-    ) -> None:
+    def _add_kubernetes(self, svc: core.Service, index: EndpointIndex) -> None:
         ports = []
-        for index, port in enumerate(svc.spec.ports):
+        for number, port in enumerate(svc.spec.ports):
             decision = decide_port_protocol(
                 port_name=port.name or None,
                 app_protocol=port.app_protocol,
                 transport=port.protocol,
-                field_prefix=f"spec.ports[{index}]",
+                field_prefix=f"spec.ports[{number}]",
             )
             self.warnings.extend(f"{svc.ref}: {w}" for w in decision.warnings)
-            endpoints: set[LabelledEndpoint] = set()
-            for eps in slices:
-                target = next((p.port for p in eps.ports if p.name == port.name and p.port), None)
-                if target is None and isinstance(port.target_port, int) and not eps.ports:
-                    target = port.target_port
-                if target is None or eps.address_type == "FQDN":
-                    continue
-                for ep in eps.endpoints:
-                    if not ep.is_ready:
-                        continue
-                    labels: tuple[tuple[str, str], ...] = ()
-                    ref = ep.target_ref
-                    if ref is not None and ref.kind == "Pod":
-                        pod = pods.get((ref.namespace or svc.namespace, ref.name))
-                        labels = tuple(sorted(pod.metadata.labels.items())) if pod is not None else ()
-                    for address in ep.addresses:
-                        if _is_ip(address):
-                            endpoints.add(
-                                LabelledEndpoint(
-                                    endpoint=ir.LbEndpoint(address=address, port=target), labels=labels
-                                )
-                            )
+            target = port.target_port if isinstance(port.target_port, int) else None
+            key = ir.EndpointKey(
+                namespace=svc.namespace, service=svc.name, port_name=port.name, target_port=target
+            )
             ports.append(
                 RegisteredPort(
                     number=port.port,
                     name=port.name,
                     decision=decision,
-                    endpoints=tuple(sorted(endpoints, key=lambda e: (e.endpoint, e.labels))),
+                    endpoints=index.labelled(svc.namespace, svc.name, port.name, target),
+                    endpoint_key=key,
                 )
             )
         hostname = names.service_fqdn(svc.name, svc.namespace, domain=self.cluster_domain)
-        cluster_ips = tuple(ip for ip in (svc.spec.cluster_ips or [svc.spec.cluster_ip]) if ip and _is_ip(ip))
+        cluster_ips = tuple(ip for ip in (svc.spec.cluster_ips or [svc.spec.cluster_ip]) if ip and is_ip(ip))
         self.services[hostname] = RegisteredService(
             hostname=hostname,
             namespace=svc.namespace,
@@ -226,7 +184,7 @@ class ServiceRegistry:
                     RegisteredPort(number=port.number, name=port.name, decision=decision, endpoints=endpoints)
                 )
             dns = resolution in ("DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS") or any(
-                not _is_ip(e.endpoint.address) for p in ports for e in p.endpoints
+                not is_ip(e.endpoint.address) for p in ports for e in p.endpoints
             )
             self.services[host] = RegisteredService(
                 hostname=host,

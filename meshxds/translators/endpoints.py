@@ -1,0 +1,132 @@
+"""The one place endpoints are computed: (Service, port) → ready endpoints, from EndpointSlices.
+
+Every frontend (Gateway API, Istio, kgateway) asks this index, so a Service port has the same
+endpoints whoever routes to it, and an endpoint-only change (EndpointSlices, Pods) can be served
+by recomputing the load assignments of the clusters whose ``ir.EndpointKey`` names a touched
+Service, without translating routes, listeners or clusters again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from meshxds import ir
+from meshxds.model import core
+from meshxds.model.base import Resource
+from meshxds.model.manifests import ResourceSet
+
+__all__ = ["ENDPOINT_KINDS", "EndpointIndex", "LabelledEndpoint", "is_ip"]
+
+ENDPOINT_KINDS: frozenset[type[Resource]] = frozenset({core.EndpointSlice, core.Pod})
+"""Kinds that only ever change endpoints (addresses, readiness, the labels subsets select by)."""
+
+ServiceKey = tuple[str, str]
+"""``(namespace, name)`` of a Service."""
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabelledEndpoint:
+    """An endpoint with the labels of the Pod behind it (what Istio subsets select by)."""
+
+    endpoint: ir.LbEndpoint
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def has(self, selector: Mapping[str, str] | Iterable[tuple[str, str]]) -> bool:
+        mine = dict(self.labels)
+        pairs = selector.items() if isinstance(selector, Mapping) else selector
+        return all(mine.get(k) == v for k, v in pairs)
+
+
+class EndpointIndex:
+    """EndpointSlices by Service, Pods by name; answers memoized per port and subset."""
+
+    def __init__(self, resources: ResourceSet) -> None:
+        slices: dict[ServiceKey, list[core.EndpointSlice]] = defaultdict(list)
+        for eps in resources.all(core.EndpointSlice):
+            if eps.service_name:
+                slices[(eps.namespace, eps.service_name)].append(eps)
+        self._slices = dict(slices)
+        self._pods = resources.objects.get(core.Pod, {})
+        self._labelled: dict[tuple[ServiceKey, str, int | None], tuple[LabelledEndpoint, ...]] = {}
+        self._endpoints: dict[ir.EndpointKey, tuple[ir.LbEndpoint, ...]] = {}
+
+    def labelled(
+        self, namespace: str, service: str, port_name: str, target_port: int | None
+    ) -> tuple[LabelledEndpoint, ...]:
+        """Ready endpoints of a Service port with their Pods' labels, deduplicated and sorted."""
+        memo_key = ((namespace, service), port_name, target_port)
+        found = self._labelled.get(memo_key)
+        if found is None:
+            found = self._labelled[memo_key] = self._compute(namespace, service, port_name, target_port)
+        return found
+
+    def _compute(
+        self, namespace: str, service: str, port_name: str, target_port: int | None
+    ) -> tuple[LabelledEndpoint, ...]:
+        endpoints: set[LabelledEndpoint] = set()
+        for eps in self._slices.get((namespace, service), ()):
+            if eps.address_type == "FQDN":
+                continue
+            target = next((p.port for p in eps.ports if p.name == port_name and p.port), None)
+            if target is None and target_port is not None and not eps.ports:
+                target = target_port
+            if target is None:
+                continue
+            for ep in eps.endpoints:
+                if not ep.is_ready:
+                    continue
+                labels: tuple[tuple[str, str], ...] = ()
+                ref = ep.target_ref
+                if ref is not None and ref.kind == "Pod":
+                    pod = self._pods.get((ref.namespace or namespace, ref.name))
+                    labels = tuple(sorted(pod.metadata.labels.items())) if pod is not None else ()
+                for address in ep.addresses:
+                    if is_ip(address):
+                        endpoints.add(
+                            LabelledEndpoint(
+                                endpoint=ir.LbEndpoint(address=address, port=target), labels=labels
+                            )
+                        )
+        return tuple(sorted(endpoints, key=lambda e: (e.endpoint, e.labels)))
+
+    def endpoints(self, key: ir.EndpointKey) -> tuple[ir.LbEndpoint, ...]:
+        """What a cluster of ``key`` balances over: sorted, each address once."""
+        found = self._endpoints.get(key)
+        if found is None:
+            labelled = self.labelled(key.namespace, key.service, key.port_name, key.target_port)
+            found = tuple(sorted({e.endpoint for e in labelled if not key.subset or e.has(key.subset)}))
+            self._endpoints[key] = found
+        return found
+
+    def touched_services(self, changed: Iterable[Resource], before: ResourceSet) -> set[ServiceKey]:
+        """Services whose endpoints the changed EndpointSlices and Pods may move (old and new)."""
+        touched: set[ServiceKey] = set()
+        pods: set[tuple[str, str]] = set()
+        for obj in changed:
+            if isinstance(obj, core.EndpointSlice) and obj.service_name:
+                touched.add((obj.namespace, obj.service_name))
+            elif isinstance(obj, core.Pod):
+                pods.add(obj.key)
+        if pods:
+            for index in (self, EndpointIndex(before)):
+                for service, slices in index._slices.items():
+                    if any(
+                        ep.target_ref is not None
+                        and ep.target_ref.kind == "Pod"
+                        and (ep.target_ref.namespace or eps.namespace, ep.target_ref.name) in pods
+                        for eps in slices
+                        for ep in eps.endpoints
+                    ):
+                        touched.add(service)
+        return touched
