@@ -18,8 +18,9 @@ from meshxds.model.manifests import ResourceSet
 from meshxds.translators import httproutes
 from meshxds.translators.backends import BackendIndex
 from meshxds.translators.certificates import resolve_certificate_ref
+from meshxds.translators.endpoints import EndpointIndex
 from meshxds.translators.grpcroutes import compile_grpc_route
-from meshxds.translators.hostnames import hostname_matches, intersect_hostnames
+from meshxds.translators.hostnames import HostnamePatterns, covering_patterns, intersect_hostnames
 from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
 from meshxds.translators.policies import listener_policies
 from meshxds.translators.status import Condition, ObjectStatus, condition, merge_conditions
@@ -445,35 +446,40 @@ def _more_specific(candidate: str | None, than: str | None) -> bool:
 
 
 def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) -> HttpServer:
-    hosts: dict[str, list[httproutes.SortableRoute]] = defaultdict(list)
     # A request belongs to the most specific listener of its port whose hostname matches it: a
     # hostname another, more specific listener covers is not served by this one.
-    claimed = [
+    claimed = HostnamePatterns(
         other.spec.hostname
         for other in port_listeners
-        if other is not ctx and _more_specific(other.spec.hostname, ctx.spec.hostname)
-    ]
+        if other is not ctx and other.spec.hostname and _more_specific(other.spec.hostname, ctx.spec.hostname)
+    )
+    # Keyed by identity: a route is compiled once, so the same rule reaching this listener twice
+    # (two parentRefs) is the same object; a dict keeps first-seen order.
+    hosts: dict[str, dict[int, httproutes.SortableRoute]] = {}
     for hostnames, sortable in ctx.routes:
         for hostname in hostnames:
-            if any(c and hostname_matches(c, hostname) for c in claimed):
+            if claimed and claimed.covers(hostname):
                 continue
-            if sortable not in hosts[hostname]:
-                hosts[hostname].append(sortable)
+            hosts.setdefault(hostname, {}).setdefault(id(sortable), sortable)
     # Envoy serves a request from ONE virtual host, the most specific; the spec ranks the rules
     # of every route whose hostnames match. So a host's table also holds the rules of routes
     # attached by a wildcard (or no hostname) that covers it. Match precedence first (a longer
     # prefix on *.com beats "/" on example.com), then the more specific hostname, then age.
+    # Sources covering a host are found by probing its few covering patterns, in host order.
+    order = {source: i for i, source in enumerate(hosts)}
+    by_pattern: dict[str, list[str]] = defaultdict(list)
+    for source in hosts:
+        by_pattern[source.lower()].append(source)
     merged: dict[str, list[httproutes.SortableRoute]] = {}
     for hostname in hosts:
+        covering = {hostname, *(s for p in covering_patterns(hostname) for s in by_pattern.get(p, ()))}
         ranked: list[tuple[tuple[object, ...], httproutes.SortableRoute]] = []
         seen: set[int] = set()
-        for source, routes in hosts.items():
-            if source != hostname and not hostname_matches(source, hostname):
-                continue
+        for source in sorted(covering, key=order.__getitem__):
             specificity = (-len(source) if "*" not in source else 0, -len(source))
-            for sortable in routes:
-                if id(sortable) not in seen:
-                    seen.add(id(sortable))
+            for key, sortable in hosts[source].items():
+                if key not in seen:
+                    seen.add(key)
                     ranked.append((sortable.key[:5] + specificity + sortable.key[5:], sortable))
         merged[hostname] = [s for _, s in sorted(ranked, key=lambda item: item[0])]
     return HttpServer(
@@ -591,14 +597,19 @@ def _gateway_status(run: _Run, gw: gatewayapi.Gateway) -> ObjectStatus:
 
 
 def translate_gateway_api(
-    resources: ResourceSet, options: TranslateOptions | None = None
+    resources: ResourceSet,
+    options: TranslateOptions | None = None,
+    *,
+    endpoint_index: EndpointIndex | None = None,
 ) -> GatewayAPIResult:
     """Every Gateway of our class → its proxies' IR, plus the status of everything read."""
     options = options or TranslateOptions()
     run = _Run(
         resources=resources,
         options=options,
-        backends=BackendIndex(resources=resources, cluster_domain=options.cluster_domain),
+        backends=BackendIndex(
+            resources=resources, cluster_domain=options.cluster_domain, endpoint_index=endpoint_index
+        ),
         namespaces=_namespace_labels(resources),
     )
     classes = _process_gateway_classes(run)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["hostname_matches", "intersect_hostnames"]
+from collections.abc import Iterable
+
+__all__ = ["HostnamePatterns", "covering_patterns", "hostname_matches", "intersect_hostnames"]
 
 
 def hostname_matches(pattern: str, hostname: str) -> bool:
@@ -18,6 +20,39 @@ def hostname_matches(pattern: str, hostname: str) -> bool:
         suffix = pattern[1:]
         return hostname.endswith(suffix) and len(hostname) > len(suffix)
     return pattern == hostname
+
+
+def covering_patterns(hostname: str) -> list[str]:
+    """Every pattern that covers ``hostname``, lowercase, most specific first: the name itself,
+    ``*.b.c`` and ``*.c`` for ``a.b.c``, then ``*``.
+
+    ``hostname_matches(p, h)`` is exactly ``p.lower() in covering_patterns(h)``, so a lookup of
+    these few keys in an index replaces testing every pattern (linear instead of all-pairs).
+    """
+    hostname = hostname.lower()
+    out = [hostname]
+    # A wildcard's suffix starts at a dot that is not the first character (a non-empty label).
+    dot = hostname.find(".", 1)
+    while dot != -1:
+        out.append("*" + hostname[dot:])
+        dot = hostname.find(".", dot + 1)
+    out.append("*")
+    return list(dict.fromkeys(out))  # "*.a.com" yields itself twice, "*" too
+
+
+class HostnamePatterns:
+    """A set of patterns answering "does any of them cover this hostname?" in O(labels)."""
+
+    __slots__ = ("_patterns",)
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self._patterns = frozenset(p.lower() for p in patterns)
+
+    def __bool__(self) -> bool:
+        return bool(self._patterns)
+
+    def covers(self, hostname: str) -> bool:
+        return any(p in self._patterns for p in covering_patterns(hostname))
 
 
 def _intersect(listener: str, route: str) -> str | None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from meshxds.translators.hostnames import hostname_matches, intersect_hostnames
+from meshxds.translators.hostnames import (
+    HostnamePatterns,
+    covering_patterns,
+    hostname_matches,
+    intersect_hostnames,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +54,39 @@ def test_hostname_matches(pattern: str, hostname: str, expected: bool) -> None:
 )
 def test_intersect_hostnames(listener: str | None, routes: list[str], expected: list[str]) -> None:
     assert intersect_hostnames(listener, routes) == expected
+
+
+_NAMES = [
+    "*",
+    "",
+    "a",
+    "example.com",
+    "Example.COM",
+    "www.example.com",
+    "a.b.example.com",
+    "*.example.com",
+    "*.Example.com",
+    "*.b.example.com",
+    "*.com",
+    ".example.com",
+    "notexample.com",
+    "*x.example.com",
+]
+
+
+@pytest.mark.parametrize("hostname", _NAMES)
+def test_covering_patterns_agree_with_hostname_matches(hostname: str) -> None:
+    covering = covering_patterns(hostname)
+    assert len(covering) == len(set(covering))
+    for pattern in _NAMES:
+        assert (pattern.lower() in covering) is hostname_matches(pattern, hostname), pattern
+        assert HostnamePatterns([pattern]).covers(hostname) is hostname_matches(pattern, hostname), pattern
+
+
+def test_covering_patterns_most_specific_first() -> None:
+    assert covering_patterns("A.b.C") == ["a.b.c", "*.b.c", "*.c", "*"]
+
+
+def test_empty_hostname_patterns_are_false() -> None:
+    assert not HostnamePatterns([])
+    assert not HostnamePatterns([]).covers("a.com")
