@@ -29,6 +29,23 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _milliseconds(text: str) -> float:
+    """``100``, ``100ms`` or ``0.1s`` → seconds."""
+    value = text.strip().lower()
+    try:
+        if value.endswith("ms"):
+            seconds = float(value[:-2]) / 1000
+        elif value.endswith("s"):
+            seconds = float(value[:-1])
+        else:
+            seconds = float(value) / 1000
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 100, 100ms, 0.1s)") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshxds", description="An Envoy control plane for Istio and Gateway API."
@@ -67,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--no-status", dest="write_status", action="store_false", help="never write status to the API server"
+    )
+    serve.add_argument(
+        "--debounce",
+        type=_milliseconds,
+        default=0.1,
+        metavar="MS",
+        help="translate this long after the last change of a burst (default 100 ms), at most "
+        "--debounce-max after its first (both sources)",
+    )
+    serve.add_argument(
+        "--debounce-max", type=_milliseconds, default=1.0, metavar="MS", help="default 1000 ms"
     )
     serve.add_argument("--xds-address", default="127.0.0.1:18000")
     serve.add_argument("--admin-address", default="127.0.0.1:18080")
@@ -237,6 +265,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lease_duration_s=args.leader_lease_duration,
             write_status=args.write_status,
             controller_name=_options(args).controller_name,
+            debounce_s=args.debounce,
+            debounce_max_s=max(args.debounce, args.debounce_max),
         )
     elif args.context or args.leader_elect:
         print("error: --context and --leader-elect need --kubeconfig or --in-cluster", file=sys.stderr)
@@ -247,6 +277,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         xds_address=args.xds_address,
         admin_address=args.admin_address,
         translate=_options(args),
+        debounce_s=args.debounce,
+        debounce_max_s=max(args.debounce, args.debounce_max),
     )
     try:
         asyncio.run(serve(options))

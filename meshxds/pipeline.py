@@ -2,17 +2,24 @@
 
 A ``Translation`` is the pure result of one run of every translator over one consistent
 ``ResourceSet``. ``SnapshotBuilder`` turns it into the Envoy snapshot of any proxy identity;
-the cache calls it at most once per identity per generation.
+the cache calls it at most once per identity per generation. ``Pipeline`` decides, per new
+``ResourceSet``, how little work it needs: nothing when no object changed; the endpoint fast
+path when only EndpointSlices or Pods changed (Istio's EDS-only push: the affected
+ClusterLoadAssignments are rebuilt, no route, listener or cluster is translated); otherwise a
+translation whose unchanged resources keep their bytes and versions (``ResourceMemo``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from meshxds import ir
 from meshxds.errors import IRValidationError
 from meshxds.identity import ProxyIdentity
+from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet
+from meshxds.translators.endpoints import ENDPOINT_KINDS, EndpointIndex
 from meshxds.translators.gatewayapi import (
     GatewayAPIResult,
     TranslateOptions,
@@ -21,10 +28,10 @@ from meshxds.translators.gatewayapi import (
 )
 from meshxds.translators.istio import IstioTranslator
 from meshxds.translators.status import ObjectStatus
-from meshxds.xds.cache import Snapshot
-from meshxds.xds.resources import build_resources
+from meshxds.xds.cache import TYPE_ENDPOINT, Snapshot
+from meshxds.xds.memo import ResourceMemo
 
-__all__ = ["SnapshotBuilder", "Translation", "translate"]
+__all__ = ["Changes", "Pipeline", "SnapshotBuilder", "Translation", "changes_between", "translate"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +39,8 @@ class Translation:
     resources: ResourceSet
     gateway_api: GatewayAPIResult
     istio: IstioTranslator
+    endpoints: EndpointIndex
+    """The index the translators read endpoints from."""
     istio_errors: tuple[str, ...] = ()
     istio_warnings: tuple[str, ...] = ()
 
@@ -64,32 +73,199 @@ class Translation:
 def translate(resources: ResourceSet, options: TranslateOptions | None = None) -> Translation:
     """Run every translator over one consistent set of objects."""
     options = options or TranslateOptions()
+    endpoints = EndpointIndex(resources)
     istio_translator = IstioTranslator(
-        resources, listener_address=options.listener_address, cluster_domain=options.cluster_domain
+        resources,
+        listener_address=options.listener_address,
+        cluster_domain=options.cluster_domain,
+        endpoint_index=endpoints,
     )
     errors, warnings = istio_translator.check() if istio_translator.has_config else ([], [])
     return Translation(
         resources=resources,
-        gateway_api=translate_gateway_api(resources, options),
+        gateway_api=translate_gateway_api(resources, options, endpoint_index=endpoints),
         istio=istio_translator,
+        endpoints=endpoints,
         istio_errors=tuple(errors),
         istio_warnings=tuple(warnings),
     )
 
 
-class SnapshotBuilder:
-    """``ProxyIdentity → Snapshot`` for one translation, reusing the serialized resources of the
-    previous snapshot of each identity so unchanged resources keep their objects and versions."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Changes:
+    """What differs between two ``ResourceSet``s."""
 
-    def __init__(self, translation: Translation, *, previous: SnapshotBuilder | None = None) -> None:
+    objects: tuple[Resource, ...] = ()
+    """Old and new versions of every object added, removed or modified."""
+    kinds: frozenset[type[Resource]] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.objects)
+
+    @property
+    def endpoints_only(self) -> bool:
+        return bool(self.kinds) and self.kinds <= ENDPOINT_KINDS
+
+
+def changes_between(before: ResourceSet, after: ResourceSet) -> Changes:
+    """Objects whose content changed. Both sources keep unchanged objects as the same Python
+    objects, so this is mostly identity checks: linear, and cheap at 30,000 objects."""
+    changed: list[Resource] = []
+    kinds: set[type[Resource]] = set()
+    for model in before.objects.keys() | after.objects.keys():
+        old = before.objects.get(model, {})
+        new = after.objects.get(model, {})
+        if old is new:
+            continue
+        for key in old.keys() | new.keys():
+            a, b = old.get(key), new.get(key)
+            if a is b or a == b:
+                continue
+            changed.extend(o for o in (a, b) if o is not None)
+            kinds.add(model)
+    return Changes(objects=tuple(changed), kinds=frozenset(kinds))
+
+
+def _with_endpoints(
+    config: ir.ProxyConfig, index: EndpointIndex, services: set[tuple[str, str]] | None
+) -> ir.ProxyConfig:
+    """``config`` with the endpoints of its keyed clusters taken from ``index`` (only those of
+    ``services``, when given); the same object when nothing moved."""
+    clusters = list(config.clusters)
+    moved = False
+    for position, cluster in enumerate(clusters):
+        key = cluster.endpoint_key
+        if key is None or (services is not None and (key.namespace, key.service) not in services):
+            continue
+        endpoints = index.endpoints(key)
+        if endpoints != cluster.endpoints:
+            clusters[position] = replace(cluster, endpoints=endpoints)
+            moved = True
+    return replace(config, clusters=tuple(clusters)) if moved else config
+
+
+@dataclass(slots=True)
+class _Built:
+    config: ir.ProxyConfig
+    snapshot: Snapshot
+
+
+class SnapshotBuilder:
+    """``ProxyIdentity → Snapshot`` for one translation (and endpoint index).
+
+    Unchanged resources keep their serialized bytes and versions across generations (a
+    ``ResourceMemo`` reading through to the previous builder's), and an identity whose resources
+    are all unchanged keeps its very ``Snapshot`` object, so its streams see nothing to send.
+    """
+
+    def __init__(
+        self,
+        translation: Translation,
+        *,
+        previous: SnapshotBuilder | None = None,
+        endpoints: EndpointIndex | None = None,
+    ) -> None:
         self.translation = translation
-        self._last: dict[ProxyIdentity, Snapshot] = dict(previous._last) if previous is not None else {}
+        self.endpoints = endpoints or translation.endpoints
+        """Where EDS clusters' endpoints come from: newer than the translation's after a fast-path update."""
+        self.memo: ResourceMemo = ResourceMemo(previous.memo if previous is not None else None)
+        self._previous: dict[ProxyIdentity, _Built] = dict(previous._built) if previous is not None else {}
+        self._built: dict[ProxyIdentity, _Built] = {}
+
+    @property
+    def identities(self) -> frozenset[ProxyIdentity]:
+        """Identities built by this builder or the previous one."""
+        return frozenset(self._built.keys() | self._previous.keys())
 
     def __call__(self, identity: ProxyIdentity) -> Snapshot:
+        built = self._built.get(identity)
+        if built is not None:
+            return built.snapshot
         config = self.translation.config_for(identity)
+        if self.endpoints is not self.translation.endpoints:
+            config = _with_endpoints(config, self.endpoints, None)
         problems = config.validate()
         if problems:
             raise IRValidationError(problems)
-        snapshot = Snapshot.from_messages(build_resources(config), previous=self._last.get(identity))
-        self._last[identity] = snapshot
+        snapshot = self._reuse(identity, self.memo.snapshot(config))
+        snapshot.check_consistent()
+        self._built[identity] = _Built(config, snapshot)
         return snapshot
+
+    def _reuse(self, identity: ProxyIdentity, snapshot: Snapshot) -> Snapshot:
+        """The previous snapshot of ``identity`` itself when every resource is the same."""
+        before = self._previous.get(identity)
+        if before is None:
+            return snapshot
+        old = before.snapshot
+        same = all(
+            old.get(type_url).keys() == by_name.keys()
+            and all(old.get(type_url)[name] is resource for name, resource in by_name.items())
+            for type_url, by_name in snapshot.resources.items()
+        )
+        return old if same else snapshot
+
+    def with_new_endpoints(
+        self, resources: ResourceSet, endpoints: EndpointIndex, services: set[tuple[str, str]]
+    ) -> SnapshotBuilder:
+        """The endpoint fast path: the next builder, where only the ClusterLoadAssignments of
+        clusters whose endpoints come from ``services`` are rebuilt, in every snapshot built so far."""
+        nxt = SnapshotBuilder(
+            replace(self.translation, resources=resources), previous=self, endpoints=endpoints
+        )
+        for identity, built in nxt._previous.items():
+            config = _with_endpoints(built.config, endpoints, services)
+            if config is built.config:
+                nxt._built[identity] = built
+                continue
+            eds = dict(built.snapshot.get(TYPE_ENDPOINT))
+            for cluster in config.clusters:
+                if cluster.name in eds:
+                    eds[cluster.name] = nxt.memo.load_assignment(cluster)
+            snapshot = Snapshot(resources={**built.snapshot.resources, TYPE_ENDPOINT: eds})
+            nxt._built[identity] = _Built(config, snapshot)
+        return nxt
+
+    def prebuild(self, identities: Iterable[ProxyIdentity]) -> None:
+        """Build these identities now (off the event loop); a failure is left for the cache to
+        report, which keeps that identity's last good snapshot."""
+        for identity in identities:
+            try:
+                self(identity)
+            except Exception:
+                continue  # the cache logs it when it builds the identity itself
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """The serving loop's state: the current builder, and how the next one is made."""
+
+    options: TranslateOptions = field(default_factory=TranslateOptions)
+    builder: SnapshotBuilder | None = None
+    fast_updates: int = 0
+    """Updates served by the endpoint fast path (for tests and metrics)."""
+    full_updates: int = 0
+
+    def update(self, resources: ResourceSet, identities: Iterable[ProxyIdentity] = ()) -> SnapshotBuilder:
+        """The builder serving ``resources``, with ``identities`` built: the current one itself
+        when no object changed. Pure computation: meant for a worker thread, with the result
+        published on the loop."""
+        previous = self.builder
+        if previous is None:
+            builder = SnapshotBuilder(translate(resources, self.options))
+            self.full_updates += 1
+        else:
+            changes = changes_between(previous.translation.resources, resources)
+            if not changes and resources.warnings == previous.translation.resources.warnings:
+                return previous
+            if changes.endpoints_only:
+                endpoints = EndpointIndex(resources)
+                touched = endpoints.touched_services(changes.objects, previous.translation.resources)
+                builder = previous.with_new_endpoints(resources, endpoints, touched)
+                self.fast_updates += 1
+            else:
+                builder = SnapshotBuilder(translate(resources, self.options), previous=previous)
+                self.full_updates += 1
+        builder.prebuild(identities)
+        self.builder = builder
+        return builder

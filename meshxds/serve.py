@@ -1,9 +1,9 @@
 """``meshxds serve``: source → translation → cache → xDS server, plus the admin endpoint.
 
-Every good read of the source becomes a new cache generation; a bad read is reported (logs,
-``/debug/config``, metrics) and the last good generation keeps being served. Translation is
-pure, so it runs in a worker thread while ACKs keep flowing on the loop; publishing happens
-on the loop.
+Every good read of the source that changes something becomes a new cache generation; a bad
+read is reported (logs, ``/debug/config``, metrics) and the last good generation keeps being
+served. Reading, translating and building the snapshots of every connected identity run in a
+worker thread, so the event loop only serves streams; publishing happens on the loop.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from meshxds.admin import AdminServer, AdminState
 from meshxds.errors import ManifestErrors
 from meshxds.metrics import Metrics
 from meshxds.model.manifests import ResourceSet
-from meshxds.pipeline import SnapshotBuilder, Translation, translate
+from meshxds.pipeline import Pipeline, SnapshotBuilder
 from meshxds.sources.files import watch_directory
 from meshxds.sources.kube_store import KubeResourceSet
 from meshxds.translators.gatewayapi import TranslateOptions
@@ -45,6 +45,10 @@ class ServeOptions:
     admin_address: str = "127.0.0.1:18080"
     translate: TranslateOptions = field(default_factory=TranslateOptions)
     grace_s: float = 5.0
+    debounce_s: float = 0.1
+    """A burst of changes is read this long after its last change..."""
+    debounce_max_s: float = 1.0
+    """...or this long after its first, whichever comes first."""
 
 
 class Service:
@@ -60,6 +64,7 @@ class Service:
         self.admin = AdminServer(
             state=self.state, registry=self.registry, metrics=self.metrics, config_dump=self.config_dump
         )
+        self.pipeline = Pipeline(options=options.translate)
         self._builder: SnapshotBuilder | None = None
         self._stop = asyncio.Event()
         self._kube: KubeSource | None = None
@@ -70,10 +75,20 @@ class Service:
             return None
         return snapshot_to_json(self.cache.snapshot_for(conn.stream.identity))
 
-    def publish(self, translation: Translation) -> None:
-        """Make ``translation`` the served generation (on the loop: no await in between)."""
-        self._builder = SnapshotBuilder(translation, previous=self._builder)
-        self.cache.set_builder(self._builder)
+    def publish(self, builder: SnapshotBuilder) -> None:
+        """Serve ``builder``'s generation (on the loop: no await in between). The same builder
+        again means the read changed nothing: the errors it had are cleared, nothing is pushed."""
+        translation = builder.translation
+        if builder is not self._builder:
+            self._builder = builder
+            self.cache.set_builder(builder)
+            log.info(
+                "config published generation=%d objects=%d", self.cache.generation, len(translation.resources)
+            )
+            for warning in translation.warnings:
+                log.warning("%s", warning)
+            if self._kube is not None:
+                self._kube.published(translation.statuses)
         self.state.generation = self.cache.generation
         # The Kubernetes source skips invalid objects instead of rejecting the read: show them.
         skipped = translation.resources.errors if isinstance(translation.resources, KubeResourceSet) else ()
@@ -83,13 +98,6 @@ class Service:
         self.state.ready = True
         self.metrics.config_loads.labels(result="ok").inc()
         self.metrics.config_generation.set(self.cache.generation)
-        for warning in translation.warnings:
-            log.warning("%s", warning)
-        log.info(
-            "config published generation=%d objects=%d", self.cache.generation, len(translation.resources)
-        )
-        if self._kube is not None:
-            self._kube.published(translation.statuses)
 
     def reject(self, errors: ManifestErrors) -> None:
         self.state.errors = tuple(e.as_dict() for e in errors.errors)
@@ -107,14 +115,16 @@ class Service:
             if isinstance(read, ManifestErrors):
                 self.reject(read)
                 continue
+            # Build now, for every identity connected now, so the loop only swaps generations.
+            identities = {c.stream.identity for c in self.registry.connections if c.stream.identity}
             try:
-                translation = await asyncio.to_thread(translate, read, self.options.translate)
+                builder = await asyncio.to_thread(self.pipeline.update, read, identities)
             except Exception:
                 # A translator bug must not take the server down: keep the last good config.
                 log.exception("translation failed; still serving generation=%d", self.cache.generation)
                 self.metrics.config_loads.labels(result="error").inc()
                 continue
-            self.publish(translation)
+            self.publish(builder)
 
     def stop(self) -> None:
         self._stop.set()
@@ -132,7 +142,12 @@ class Service:
                 self._kube = KubeSource(self.options.kube)
                 reads = self._kube.reads(self._stop)
             elif self.options.config_dir is not None:
-                reads = watch_directory(self.options.config_dir, stop_event=self._stop)
+                reads = watch_directory(
+                    self.options.config_dir,
+                    debounce_ms=round(self.options.debounce_s * 1000),
+                    max_wait_ms=round(self.options.debounce_max_s * 1000),
+                    stop_event=self._stop,
+                )
             else:
                 raise ValueError("ServeOptions needs config_dir or kube")
             async with asyncio.TaskGroup() as tasks:

@@ -105,6 +105,8 @@ def kube_options(
     lease_duration_s: float,
     write_status: bool,
     controller_name: str,
+    debounce_s: float = 0.1,
+    debounce_max_s: float = 1.0,
 ) -> KubeOptions:
     """``KubeOptions`` from the ``meshxds serve`` flags."""
     lease = None
@@ -123,6 +125,8 @@ def kube_options(
         write_status=write_status,
         controller_name=controller_name,
         leader_election=lease,
+        debounce_s=debounce_s,
+        debounce_max_s=debounce_max_s,
     )
 
 

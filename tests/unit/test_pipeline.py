@@ -1,0 +1,144 @@
+"""The pipeline does as little as a change needs: nothing, EDS only (to the holders), or a
+translation whose unchanged resources keep their bytes and whose untouched identities keep their
+very snapshot."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from meshxds.identity import ProxyIdentity
+from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_documents
+from meshxds.pipeline import Pipeline, SnapshotBuilder, changes_between, translate
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs
+from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL, TranslateOptions
+from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE
+from meshxds.xds.render import snapshot_to_json
+
+GW_A = ProxyIdentity.of(namespace="gateway-system", labels={GATEWAY_NAME_LABEL: "a"})
+GW_B = ProxyIdentity.of(namespace="gateway-system", labels={GATEWAY_NAME_LABEL: "b"})
+CLUSTER_A = "outbound|8080||svc-a.default.svc.cluster.local"
+CLUSTER_B = "outbound|8080||svc-b.default.svc.cluster.local"
+
+
+def mesh() -> list[dict[str, Any]]:
+    docs = gateway_api_docs([gateway_listener(8080)], name="a")
+    docs += gateway_api_docs([gateway_listener(8081)], name="b")[1:]
+    docs += routed_service_docs(
+        "svc-a", upstream_port=9001, hostnames=["a.example.com"], gateway=("gateway-system", "a")
+    )
+    docs += routed_service_docs(
+        "svc-b", upstream_port=9002, hostnames=["b.example.com"], gateway=("gateway-system", "b")
+    )
+    return docs
+
+
+def resource_set(docs: list[dict[str, Any]], previous: ResourceSet | None = None) -> ResourceSet:
+    """Parse ``docs``; objects equal to ``previous``'s are kept as the same objects, as both
+    sources do."""
+    parsed = parse_documents(SourcedDocument(path=f"m{i}.yaml", index=0, body=d) for i, d in enumerate(docs))
+    if previous is None:
+        return parsed
+    objects: dict[Any, dict[tuple[str, str], Any]] = {}
+    for model, by_key in parsed.objects.items():
+        old = previous.objects.get(model, {})
+        objects[model] = {k: old[k] if old.get(k) == o else o for k, o in by_key.items()}
+    return ResourceSet(objects=objects, origins=parsed.origins, warnings=parsed.warnings)
+
+
+def slice_of(docs: list[dict[str, Any]], service: str) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == "EndpointSlice" and d["metadata"]["name"] == f"{service}-1")
+
+
+def addresses(snapshot_json: dict[str, Any], cluster: str) -> list[str]:
+    cla = next(e for e in snapshot_json["endpoints"] if e["cluster_name"] == cluster)
+    return [
+        lb["endpoint"]["address"]["socket_address"]["address"]
+        for locality in cla.get("endpoints", [])
+        for lb in locality["lb_endpoints"]
+    ]
+
+
+def test_an_unchanged_read_keeps_the_builder() -> None:
+    pipeline = Pipeline()
+    first = resource_set(mesh())
+    builder = pipeline.update(first, [GW_A])
+    assert pipeline.update(resource_set(mesh(), first), [GW_A]) is builder
+    assert (pipeline.full_updates, pipeline.fast_updates) == (1, 0)
+
+
+def test_an_endpoint_edit_rebuilds_only_that_load_assignment_for_its_holders() -> None:
+    pipeline = Pipeline()
+    docs = mesh()
+    before = resource_set(docs)
+    old = pipeline.update(before, [GW_A, GW_B])
+    snap_a, snap_b = old(GW_A), old(GW_B)
+
+    edited = copy.deepcopy(docs)
+    slice_of(edited, "svc-a")["endpoints"].append({"addresses": ["127.0.0.2"], "conditions": {"ready": True}})
+    new = pipeline.update(resource_set(edited, before), [GW_A, GW_B])
+
+    assert (pipeline.full_updates, pipeline.fast_updates) == (1, 1)
+    assert new.translation.gateway_api is old.translation.gateway_api  # nothing translated
+    assert new(GW_B) is snap_b  # another gateway's proxies: the very same snapshot, nothing to send
+    after_a = new(GW_A)
+    for type_url in (TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE):
+        assert after_a.get(type_url) == snap_a.get(type_url)
+        for name, resource in after_a.get(type_url).items():
+            assert resource is snap_a.get(type_url)[name]
+    assert after_a.get(TYPE_ENDPOINT)[CLUSTER_A].version != snap_a.get(TYPE_ENDPOINT)[CLUSTER_A].version
+    assert addresses(snapshot_to_json(after_a), CLUSTER_A) == ["127.0.0.1", "127.0.0.2"]
+    after_a.check_consistent()
+
+
+def test_a_fast_path_result_equals_a_fresh_translation() -> None:
+    pipeline = Pipeline()
+    docs = mesh()
+    before = resource_set(docs)
+    pipeline.update(before, [GW_A])
+    edited = copy.deepcopy(docs)
+    slice_of(edited, "svc-a")["endpoints"][0]["addresses"] = ["127.0.0.9"]
+    slice_of(edited, "svc-b")["endpoints"][0]["conditions"] = {"ready": False}
+    after = resource_set(edited, before)
+    fast = pipeline.update(after, [GW_A])
+    assert pipeline.fast_updates == 1
+    fresh = SnapshotBuilder(translate(after))
+    # Built before the change (GW_A) and first built after it (GW_B) alike.
+    for identity in (GW_A, GW_B):
+        assert snapshot_to_json(fast(identity)) == snapshot_to_json(fresh(identity))
+    assert addresses(snapshot_to_json(fast(GW_B)), CLUSTER_B) == []
+
+
+def test_a_route_edit_translates_and_keeps_untouched_identities_snapshots() -> None:
+    pipeline = Pipeline(options=TranslateOptions())
+    docs = mesh()
+    before = resource_set(docs)
+    old = pipeline.update(before, [GW_A, GW_B])
+    snap_a, snap_b = old(GW_A), old(GW_B)
+    edited = copy.deepcopy(docs)
+    route = next(d for d in edited if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "svc-a")
+    route["spec"]["hostnames"] = ["a2.example.com"]
+    new = pipeline.update(resource_set(edited, before), [GW_A, GW_B])
+    assert (pipeline.full_updates, pipeline.fast_updates) == (2, 0)
+    assert new(GW_B) is snap_b
+    after_a = new(GW_A)
+    assert after_a is not snap_a
+    # Only the route table and the listener holding it were built again (the listener's filters
+    # depend on its routes); the listener's bytes, and so its version, did not change.
+    assert new.memo.builds == 2
+    listener = "127.0.0.1_8080" if "127.0.0.1_8080" in after_a.get(TYPE_LISTENER) else "0.0.0.0_8080"
+    assert after_a.get(TYPE_LISTENER)[listener].version == snap_a.get(TYPE_LISTENER)[listener].version
+    assert after_a.get(TYPE_ROUTE)["http.8080"].version != snap_a.get(TYPE_ROUTE)["http.8080"].version
+    assert after_a.get(TYPE_CLUSTER)[CLUSTER_A] is snap_a.get(TYPE_CLUSTER)[CLUSTER_A]
+    assert after_a.get(TYPE_ENDPOINT)[CLUSTER_A] is snap_a.get(TYPE_ENDPOINT)[CLUSTER_A]
+
+
+def test_changes_between_sees_added_removed_and_modified_objects() -> None:
+    docs = mesh()
+    before = resource_set(docs)
+    edited = [d for d in copy.deepcopy(docs) if d["metadata"].get("name") != "svc-b-1"]
+    slice_of(edited, "svc-a")["endpoints"][0]["addresses"] = ["127.0.0.9"]
+    changes = changes_between(before, resource_set(edited, before))
+    assert changes.endpoints_only
+    assert sorted(o.name for o in changes.objects) == ["svc-a-1", "svc-a-1", "svc-b-1"]
+    assert not changes_between(before, resource_set(docs, before))
