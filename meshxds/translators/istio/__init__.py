@@ -39,7 +39,7 @@ class IstioTranslator:
     cluster_domain: str = names.CLUSTER_DOMAIN
     endpoint_index: EndpointIndex | None = None
     """Shared with the other frontends; built from ``resources`` when not given."""
-    registry: ServiceRegistry = field(init=False)
+    _registry: ServiceRegistry | None = field(init=False, default=None)
     gateways: list[istio.Gateway] = field(init=False)
     virtual_services: list[istio.VirtualService] = field(init=False)
     _secrets: dict[tuple[str, str], core.Secret] = field(init=False)
@@ -48,9 +48,6 @@ class IstioTranslator:
     _configs: dict[tuple[ProxyIdentity, bool], IstioConfig] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.registry = ServiceRegistry(
-            self.resources, cluster_domain=self.cluster_domain, endpoint_index=self.endpoint_index
-        )
         self.gateways = self.resources.all(istio.Gateway)
         # Older VirtualServices first: Istio resolves overlaps in favour of the oldest.
         self.virtual_services = sorted(
@@ -58,6 +55,16 @@ class IstioTranslator:
             key=lambda vs: (vs.metadata.creation_timestamp or "~", vs.namespace, vs.name),
         )
         self._secrets = {s.key: s for s in self.resources.all(core.Secret)}
+
+    @property
+    def registry(self) -> ServiceRegistry:
+        """Built on first use: a mesh without Istio config whose proxies are all Gateway API
+        gateways never pays for it."""
+        if self._registry is None:
+            self._registry = ServiceRegistry(
+                self.resources, cluster_domain=self.cluster_domain, endpoint_index=self.endpoint_index
+            )
+        return self._registry
 
     @property
     def has_config(self) -> bool:
@@ -75,6 +82,10 @@ class IstioTranslator:
         return self._configs[key]
 
     def _build(self, identity: ProxyIdentity, *, sidecar: bool) -> IstioConfig:
+        selected = self.selected_gateways(identity)
+        if not selected and not sidecar:
+            # Neither an Istio gateway nor a sidecar (a Gateway API gateway): nothing to build.
+            return IstioConfig(config=ir.ProxyConfig(), gateways=())
         clusters = ClusterBuilder(self.resources, self.registry, identity.namespace)
         context_args: dict[str, object] = {
             "proxy_namespace": identity.namespace,
@@ -82,7 +93,6 @@ class IstioTranslator:
             "clusters": clusters,
             "registry": self.registry,
         }
-        selected = self.selected_gateways(identity)
         errors: list[str] = []
         warnings: list[str] = []
         listeners: list[ir.Listener] = []
@@ -118,12 +128,22 @@ class IstioTranslator:
         sidecars of every namespace holding VirtualServices, for ``meshxds validate``."""
         errors: list[str] = []
         warnings: list[str] = list(self.registry.warnings)
+        seen_errors: set[str] = set()
+        seen_warnings = set(warnings)  # each message once, without a quadratic list scan
         identities = [ProxyIdentity.of(namespace=g.namespace, labels=g.spec.selector) for g in self.gateways]
         namespaces = sorted({vs.namespace for vs in self.virtual_services})
         identities += [ProxyIdentity.of(namespace=ns) for ns in namespaces]
         for identity in dict.fromkeys(identities):
             result = self.config_for(identity, sidecar=True)
-            errors.extend(e for e in result.errors if e not in errors)
-            warnings.extend(w for w in result.warnings if w not in warnings)
-            warnings.extend(f"{identity}: {p}" for p in result.config.validate())
+            for error in result.errors:
+                if error not in seen_errors:
+                    seen_errors.add(error)
+                    errors.append(error)
+            for warning in result.warnings:
+                if warning not in seen_warnings:
+                    seen_warnings.add(warning)
+                    warnings.append(warning)
+            problems = [f"{identity}: {p}" for p in result.config.validate()]
+            warnings.extend(problems)
+            seen_warnings.update(problems)
         return errors, warnings

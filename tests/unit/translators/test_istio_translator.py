@@ -1,0 +1,34 @@
+"""IstioTranslator costs nothing on a Gateway-API-only mesh: the service registry is built only
+when an Istio gateway or a sidecar needs it."""
+
+from __future__ import annotations
+
+from meshxds.identity import ProxyIdentity
+from meshxds.model.manifests import SourcedDocument, parse_documents
+from meshxds.pipeline import translate
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs
+from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL
+
+
+def _gateway_api_only() -> list[SourcedDocument]:
+    docs = [
+        *gateway_api_docs([gateway_listener(8080)]),
+        *routed_service_docs("web", upstream_port=9000, hostnames=["web.example.com"]),
+    ]
+    return [SourcedDocument(path="mesh.yaml", index=i, body=d) for i, d in enumerate(docs)]
+
+
+def test_gateway_api_proxies_never_build_the_registry() -> None:
+    translation = translate(parse_documents(_gateway_api_only()))
+    assert not translation.istio.has_config
+    gateway = ProxyIdentity.of(namespace="gateway-system", labels={GATEWAY_NAME_LABEL: "http"})
+    config = translation.config_for(gateway)
+    assert [lis.name for lis in config.listeners] == ["0.0.0.0_8080"]
+    assert translation.istio._registry is None
+
+
+def test_a_sidecar_still_gets_every_service() -> None:
+    translation = translate(parse_documents(_gateway_api_only()))
+    config = translation.config_for(ProxyIdentity.of(namespace="default"))
+    assert [c.name for c in config.clusters] == ["outbound|8080||web.default.svc.cluster.local"]
+    assert translation.istio._registry is not None
