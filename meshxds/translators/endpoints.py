@@ -9,6 +9,7 @@ Service, without translating routes, listeners or clusters again.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,14 @@ ServiceKey = tuple[str, str]
 
 
 def is_ip(text: str) -> bool:
+    """An IPv4 or IPv6 address (not a name); ``inet_pton`` first, as ``ipaddress`` is slow."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+        except (OSError, ValueError):
+            continue
+        return True
+    # Scoped IPv6 (``fe80::1%eth0``) is beyond inet_pton.
     try:
         ipaddress.ip_address(text)
     except ValueError:
