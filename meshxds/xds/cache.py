@@ -4,6 +4,12 @@ A ``Snapshot`` is an immutable ``type_url -> name -> CachedResource`` map. Each 
 serialized once (deterministically) into an ``Any`` shared by every subscriber; its version is
 the hash of those bytes, so a version changes only when the bytes change.
 
+Responses are assembled from bytes (protobuf's wire format makes a message the concatenation of
+its fields): each resource keeps its ``DiscoveryResponse.resources`` and
+``DeltaDiscoveryResponse.resources`` entries, built once on first use, and a snapshot memoizes
+what many streams ask of it alike (a selection of resources with its version and entries, the
+names changed since another snapshot), so N proxies of one identity cost one build.
+
 ``SnapshotCache`` holds the current *builder* (identity -> snapshot), memoizes one snapshot per
 ``ProxyIdentity`` per generation and wakes waiters when a new generation is set. It knows
 nothing of gRPC: the server asks it for snapshots, the stream state machines decide what to send.
@@ -13,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -36,9 +44,13 @@ __all__ = [
     "TYPE_SECRET",
     "CachedResource",
     "InconsistentSnapshot",
+    "Selection",
     "Snapshot",
     "SnapshotCache",
+    "delta_response",
+    "sotw_response",
     "version_of",
+    "wire_field",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +79,53 @@ class InconsistentSnapshot(Exception):
         super().__init__("; ".join(self.problems))
 
 
+# Field numbers of envoy.service.discovery.v3 messages, for byte-level assembly.
+_ANY_TYPE_URL, _ANY_VALUE = 1, 2
+_RESPONSE_VERSION, _RESPONSE_RESOURCES, _RESPONSE_TYPE_URL, _RESPONSE_NONCE = 1, 2, 4, 5
+_RESOURCE_VERSION, _RESOURCE_RESOURCE, _RESOURCE_NAME = 1, 2, 3
+_DELTA_REMOVED = 6
+# A memo past this many entries is dropped whole: keys are few in practice (one per distinct
+# subscription or push), so this only bounds a pathological client.
+_MEMO_LIMIT = 256
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def wire_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (string, bytes or sub-message) as wire bytes."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def sotw_response(*, body: bytes, nonce: str) -> bytes:
+    """A serialized ``DiscoveryResponse``: ``body`` (from ``Selection.sotw_body``) plus the nonce."""
+    return body + wire_field(_RESPONSE_NONCE, nonce.encode())
+
+
+def delta_response(
+    *, version: str, entries: bytes, type_url: str, nonce: str, removed: Iterable[str] = ()
+) -> bytes:
+    """A serialized ``DeltaDiscoveryResponse`` from pre-serialized ``Resource`` entries.
+
+    Fields go in field-number order, so the bytes equal protobuf's deterministic serialization.
+    """
+    return b"".join(
+        (
+            wire_field(_RESPONSE_VERSION, version.encode()),
+            entries,
+            wire_field(_RESPONSE_TYPE_URL, type_url.encode()),
+            wire_field(_RESPONSE_NONCE, nonce.encode()),
+            *(wire_field(_DELTA_REMOVED, name.encode()) for name in removed),
+        )
+    )
+
+
 def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:_VERSION_CHARS]
 
@@ -92,6 +151,36 @@ class CachedResource:
     """Hex SHA-256 (first 16 chars) of the serialized bytes: changes only when the bytes change."""
     any: any_pb2.Any
     """The packed resource, built once; treat as read-only."""
+    _sotw_entry: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _delta_entry: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def sotw_entry(self) -> bytes:
+        """This resource as one ``DiscoveryResponse.resources`` field; built on first use, then shared."""
+        entry = self._sotw_entry
+        if entry is None:
+            entry = wire_field(_RESPONSE_RESOURCES, self._any_bytes())
+            object.__setattr__(self, "_sotw_entry", entry)
+        return entry
+
+    @property
+    def delta_entry(self) -> bytes:
+        """This resource as one ``DeltaDiscoveryResponse.resources`` field (a ``Resource``)."""
+        entry = self._delta_entry
+        if entry is None:
+            resource = b"".join(
+                (
+                    wire_field(_RESOURCE_VERSION, self.version.encode()),
+                    wire_field(_RESOURCE_RESOURCE, self._any_bytes()),
+                    wire_field(_RESOURCE_NAME, self.name.encode()),
+                )
+            )
+            entry = wire_field(_RESPONSE_RESOURCES, resource)
+            object.__setattr__(self, "_delta_entry", entry)
+        return entry
+
+    def _any_bytes(self) -> bytes:
+        return wire_field(_ANY_TYPE_URL, self.type_url.encode()) + wire_field(_ANY_VALUE, self.any.value)
 
     @classmethod
     def from_message(cls, name: str, message: Message) -> CachedResource:
@@ -115,12 +204,83 @@ _EMPTY: Mapping[str, CachedResource] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Selection:
+    """Some resources of one type of a snapshot, with what a response carrying them needs.
+
+    Memoized by ``Snapshot.select``: every stream with the same subscription shares it, so its
+    sorted names, version and serialized entries are computed once.
+    """
+
+    type_url: str
+    resources: Mapping[str, CachedResource]
+    """``name -> resource``; read-only (streams keep it as what they sent)."""
+    names: tuple[str, ...]
+    """The names, sorted: the order of the entries."""
+    version: str
+    """``version_of`` the ``(name, version)`` pairs."""
+    _sotw_body: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _delta_entries: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _versions: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """A fresh ``name -> version`` dict (a Delta stream's new ``held`` entries): a C-level copy."""
+        versions = self._versions
+        if versions is None:
+            versions = {name: resource.version for name, resource in self.resources.items()}
+            object.__setattr__(self, "_versions", versions)
+        return versions.copy()
+
+    @property
+    def sotw_body(self) -> bytes:
+        """A ``DiscoveryResponse`` of exactly these resources, without its nonce."""
+        body = self._sotw_body
+        if body is None:
+            body = b"".join(
+                (
+                    wire_field(_RESPONSE_VERSION, self.version.encode()),
+                    *(self.resources[name].sotw_entry for name in self.names),
+                    wire_field(_RESPONSE_TYPE_URL, self.type_url.encode()),
+                )
+            )
+            object.__setattr__(self, "_sotw_body", body)
+        return body
+
+    @property
+    def delta_entries(self) -> bytes:
+        """The ``DeltaDiscoveryResponse.resources`` fields of these resources, in name order."""
+        entries = self._delta_entries
+        if entries is None:
+            entries = b"".join(self.resources[name].delta_entry for name in self.names)
+            object.__setattr__(self, "_delta_entries", entries)
+        return entries
+
+    @classmethod
+    def of(cls, type_url: str, resources: Mapping[str, CachedResource]) -> Selection:
+        names = tuple(sorted(resources))
+        version = version_of((name, resources[name].version) for name in names)
+        return cls(
+            type_url=type_url, resources=MappingProxyType(dict(resources)), names=names, version=version
+        )
+
+
+_serials = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
     """Everything one proxy identity should have, per type; immutable."""
 
     resources: Mapping[str, Mapping[str, CachedResource]]
     """``type_url -> name -> resource``; every type of ``PUSH_ORDER`` is present (maybe empty)."""
     _versions: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    _serial: int = field(init=False, repr=False, compare=False)
+    # Results many streams ask for alike; the memos are caches and never change what is served.
+    _selections: dict[tuple[str, frozenset[str] | None], Selection] = field(
+        init=False, repr=False, compare=False
+    )
+    _changes: dict[tuple[int, str], frozenset[str]] = field(init=False, repr=False, compare=False)
+    _entries: dict[tuple[str, tuple[str, ...]], bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         frozen: dict[str, Mapping[str, CachedResource]] = {t: _EMPTY for t in PUSH_ORDER}
@@ -136,6 +296,56 @@ class Snapshot:
             t: version_of((n, r.version) for n, r in by_name.items()) for t, by_name in frozen.items()
         }
         object.__setattr__(self, "_versions", MappingProxyType(versions))
+        # A serial, not id(): ids are reused once a snapshot is collected, serials never.
+        object.__setattr__(self, "_serial", next(_serials))
+        object.__setattr__(self, "_selections", {})
+        object.__setattr__(self, "_changes", {})
+        object.__setattr__(self, "_entries", {})
+
+    def select(self, type_url: str, names: frozenset[str] | None) -> Selection:
+        """The resources of ``type_url`` among ``names`` (``None``: all of them), memoized."""
+        key = (type_url, names)
+        selection = self._selections.get(key)
+        if selection is None:
+            present = self.get(type_url)
+            chosen = present if names is None else {n: present[n] for n in names if n in present}
+            selection = Selection.of(type_url, chosen)
+            _remember(self._selections, key, selection)
+        return selection
+
+    def changed_since(self, old: Snapshot, type_url: str) -> frozenset[str]:
+        """Names of ``type_url`` added, removed or re-versioned from ``old`` to this snapshot.
+
+        Computed once per pair and type, and shared by every stream moving between the two.
+        """
+        if old is self:
+            return frozenset()
+        key = (old._serial, type_url)
+        changed = self._changes.get(key)
+        if changed is None:
+            before, after = old.get(type_url), self.get(type_url)
+            names = [n for n in before if n not in after]
+            for name, resource in after.items():
+                was = before.get(name)
+                # Reused objects (Snapshot.from_messages(previous=...)) skip the version compare.
+                if was is not resource and (was is None or was.version != resource.version):
+                    names.append(name)
+            changed = frozenset(names)
+            _remember(self._changes, key, changed)
+        return changed
+
+    def delta_entries(self, type_url: str, names: tuple[str, ...]) -> bytes:
+        """``DeltaDiscoveryResponse.resources`` fields of ``names`` (all present), memoized.
+
+        A push sends the same changed names to every stream of the identity: built once.
+        """
+        key = (type_url, names)
+        entries = self._entries.get(key)
+        if entries is None:
+            present = self.get(type_url)
+            entries = b"".join(present[name].delta_entry for name in names)
+            _remember(self._entries, key, entries)
+        return entries
 
     def version(self, type_url: str) -> str:
         """Hash of the sorted ``(name, version)`` pairs of that type (an empty type has its own version)."""
@@ -218,6 +428,12 @@ class Snapshot:
         ]
         if problems:
             raise InconsistentSnapshot(problems)
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
 
 
 def _dangling(referrer: str, kind: str, refs: set[str], present: frozenset[str]) -> Iterator[str]:

@@ -12,6 +12,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 from xds_protos import (
     cluster_name,
@@ -36,6 +37,10 @@ from meshxds.xds.cache import (
     InconsistentSnapshot,
     Snapshot,
     SnapshotCache,
+    delta_response,
+    sotw_response,
+    version_of,
+    wire_field,
 )
 
 WEB = cluster_name("web")
@@ -62,6 +67,116 @@ def test_cached_resource_version_changes_only_with_the_bytes() -> None:
     other = CachedResource.from_message("a", load_assignment("a", 9001))
     assert first.version == same.version
     assert first.version != other.version
+
+
+# --- wire bytes: responses joined from pre-serialized entries ---------------------------------------
+
+
+def _padded_cluster(name: str, pad: int) -> cluster_pb2.Cluster:
+    cluster = eds_cluster(name)
+    cluster.metadata.filter_metadata["pad"].fields["x"].string_value = "x" * pad
+    return cluster
+
+
+# Sizes around every varint length boundary (1, 2 and 3 bytes) of the length prefixes.
+PADS = (0, 100, 127, 128, 300, 16_383, 16_384, 70_000)
+
+
+@pytest.mark.parametrize("pad", PADS, ids=lambda p: f"pad-{p}")
+def test_wire_field_matches_protobuf(pad: int) -> None:
+    payload = "v" * (pad + 1)  # proto3 omits an empty string; we never write one
+    assert (
+        wire_field(1, payload.encode())
+        == discovery_pb2.DiscoveryResponse(version_info=payload).SerializeToString()
+    )
+
+
+@pytest.mark.parametrize("pad", PADS, ids=lambda p: f"pad-{p}")
+def test_resource_entries_are_what_protobuf_builds(pad: int) -> None:
+    resource = CachedResource.from_message(WEB, _padded_cluster(WEB, pad))
+    sotw = discovery_pb2.DiscoveryResponse(resources=[resource.any])
+    assert resource.sotw_entry == sotw.SerializeToString(deterministic=True)
+    delta = discovery_pb2.DeltaDiscoveryResponse(
+        resources=[discovery_pb2.Resource(name=WEB, version=resource.version, resource=resource.any)]
+    )
+    assert resource.delta_entry == delta.SerializeToString(deterministic=True)
+    assert resource.sotw_entry is resource.sotw_entry  # built once, then shared
+
+
+def test_sotw_body_plus_nonce_is_the_response_protobuf_builds() -> None:
+    resources = {
+        name: CachedResource.from_message(name, _padded_cluster(name, pad))
+        for name, pad in zip((cluster_name(s) for s in ("web", "api", "db")), (10, 200, 20_000), strict=True)
+    }
+    snapshot = Snapshot(resources={TYPE_CLUSTER: resources})
+    selection = snapshot.select(TYPE_CLUSTER, None)
+    data = sotw_response(body=selection.sotw_body, nonce="17")
+    expected = discovery_pb2.DiscoveryResponse(
+        version_info=snapshot.version(TYPE_CLUSTER),
+        resources=[resources[n].any for n in sorted(resources)],
+        type_url=TYPE_CLUSTER,
+        nonce="17",
+    )
+    assert data == expected.SerializeToString(deterministic=True)
+    assert discovery_pb2.DiscoveryResponse.FromString(data) == expected
+    assert selection.version == snapshot.version(TYPE_CLUSTER)
+    assert selection.names == tuple(sorted(resources))
+
+
+def test_delta_response_is_what_protobuf_builds() -> None:
+    snapshot = mesh_snapshot(services=["web", "api", "db"])
+    names = (cluster_name("api"), cluster_name("web"))
+    present = snapshot.get(TYPE_ENDPOINT)
+    data = delta_response(
+        version="v1",
+        entries=snapshot.delta_entries(TYPE_ENDPOINT, names),
+        type_url=TYPE_ENDPOINT,
+        nonce="3",
+        removed=["gone-1", "gone-2"],
+    )
+    expected = discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info="v1",
+        resources=[
+            discovery_pb2.Resource(name=n, version=present[n].version, resource=present[n].any) for n in names
+        ],
+        type_url=TYPE_ENDPOINT,
+        nonce="3",
+        removed_resources=["gone-1", "gone-2"],
+    )
+    assert data == expected.SerializeToString(deterministic=True)
+    assert discovery_pb2.DeltaDiscoveryResponse.FromString(data) == expected
+    assert snapshot.delta_entries(TYPE_ENDPOINT, names) is snapshot.delta_entries(TYPE_ENDPOINT, names)
+
+
+def test_select_is_memoized_per_subscription_and_keeps_only_present_names() -> None:
+    snapshot = mesh_snapshot(services=["web", "api"])
+    api = cluster_name("api")
+    subset = snapshot.select(TYPE_ENDPOINT, frozenset({WEB, "missing"}))
+    assert subset is snapshot.select(TYPE_ENDPOINT, frozenset({"missing", WEB}))
+    assert subset.names == (WEB,) and dict(subset.resources) == {WEB: snapshot.get(TYPE_ENDPOINT)[WEB]}
+    assert subset.version == version_of([(WEB, snapshot.get(TYPE_ENDPOINT)[WEB].version)])
+    everything = snapshot.select(TYPE_ENDPOINT, None)
+    assert everything.names == tuple(sorted((WEB, api))) and everything.version == snapshot.version(
+        TYPE_ENDPOINT
+    )
+    versions = everything.versions
+    versions.clear()  # a copy: a stream may mutate its held versions
+    assert everything.versions == {n: r.version for n, r in snapshot.get(TYPE_ENDPOINT).items()}
+
+
+def test_changed_since_names_added_removed_and_re_versioned_once_per_pair() -> None:
+    api, db = cluster_name("api"), cluster_name("db")
+    old = mesh_snapshot(services=["web", "api"])
+    same_bytes = mesh_snapshot(services=["web", "api"])  # new objects, equal versions
+    assert same_bytes.changed_since(old, TYPE_ENDPOINT) == frozenset()
+    new = mesh_snapshot(services=["web", "db"], endpoint_port=9001, previous=old)
+    changed = new.changed_since(old, TYPE_ENDPOINT)
+    assert changed == {WEB, api, db}
+    assert new.changed_since(old, TYPE_ENDPOINT) is changed  # shared by every stream
+    unchanged_clusters = mesh_snapshot(services=["web", "api"], endpoint_port=9001, previous=old)
+    assert unchanged_clusters.changed_since(old, TYPE_CLUSTER) == frozenset()
+    assert unchanged_clusters.changed_since(old, TYPE_ENDPOINT) == {WEB, api}
+    assert old.changed_since(old, TYPE_ENDPOINT) == frozenset()
 
 
 # --- Snapshot -----------------------------------------------------------------------------------
