@@ -22,7 +22,6 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
-from google.protobuf.message import Message
 
 from meshxds.identity import ProxyIdentity
 from meshxds.xds.cache import PUSH_ORDER, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot
@@ -67,8 +66,8 @@ class Send:
 
     type_url: str
     """The type of the response."""
-    response: Message = field(repr=False)
-    """A ``DiscoveryResponse`` (SotW) or ``DeltaDiscoveryResponse`` (Delta)."""
+    response: bytes = field(repr=False)
+    """A serialized ``DiscoveryResponse`` (SotW) or ``DeltaDiscoveryResponse`` (Delta), written as is."""
     version: str
     """``version_info`` (SotW) or ``system_version_info`` (Delta)."""
     nonce: str
@@ -132,6 +131,12 @@ class TypeState:
     """The latest answered response was NACKed and no later version has been acked since."""
     last_nack: str | None = None
     """The client's error message of the latest NACK."""
+    synced_to: Snapshot | None = None
+    """A snapshot whose in-scope resources are exactly what the client was sent (``None``: unknown).
+
+    A new snapshot is then diffed through ``Snapshot.changed_since(synced_to)``, shared by every
+    stream, instead of through every resource. Cleared whenever the subscription changes.
+    """
 
     @property
     def state(self) -> SyncState:
@@ -267,12 +272,26 @@ class XdsStream:
             actions.append(self._respond(type_url, state, snapshot))
         return actions
 
+    def _changed_in_scope(
+        self, type_url: str, state: TypeState, old: Snapshot, new: Snapshot
+    ) -> frozenset[str]:
+        """Names in the subscription's scope that differ between ``old`` and ``new``."""
+        changed = new.changed_since(old, type_url)
+        return changed if state.wildcard else changed & state.names
+
     def _removal_pending(self, snapshot: Snapshot) -> bool:
         """The client still holds clusters the snapshot no longer has."""
         state = self._types.get(TYPE_CLUSTER)
         if state is None:
             return False
         present = snapshot.get(TYPE_CLUSTER)
+        synced = state.synced_to
+        if synced is snapshot:
+            return False
+        if synced is not None:
+            # The client holds synced's in-scope clusters: those gone since are the ones pending.
+            changed = self._changed_in_scope(TYPE_CLUSTER, state, synced, snapshot)
+            return any(name not in present for name in changed)
         return any(name not in present for name in self._held(TYPE_CLUSTER, state))
 
     def _removal_allowed(self, snapshot: Snapshot) -> bool:

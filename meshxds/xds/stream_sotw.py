@@ -10,16 +10,26 @@ Rules, per type:
 - CDS and LDS are wildcard by default and always carry the full set (so omissions delete);
   EDS/RDS/SDS carry only the subscribed names that exist, and nothing when none are subscribed
   (Envoy does not answer a response for a type it no longer watches).
+
+Responses are bytes: a subscription's response body is memoized on the snapshot
+(``Snapshot.select``), so streams with equal subscriptions add only their nonce.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshxds.xds.cache import TYPE_CLUSTER, TYPE_LISTENER, CachedResource, Snapshot, version_of
+from meshxds.xds.cache import (
+    TYPE_CLUSTER,
+    TYPE_LISTENER,
+    CachedResource,
+    Selection,
+    Snapshot,
+    sotw_response,
+)
 from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream
 
 __all__ = ["AdsStream", "SotwTypeState"]
@@ -34,8 +44,8 @@ class SotwTypeState(TypeState):
 
     owed: bool = False
     """A fresh request (no nonce) awaits its first response."""
-    sent: dict[str, CachedResource] = field(default_factory=dict)
-    """The resources of the latest response."""
+    sent: Mapping[str, CachedResource] = field(default_factory=dict)
+    """The resources of the latest response (read-only: often shared with a ``Selection``)."""
     answered_names: frozenset[str] | None = None
     """``names`` when the latest response was built (``None``: never responded)."""
     answered_wildcard: bool = False
@@ -70,12 +80,17 @@ class AdsStream(XdsStream):
             state.owed = True
         state.subscribed = True
         names = frozenset(request.resource_names)
-        state.wildcard = "*" in names or (not names and type_url in _WILDCARD_BY_DEFAULT)
-        state.names = names - {"*"}
+        wildcard = "*" in names or (not names and type_url in _WILDCARD_BY_DEFAULT)
+        names = names - {"*"}
+        if wildcard != state.wildcard or names != state.names:
+            state.wildcard, state.names = wildcard, names
+            state.synced_to = None
+        # else keep the old names object: its hash is cached and identity short-cuts comparisons.
         if not state.wildcard and not state.names:
             # The client dropped every watch of the type: it forgets what it had and, should
             # it subscribe again, needs a fresh response.
             state.sent = {}
+            state.synced_to = None
             state.answered_names = state.names
             state.owed = False
         actions.extend(self._pump())
@@ -85,25 +100,48 @@ class AdsStream(XdsStream):
         assert isinstance(state, SotwTypeState)
         return state.sent
 
-    def _desired(self, type_url: str, state: SotwTypeState, snapshot: Snapshot) -> dict[str, CachedResource]:
+    def _desired(self, type_url: str, state: SotwTypeState, snapshot: Snapshot) -> tuple[Selection, bool]:
+        """The subscribed resources of ``snapshot`` plus sent ones that must be retained, and
+        whether there were none of the latter (the response then matches the snapshot exactly).
+        """
+        selection = snapshot.select(type_url, None if state.wildcard else state.names)
+        if not self._retained(type_url, snapshot):
+            return selection, True
         present = snapshot.get(type_url)
-        if state.wildcard:
-            desired = dict(present)
+        if state.synced_to is not None:
+            # Only names changed since synced_to can have left the snapshot.
+            candidates: Iterable[str] = self._changed_in_scope(type_url, state, state.synced_to, snapshot)
         else:
-            desired = {name: present[name] for name in state.names if name in present}
-        if self._retained(type_url, snapshot):
-            for name, resource in state.sent.items():
-                if name not in present and state.in_scope(name):
-                    desired[name] = resource
-        return desired
+            candidates = (name for name in state.sent if state.in_scope(name))
+        kept = {name: state.sent[name] for name in candidates if name not in present and name in state.sent}
+        if not kept:
+            return selection, True
+        return Selection.of(type_url, {**selection.resources, **kept}), False
 
     def _has_update(self, type_url: str, state: TypeState, snapshot: Snapshot) -> bool:
         assert isinstance(state, SotwTypeState)
         if not state.wildcard and not state.names:
             return False
-        if state.owed or state.answered_names != state.names or state.answered_wildcard != state.wildcard:
+        if (
+            state.owed
+            or (state.answered_names is not state.names and state.answered_names != state.names)
+            or state.answered_wildcard != state.wildcard
+        ):
             return True
-        desired = self._desired(type_url, state, snapshot)
+        synced = state.synced_to
+        if synced is snapshot:
+            return False
+        if synced is not None:
+            changed = self._changed_in_scope(type_url, state, synced, snapshot)
+            if not changed:
+                state.synced_to = snapshot  # nothing in scope moved: the client matches it too
+                return False
+            if not self._retained(type_url, snapshot):
+                return True
+            # Resources that left are retained, so only additions and new versions count.
+            present = snapshot.get(type_url)
+            return any(name in present for name in changed)
+        desired = self._desired(type_url, state, snapshot)[0].resources
         return desired.keys() != state.sent.keys() or any(
             state.sent[name] is not resource and state.sent[name].version != resource.version
             for name, resource in desired.items()
@@ -111,21 +149,21 @@ class AdsStream(XdsStream):
 
     def _respond(self, type_url: str, state: TypeState, snapshot: Snapshot) -> Send:
         assert isinstance(state, SotwTypeState)
-        desired = self._desired(type_url, state, snapshot)
-        names = tuple(sorted(desired))
-        version = version_of((name, desired[name].version) for name in names)
+        desired, exact = self._desired(type_url, state, snapshot)
         nonce = self._next_nonce()
-        response = discovery_pb2.DiscoveryResponse(
-            version_info=version,
-            resources=[desired[name].any for name in names],
-            type_url=type_url,
-            nonce=nonce,
-        )
-        state.sent = desired
+        response = sotw_response(body=desired.sotw_body, nonce=nonce)
+        state.sent = desired.resources
+        state.synced_to = snapshot if exact else None
         state.answered_names = state.names
         state.answered_wildcard = state.wildcard
         state.owed = False
         state.inflight = True
-        state.version_sent = version
+        state.version_sent = desired.version
         state.nonce = nonce
-        return Send(type_url=type_url, response=response, version=version, nonce=nonce, resources=names)
+        return Send(
+            type_url=type_url,
+            response=response,
+            version=desired.version,
+            nonce=nonce,
+            resources=desired.names,
+        )

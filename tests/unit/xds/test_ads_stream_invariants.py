@@ -7,7 +7,13 @@ Invariants, after every step:
   unanswered response per type;
 - a batch goes out in ADS order, nonces increase, and a cluster disappears only once every
   endpoint, listener and route response has been acked;
-- once the client has acked everything (and never NACKed), it holds exactly the snapshot.
+- once the client has acked everything (and never NACKed), it holds exactly the snapshot;
+- the same snapshot object again sends nothing, and a type's ``synced_to`` (the short cut that
+  diffs through ``Snapshot.changed_since``) always names a snapshot whose in-scope resources are
+  exactly what the stream sent.
+
+Snapshots are built either from scratch (new objects, equal versions) or from the previous one
+(unchanged resources are the same objects), as the pipeline does.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from xds_protos import cluster_name, mesh_snapshot, node
 
 from meshxds.xds.cache import PUSH_ORDER, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot
 from meshxds.xds.status import Ack, Action, Nack, Send, Stale, XdsStream
-from meshxds.xds.stream_delta import DeltaAdsStream
-from meshxds.xds.stream_sotw import AdsStream
+from meshxds.xds.stream_delta import DeltaAdsStream, DeltaTypeState
+from meshxds.xds.stream_sotw import AdsStream, SotwTypeState
 
 SERVICES = ("a", "b", "c")
 TYPES = (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE)
@@ -39,7 +45,7 @@ NAME_POOL = {
 
 
 @st.composite
-def snapshots(draw: st.DrawFn) -> Snapshot:
+def snapshots(draw: st.DrawFn, previous: Snapshot | None = None) -> Snapshot:
     services = draw(st.lists(st.sampled_from(SERVICES), min_size=1, max_size=3, unique=True))
     ports = draw(st.lists(st.sampled_from((8080, 9090)), max_size=2, unique=True))
     listeners = {port: draw(st.sampled_from(services)) for port in ports}
@@ -48,6 +54,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
         listeners=listeners,
         endpoint_port=draw(st.sampled_from((1, 2))),
         route_prefix=draw(st.sampled_from(("/", "/v2"))),
+        previous=previous,
     )
 
 
@@ -186,15 +193,26 @@ class StreamMachine(RuleBasedStateMachine):
             return
         state.nacked = False
         state.acked = send.version
-        response = send.response
         if self.delta:
-            assert isinstance(response, discovery_pb2.DeltaDiscoveryResponse)
+            response = discovery_pb2.DeltaDiscoveryResponse.FromString(send.response)
+            assert (response.type_url, response.nonce, response.system_version_info) == (
+                type_url,
+                send.nonce,
+                send.version,
+            )
+            assert tuple(r.name for r in response.resources) == send.resources
+            assert tuple(response.removed_resources) == send.removed
             for resource in response.resources:
                 state.view[resource.name] = resource.version
             for name in response.removed_resources:
                 state.view.pop(name, None)
         else:
-            assert isinstance(response, discovery_pb2.DiscoveryResponse)
+            response = discovery_pb2.DiscoveryResponse.FromString(send.response)
+            assert (response.type_url, response.nonce, response.version_info) == (
+                type_url,
+                send.nonce,
+                send.version,
+            )
             state.view = {
                 name: _version(any_) for name, any_ in zip(send.resources, response.resources, strict=True)
             }
@@ -205,6 +223,15 @@ class StreamMachine(RuleBasedStateMachine):
     def new_snapshot(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.deliver(self.stream.on_snapshot(snapshot), outstanding_before=self.outstanding())
+
+    @rule(data=st.data())
+    def new_snapshot_from_the_previous(self, data: st.DataObject) -> None:
+        self.new_snapshot(data.draw(snapshots(previous=self.snapshot)))
+
+    @rule()
+    def same_snapshot_again(self) -> None:
+        if self.snapshot is not None:
+            assert self.stream.on_snapshot(self.snapshot) == []
 
     @rule(type_url=st.sampled_from(TYPES), data=st.data())
     def first_request(self, type_url: str, data: st.DataObject) -> None:
@@ -289,6 +316,19 @@ class StreamMachine(RuleBasedStateMachine):
             assert state.view == {n: present[n].version for n in scope}, type_url
 
     # --- invariants -------------------------------------------------------------------------
+
+    @invariant()
+    def synced_to_is_what_was_sent(self) -> None:
+        for type_url, status in self.stream.types.items():
+            synced = status.synced_to
+            if synced is None:
+                continue
+            selection = synced.select(type_url, None if status.wildcard else status.names)
+            if isinstance(status, DeltaTypeState):
+                assert status.held == selection.versions, type_url
+            else:
+                assert isinstance(status, SotwTypeState)
+                assert {n: r.version for n, r in status.sent.items()} == selection.versions, type_url
 
     @invariant()
     def acked_is_a_version_we_sent(self) -> None:

@@ -375,3 +375,115 @@ async def test_health_serving_then_not_serving_on_stop(xds: Harness) -> None:
     assert changed.status == health_pb2.HealthCheckResponse.NOT_SERVING
     watch.cancel()
     await asyncio.wait_for(stopping, READ_TIMEOUT)
+
+
+# --- many streams at once, limits ---------------------------------------------------------------
+
+FLEET = 2_000
+FLEET_CHANNELS = 50  # 40 streams per TCP connection
+FLEET_TIMEOUT = 60.0
+
+
+@dataclass
+class Fleet:
+    """Outcome of ``FLEET`` proxies connecting at once."""
+
+    synced: list[list[str]]
+    """Per proxy that got both responses: the names received (CDS, then EDS)."""
+    failed: list[BaseException]
+
+
+async def _one_proxy(stub: Any, mode: str, index: int, fleet: Fleet, release: asyncio.Event) -> None:
+    """Envoy's first two requests (CDS, then EDS) on one ADS stream, kept open until ``release``."""
+    proxy = node(f"proxy-{index}", namespace="ns", app="gw")
+    try:
+        if mode == "delta":
+            call = stub.DeltaAggregatedResources()
+            await call.write(discovery_pb2.DeltaDiscoveryRequest(node=proxy, type_url=TYPE_CLUSTER))
+            cds = await call.read()
+            await call.write(
+                discovery_pb2.DeltaDiscoveryRequest(type_url=TYPE_CLUSTER, response_nonce=cds.nonce)
+            )
+            await call.write(
+                discovery_pb2.DeltaDiscoveryRequest(type_url=TYPE_ENDPOINT, resource_names_subscribe=[WEB])
+            )
+        else:
+            call = stub.StreamAggregatedResources()
+            await call.write(discovery_pb2.DiscoveryRequest(node=proxy, type_url=TYPE_CLUSTER))
+            cds = await call.read()
+            await call.write(sotw(TYPE_CLUSTER, ack=cds))
+            await call.write(sotw(TYPE_ENDPOINT, [WEB]))
+        eds = await call.read()
+        assert cds is not grpc.aio.EOF and eds is not grpc.aio.EOF, "stream ended"
+        fleet.synced.append([*names_of(cds), *names_of(eds)])
+    except Exception as exc:
+        fleet.failed.append(exc)
+        return
+    await release.wait()  # every stream stays open until all have their responses
+    call.cancel()
+
+
+async def _connect_fleet(xds: Harness, mode: str) -> Fleet:
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{xds.port}") for _ in range(FLEET_CHANNELS)]
+    stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in channels]
+    fleet, release = Fleet([], []), asyncio.Event()
+    tasks = [
+        asyncio.create_task(_one_proxy(stubs[i % FLEET_CHANNELS], mode, i, fleet, release))
+        for i in range(FLEET)
+    ]
+    try:
+        await eventually(
+            lambda: len(fleet.synced) + len(fleet.failed) == FLEET, timeout=FLEET_TIMEOUT, what="every proxy"
+        )
+        assert len(xds.registry.syncz()) == len(fleet.synced)  # all open at once
+    finally:
+        release.set()
+        await asyncio.wait(tasks, timeout=READ_TIMEOUT)
+        for task in tasks:
+            task.cancel()
+        for channel in channels:
+            await channel.close()
+    return fleet
+
+
+@pytest.mark.parametrize("mode", ["delta", "sotw"])
+async def test_two_thousand_proxies_connecting_at_once_all_get_their_config(xds: Harness, mode: str) -> None:
+    # grpc's default grpc.server.max_pending_requests (1000) cancelled some of these streams.
+    xds.serve(mesh_snapshot(services=["web", "api"]))
+    started = time.monotonic()
+    fleet = await _connect_fleet(xds, mode)
+    assert fleet.failed == []
+    assert len(fleet.synced) == FLEET
+    assert all(names == [API, WEB, WEB] for names in fleet.synced)
+    assert len(xds.builds) == 1  # one snapshot for the one identity
+    assert time.monotonic() - started < FLEET_TIMEOUT
+
+
+async def test_a_request_over_the_receive_limit_is_refused_and_fetch_answers_in_full() -> None:
+    cache, registry = SnapshotCache(), ConnectionRegistry()
+    server = XdsServer(cache, registry, max_receive_message_length=4096)
+    port = await server.start("127.0.0.1:0")
+    snapshot = mesh_snapshot(services=["web", "api"])
+    cache.set_builder(lambda identity: snapshot)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            ads: SotwStream = Stream(
+                ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+            )
+            huge = sotw(TYPE_ENDPOINT, [f"cluster-{i:05d}" for i in range(1000)], first=True)
+            await ads.send(huge)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await asyncio.wait_for(ads.call.read(), READ_TIMEOUT)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # The unary fetch is written through the same bytes path: a complete response.
+            fetched = await asyncio.wait_for(
+                cds_pb2_grpc.ClusterDiscoveryServiceStub(channel).FetchClusters(
+                    discovery_pb2.DiscoveryRequest(node=node("proxy-2"))
+                ),
+                READ_TIMEOUT,
+            )
+            assert fetched.type_url == TYPE_CLUSTER and fetched.nonce
+            assert fetched.version_info == snapshot.version(TYPE_CLUSTER)
+            assert list(fetched.resources) == [snapshot.get(TYPE_CLUSTER)[n].any for n in (API, WEB)]
+    finally:
+        await server.stop(0)

@@ -151,10 +151,33 @@ def test_sotw_waits_for_a_snapshot_then_answers_the_outstanding_request() -> Non
     assert send.type_url == TYPE_CLUSTER
     assert send.version == snapshot.version(TYPE_CLUSTER)
     assert send.resources == (API, WEB)
-    response = send.response
-    assert isinstance(response, discovery_pb2.DiscoveryResponse)
+    response = discovery_pb2.DiscoveryResponse.FromString(send.response)
     assert response.nonce == send.nonce and response.version_info == send.version
     assert list(response.resources) == [snapshot.resources[TYPE_CLUSTER][n].any for n in (API, WEB)]
+
+
+def test_streams_of_one_snapshot_share_one_response_body_and_differ_by_nonce() -> None:
+    snapshot = mesh_snapshot(services=["web", "api"])
+    first, second = AdsStream(), AdsStream()
+    first.on_request(sotw(TYPE_CLUSTER, with_node=True))
+    second.on_request(sotw(TYPE_CLUSTER, with_node=True))
+    earlier = only_send(second.on_snapshot(mesh_snapshot(services=["web"])))
+    assert ack(second, earlier) == [Ack(type_url=TYPE_CLUSTER, version=earlier.version, nonce=earlier.nonce)]
+    responses = [only_send(stream.on_snapshot(snapshot)).response for stream in (first, second)]
+    body = snapshot.select(TYPE_CLUSTER, None).sotw_body
+    assert all(response.startswith(body) for response in responses)
+    decoded = [discovery_pb2.DiscoveryResponse.FromString(r) for r in responses]
+    assert decoded[0].nonce != decoded[1].nonce
+    decoded[1].nonce = decoded[0].nonce
+    assert decoded[0] == decoded[1]
+
+    deltas = []
+    for _ in range(2):
+        stream = DeltaAdsStream()
+        stream.on_request(delta(TYPE_CLUSTER))
+        deltas.append(only_send(stream.on_snapshot(snapshot)).response)
+    entries = snapshot.select(TYPE_CLUSTER, None).delta_entries
+    assert all(entries in response for response in deltas)
 
 
 def test_sotw_ack_records_the_version_and_syncs() -> None:
@@ -352,8 +375,7 @@ def test_delta_wildcard_gets_a_first_response_even_when_empty() -> None:
     stream = DeltaAdsStream()
     stream.on_request(delta(TYPE_LISTENER))
     send = only_send(stream.on_snapshot(Snapshot(resources={})))
-    response = send.response
-    assert isinstance(response, discovery_pb2.DeltaDiscoveryResponse)
+    response = discovery_pb2.DeltaDiscoveryResponse.FromString(send.response)
     assert list(response.resources) == [] and response.system_version_info == send.version
 
 
@@ -362,8 +384,7 @@ def test_delta_sends_resources_with_their_versions_and_the_shared_any() -> None:
     stream = DeltaAdsStream()
     stream.on_request(delta(TYPE_CLUSTER))
     send = only_send(stream.on_snapshot(snapshot))
-    response = send.response
-    assert isinstance(response, discovery_pb2.DeltaDiscoveryResponse)
+    response = discovery_pb2.DeltaDiscoveryResponse.FromString(send.response)
     for resource in response.resources:
         cached = snapshot.resources[TYPE_CLUSTER][resource.name]
         assert resource.version == cached.version and resource.resource == cached.any
