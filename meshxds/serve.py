@@ -65,6 +65,9 @@ class Service:
             state=self.state, registry=self.registry, metrics=self.metrics, config_dump=self.config_dump
         )
         self.pipeline = Pipeline(options=options.translate)
+        self.xds_port = 0
+        """The bound xDS port once ``run`` has started (``127.0.0.1:0`` picks one)."""
+        self.admin_port = 0
         self._builder: SnapshotBuilder | None = None
         self._stop = asyncio.Event()
         self._kube: KubeSource | None = None
@@ -130,8 +133,8 @@ class Service:
         self._stop.set()
 
     async def run(self) -> None:
-        xds_port = await self.xds.start(self.options.xds_address)
-        admin_port = await self.admin.start(self.options.admin_address)
+        self.xds_port = xds_port = await self.xds.start(self.options.xds_address)
+        self.admin_port = admin_port = await self.admin.start(self.options.admin_address)
         source = "kubernetes" if self.options.kube is not None else f"config_dir={self.options.config_dir}"
         log.info("serving xds_port=%d admin_port=%d source=%s", xds_port, admin_port, source)
         try:
