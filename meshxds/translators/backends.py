@@ -57,6 +57,9 @@ class BackendIndex:
     """Shared with the other frontends; built from ``resources`` when not given."""
     _grants: dict[str, list[gatewayapi.ReferenceGrant]] = field(default_factory=dict)
     _clusters: dict[str, ir.Cluster] = field(default_factory=dict)
+    # Per (Service, port) object: its protocol decision and cluster name, decided once however
+    # many routes use it. Keyed by identity: the objects live as long as ``resources``.
+    _ports: dict[tuple[int, int], tuple[ProtocolDecision, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.endpoint_index is None:
@@ -108,19 +111,22 @@ class BackendIndex:
         force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
     ) -> tuple[ir.Cluster, tuple[str, ...]]:
         """The cluster for one Service port (memoized by name), and protocol warnings."""
-        index = service.spec.ports.index(port)
-        decision = decide_port_protocol(
-            port_name=port.name or None,
-            app_protocol=port.app_protocol,
-            transport=port.protocol,
-            field_prefix=f"spec.ports[{index}]",
-        )
+        memo = self._ports.get((id(service), id(port)))
+        if memo is None:
+            index = service.spec.ports.index(port)
+            decision = decide_port_protocol(
+                port_name=port.name or None,
+                app_protocol=port.app_protocol,
+                transport=port.protocol,
+                field_prefix=f"spec.ports[{index}]",
+            )
+            host = names.service_fqdn(service.name, service.namespace, domain=self.cluster_domain)
+            memo = self._ports[(id(service), id(port))] = (decision, names.cluster_name(host, port.port))
+        decision, name = memo
         if force_protocol is not None:
             protocol, reason = force_protocol
         else:
             protocol, reason = upstream_protocol_for(decision, default=default_protocol)
-        host = names.service_fqdn(service.name, service.namespace, domain=self.cluster_domain)
-        name = names.cluster_name(host, port.port)
         cached = self._clusters.get(name)
         if cached is not None and cached.upstream_protocol == protocol:
             return cached, decision.warnings

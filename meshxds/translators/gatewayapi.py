@@ -445,6 +445,10 @@ def _more_specific(candidate: str | None, than: str | None) -> bool:
     return ("*" not in candidate and "*" in than) or len(candidate) > len(than)
 
 
+def _route_key(sortable: httproutes.SortableRoute) -> tuple[object, ...]:
+    return sortable.key
+
+
 def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) -> HttpServer:
     # A request belongs to the most specific listener of its port whose hostname matches it: a
     # hostname another, more specific listener covers is not served by this one.
@@ -473,6 +477,9 @@ def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) 
     merged: dict[str, list[httproutes.SortableRoute]] = {}
     for hostname in hosts:
         covering = {hostname, *(s for p in covering_patterns(hostname) for s in by_pattern.get(p, ()))}
+        if len(covering) == 1:  # the common case: one specificity, so the route keys alone rank
+            merged[hostname] = sorted(hosts[hostname].values(), key=_route_key)
+            continue
         ranked: list[tuple[tuple[object, ...], httproutes.SortableRoute]] = []
         seen: set[int] = set()
         for source in sorted(covering, key=order.__getitem__):

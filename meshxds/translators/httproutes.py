@@ -120,7 +120,7 @@ def _sort_key(
 
 def _headers(mod: gatewayapi.HTTPHeaderFilter | None) -> ir.HeaderMutation:
     if mod is None:
-        return ir.HeaderMutation()
+        return ir.NO_HEADER_CHANGES
     return ir.HeaderMutation(
         set=tuple((h.name, h.value) for h in mod.set),
         add=tuple((h.name, h.value) for h in mod.add),
@@ -157,8 +157,8 @@ def _rewrite(f: gatewayapi.HTTPURLRewriteFilter) -> ir.UrlRewrite:
 class RuleFilters:
     """What a rule's filters ask for (shared by HTTPRoute and GRPCRoute)."""
 
-    request_headers: ir.HeaderMutation = field(default_factory=ir.HeaderMutation)
-    response_headers: ir.HeaderMutation = field(default_factory=ir.HeaderMutation)
+    request_headers: ir.HeaderMutation = ir.NO_HEADER_CHANGES
+    response_headers: ir.HeaderMutation = ir.NO_HEADER_CHANGES
     redirect: ir.Redirect | None = None
     rewrite: ir.UrlRewrite | None = None
     mirrors: list[gatewayapi.HTTPRequestMirrorFilter] = field(default_factory=list)
@@ -236,8 +236,11 @@ def forward_action(
     weighted: list[ir.WeightedCluster] = []
     invalid_weight = 0
     for b_index, ref in enumerate(refs):
-        backend_filters = rule_filters(
-            getattr(ref, "filters", []), at=f"{at}.backendRefs[{b_index}]", out=out, allowed=_BACKEND_FILTERS
+        filters = getattr(ref, "filters", None)
+        backend_filters = (
+            rule_filters(filters, at=f"{at}.backendRefs[{b_index}]", out=out, allowed=_BACKEND_FILTERS)
+            if filters
+            else RuleFilters()
         )
         resolved = _resolve(ref, route, backends, out, force_protocol, default_protocol)
         if resolved.cluster is None:

@@ -108,7 +108,7 @@ def _route_match(match: istio.HTTPMatchRequest | None) -> ir.RouteMatch:
 
 def _mutation(ops: istio.HeaderOperations | None) -> ir.HeaderMutation:
     if ops is None:
-        return ir.HeaderMutation()
+        return ir.NO_HEADER_CHANGES
     return ir.HeaderMutation(
         set=tuple(sorted(ops.set.items())), add=tuple(sorted(ops.add.items())), remove=tuple(ops.remove)
     )
