@@ -15,6 +15,7 @@ from typing import Any
 
 from meshxds.errors import ManifestErrors, MeshxdsError
 from meshxds.identity import ProxyIdentity
+from meshxds.memory import building
 from meshxds.pipeline import SnapshotBuilder, Translation, translate
 from meshxds.sources.files import read_directory
 from meshxds.translators.gatewayapi import TranslateOptions
@@ -138,6 +139,11 @@ def _print_errors(errors: ManifestErrors) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    with building():  # one big build: no cyclic GC passes over it (see meshxds.memory)
+        return _translate(args)
+
+
+def _translate(args: argparse.Namespace) -> int:
     try:
         resources = read_directory(args.config_dir)
     except ManifestErrors as exc:
@@ -148,8 +154,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     translation = translate(resources, _options(args))
     identity = ProxyIdentity.of(namespace=args.namespace, labels=dict(args.label))
     try:
-        snapshot = SnapshotBuilder(translation)(identity)
-        snapshot.check_consistent()
+        snapshot = SnapshotBuilder(translation)(identity)  # validated and checked for consistency
     except Exception as exc:  # an IR or consistency problem: never print config Envoy would reject
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -176,6 +181,11 @@ def _cluster_explanations(translation: Translation) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    with building():
+        return _validate(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
     errors: list[dict[str, str]] = []
     warnings: list[str] = []
     statuses: list[dict[str, Any]] = []

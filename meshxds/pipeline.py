@@ -219,8 +219,8 @@ class SnapshotBuilder:
                 nxt._built[identity] = built
                 continue
             eds = dict(built.snapshot.get(TYPE_ENDPOINT))
-            for cluster in config.clusters:
-                if cluster.name in eds:
+            for old, cluster in zip(built.config.clusters, config.clusters, strict=True):
+                if cluster is not old and cluster.name in eds:
                     eds[cluster.name] = nxt.memo.load_assignment(cluster)
             snapshot = Snapshot(resources={**built.snapshot.resources, TYPE_ENDPOINT: eds})
             nxt._built[identity] = _Built(config, snapshot)

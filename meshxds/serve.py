@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from meshxds.admin import AdminServer, AdminState
 from meshxds.errors import ManifestErrors
+from meshxds.identity import ProxyIdentity
+from meshxds.memory import building
 from meshxds.metrics import Metrics
 from meshxds.model.manifests import ResourceSet
 from meshxds.pipeline import Pipeline, SnapshotBuilder
@@ -121,13 +123,17 @@ class Service:
             # Build now, for every identity connected now, so the loop only swaps generations.
             identities = {c.stream.identity for c in self.registry.connections if c.stream.identity}
             try:
-                builder = await asyncio.to_thread(self.pipeline.update, read, identities)
+                builder = await asyncio.to_thread(self._update, read, identities)
             except Exception:
                 # A translator bug must not take the server down: keep the last good config.
                 log.exception("translation failed; still serving generation=%d", self.cache.generation)
                 self.metrics.config_loads.labels(result="error").inc()
                 continue
             self.publish(builder)
+
+    def _update(self, read: ResourceSet, identities: set[ProxyIdentity]) -> SnapshotBuilder:
+        with building():
+            return self.pipeline.update(read, identities)
 
     def stop(self) -> None:
         self._stop.set()

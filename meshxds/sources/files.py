@@ -27,6 +27,7 @@ import ryaml
 from watchfiles import Change, awatch
 
 from meshxds.errors import ManifestError, ManifestErrors
+from meshxds.memory import building
 from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_document
 
@@ -269,9 +270,13 @@ async def watch_directory(
     first. Reading runs in a worker thread, so the event loop keeps serving streams meanwhile."""
     reader = source or DirectorySource(root)
 
+    def read_building(changed: Iterable[str] | None) -> ResourceSet:
+        with building():
+            return reader.read(changed)
+
     async def read(changed: Iterable[str] | None) -> ResourceSet | ManifestErrors:
         try:
-            return await asyncio.to_thread(reader.read, changed)
+            return await asyncio.to_thread(read_building, changed)
         except ManifestErrors as exc:
             return exc
 
