@@ -136,11 +136,18 @@ class ResourceSet:
     origins: Mapping[str, str] = field(default_factory=dict)
     """``Kind/namespace/name`` → the file (or URL) it came from."""
     warnings: tuple[str, ...] = ()
+    # Each kind sorted once: every translator (and each proxy's Istio build) asks for them.
+    _sorted: dict[type[Resource], tuple[Resource, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def all(self, model: type[R]) -> list[R]:
         """Every object of a kind, sorted by (namespace, name) for deterministic output."""
-        items = self.objects.get(model, {})
-        return [items[k] for k in sorted(items)]  # type: ignore[misc]
+        found = self._sorted.get(model)
+        if found is None:
+            items = self.objects.get(model, {})
+            found = self._sorted[model] = tuple(items[k] for k in sorted(items))
+        return list(found)  # type: ignore[arg-type]
 
     def get(self, model: type[R], namespace: str, name: str) -> R | None:
         return self.objects.get(model, {}).get((namespace, name))  # type: ignore[return-value]
