@@ -10,7 +10,7 @@ from meshxds import ir, names
 from meshxds.model import core, istio
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.certificates import secret_value, tls_secret_from
-from meshxds.translators.hostnames import hostname_matches
+from meshxds.translators.hostnames import covering_patterns
 from meshxds.translators.istio.registry import RegisteredPort, RegisteredService, ServiceRegistry, visible_to
 from meshxds.translators.protocol import Protocol, is_http, is_http2
 
@@ -94,19 +94,21 @@ class ClusterBuilder:
     secrets: dict[str, ir.TlsSecret] = field(default_factory=dict)
     ca_secrets: dict[str, ir.CaSecret] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    _rules: list[tuple[str, istio.DestinationRule]] = field(default_factory=list)
+    _rules: dict[str, list[tuple[str, istio.DestinationRule]]] = field(default_factory=dict)
+    """Visible rules by their (resolved, lowercase) host pattern, probed per service hostname."""
 
     def __post_init__(self) -> None:
         for rule in self.resources.all(istio.DestinationRule):
             if rule.spec.workload_selector is not None:
                 continue  # applies to sidecars of selected workloads only: not modelled here
             if visible_to(tuple(rule.spec.export_to), rule.namespace, self.proxy_namespace):
-                self._rules.append((self.registry.resolve(rule.spec.host, rule.namespace), rule))
+                host = self.registry.resolve(rule.spec.host, rule.namespace)
+                self._rules.setdefault(host.lower(), []).append((host, rule))
 
     def destination_rule(self, service: RegisteredService) -> istio.DestinationRule | None:
         """The most specific rule for a host: exact before wildcard, then the proxy's namespace,
         then the service's, then the oldest (Istio's order)."""
-        candidates = [(h, r) for h, r in self._rules if hostname_matches(h, service.hostname)]
+        candidates = [c for p in covering_patterns(service.hostname) for c in self._rules.get(p, ())]
         if not candidates:
             return None
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from meshxds import ir, names
 from meshxds.model import istio
-from meshxds.translators.hostnames import hostname_matches
+from meshxds.translators.hostnames import covering_patterns
 from meshxds.translators.istio.registry import RegisteredService, visible_to
 from meshxds.translators.istio.routes import MESH, RouteContext, http_routes, l4_backends, vs_gateways
 from meshxds.translators.listeners import TcpServer, assemble_tcp_listener
@@ -37,15 +37,20 @@ def _mesh_virtual_services(ctx: RouteContext, vses: list[istio.VirtualService]) 
     ]
 
 
-def _vs_for(
-    ctx: RouteContext, service: RegisteredService, vses: list[istio.VirtualService]
-) -> istio.VirtualService | None:
-    """The oldest mesh VirtualService naming this service among its hosts (Istio picks one)."""
-    for vs in vses:
-        for host in vs.spec.hosts:
-            if hostname_matches(ctx.registry.resolve(host, vs.namespace), service.hostname):
-                return vs
-    return None
+class _VirtualServiceIndex:
+    """The oldest mesh VirtualService naming a service among its hosts (Istio picks one), found
+    by probing the service hostname's covering patterns instead of testing every host."""
+
+    def __init__(self, ctx: RouteContext, vses: list[istio.VirtualService]) -> None:
+        self._vses = vses
+        self._first: dict[str, int] = {}
+        for position, vs in enumerate(vses):
+            for host in vs.spec.hosts:
+                self._first.setdefault(ctx.registry.resolve(host, vs.namespace).lower(), position)
+
+    def for_service(self, service: RegisteredService) -> istio.VirtualService | None:
+        positions = [self._first[p] for p in covering_patterns(service.hostname) if p in self._first]
+        return self._vses[min(positions)] if positions else None
 
 
 def _domains(service: RegisteredService, port: int, client_namespace: str) -> tuple[str, ...]:
@@ -60,11 +65,11 @@ def build_sidecar(
     http_ports: dict[int, list[ir.VirtualHost]] = defaultdict(list)
     tcp_ports: dict[int, list[TcpServer]] = defaultdict(list)
     base = RouteContext(gateway=MESH, port=0, warnings=build.warnings, **ctx_args)  # type: ignore[arg-type]
-    mesh_vses = _mesh_virtual_services(base, vses)
+    mesh_vses = _VirtualServiceIndex(base, _mesh_virtual_services(base, vses))
     for service in sorted(base.registry.services.values(), key=lambda s: s.hostname):
         if not visible_to(service.export_to, service.namespace, base.proxy_namespace):
             continue
-        vs = _vs_for(base, service, mesh_vses)
+        vs = mesh_vses.for_service(service)
         for svc_port in service.ports:
             if svc_port.protocol in (Protocol.UDP,):
                 continue
