@@ -45,19 +45,28 @@ def _ignored(path: Path, root: Path) -> bool:
     return any(p.startswith(".") for p in parts) or path.name.endswith("~")
 
 
-def _is_manifest(path: Path, root: Path) -> bool:
-    return path.suffix in _SUFFIXES and not _ignored(path, root)
-
-
 def manifest_files(root: Path) -> list[Path]:
     """Manifest files below ``root``, sorted for a deterministic read order."""
+    return [Path(p) for p in _manifest_paths(root)]
+
+
+def _manifest_paths(root: Path) -> list[str]:
+    # Strings, not Paths: at 30,000 files, building and sorting Path objects costs 0.5 s.
     if not root.is_dir():
         raise ManifestErrors([ManifestError("not a directory", path=str(root))])
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # never descend into hidden folders
-        base = Path(folder)
-        found.extend(p for p in (base / f for f in files) if _is_manifest(p, root) and p.is_file())
+    found: list[str] = []
+    folders = [str(root)]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):  # dotfiles and hidden folders (.git, k8s' ..data links)
+                    continue
+                if entry.is_dir():
+                    folders.append(entry.path)
+                elif name.endswith(_SUFFIXES) and not name.endswith("~") and entry.is_file():
+                    found.append(entry.path)
     return sorted(found)
 
 
@@ -161,11 +170,11 @@ class DirectorySource:
         return self._assemble()
 
     def _rescan(self) -> None:
-        present = manifest_files(self.root)
-        for gone in self._files.keys() - {str(p) for p in present}:
+        present = _manifest_paths(self.root)
+        for gone in self._files.keys() - set(present):
             self._forget(gone)
         for path in present:
-            self._load(path, known_stamp=True)
+            self._load(Path(path), known_stamp=True)
 
     def _refresh(self, path: Path) -> None:
         if not path.is_relative_to(self.root) or path == self.root:
@@ -178,12 +187,12 @@ class DirectorySource:
             if hidden_parents or path.name.startswith(".."):
                 self._rescan()
         elif path.is_dir():
-            present = manifest_files(path)
-            keep = {str(p) for p in present}
+            present = _manifest_paths(path)
+            keep = set(present)
             for gone in [p for p in self._files if Path(p).is_relative_to(path) and p not in keep]:
                 self._forget(gone)
             for found in present:
-                self._load(found, known_stamp=True)
+                self._load(Path(found), known_stamp=True)
         elif path.suffix not in _SUFFIXES:
             # Neither a manifest nor a folder: possibly a deleted folder (no way to tell now).
             for gone in [p for p in self._files if Path(p).is_relative_to(path)]:
