@@ -110,11 +110,10 @@ class DeltaAdsStream(XdsStream):
 
     def _diff(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> _Diff:
         """What to send and what to remove so the client matches the snapshot."""
-        scope = None if state.wildcard else state.names
-        retained = self._retained(type_url, snapshot)
         synced = state.synced_to
         if synced is snapshot:
-            return _Diff(updated={}, removed=[], retained=retained)
+            return _Diff(updated={}, removed=[], retained=False)
+        retained = self._retained(type_url, snapshot)
         present = snapshot.get(type_url)
         if synced is not None:
             # The client holds synced's in-scope resources: only names changed since can differ.
@@ -126,7 +125,7 @@ class DeltaAdsStream(XdsStream):
             return _Diff(updated=updated, removed=removed, retained=retained)
         if not state.held:
             # A fresh subscription: the whole selection, shared with every stream asking the same.
-            selection = snapshot.select(type_url, scope)
+            selection = snapshot.select(type_url, None if state.wildcard else state.names)
             return _Diff(updated=selection.resources, removed=[], retained=retained, selection=selection)
         candidates = present.keys() if state.wildcard else (n for n in state.names if n in present)
         updated = {n: present[n] for n in candidates if state.held.get(n) != present[n].version}
@@ -173,7 +172,6 @@ class DeltaAdsStream(XdsStream):
         response = delta_response(
             version=version, entries=entries, type_url=type_url, nonce=nonce, removed=diff.removed
         )
-        removed = diff.removed
         state.owed = False
         state.inflight = True
         state.version_sent = version
@@ -184,5 +182,5 @@ class DeltaAdsStream(XdsStream):
             version=version,
             nonce=nonce,
             resources=names,
-            removed=tuple(removed),
+            removed=tuple(diff.removed),
         )
