@@ -20,6 +20,7 @@ from meshxds import ir, names
 
 __all__ = [
     "HttpServer",
+    "RouteBucket",
     "TcpServer",
     "assemble_http_listener",
     "assemble_tcp_listener",
@@ -54,12 +55,35 @@ class TcpServer:
     """Original-destination CIDRs (a sidecar's TCP services sharing a port, by cluster IP)."""
 
 
+class RouteBucket:
+    """Routes in first-seen order, each once by value. Equal routes have equal names, so a new
+    route is compared only with those of its name: linear, where a list scan per route is
+    quadratic (a catch-all host can hold every route of the mesh)."""
+
+    __slots__ = ("_by_name", "routes")
+
+    def __init__(self) -> None:
+        self.routes: list[ir.Route] = []
+        self._by_name: dict[str, list[ir.Route]] = {}
+
+    def extend(self, routes: Iterable[ir.Route]) -> None:
+        for route in routes:
+            same = self._by_name.setdefault(route.name, [])
+            if route not in same:
+                same.append(route)
+                self.routes.append(route)
+
+
 @dataclass(slots=True)
 class _Chain:
     tls: ir.DownstreamTls | None
-    hostnames: list[str] = field(default_factory=list)
-    hosts: dict[str, list[ir.Route]] = field(default_factory=dict)
+    hostnames: dict[str, None] = field(default_factory=dict)
+    """An ordered set."""
+    hosts: dict[str, RouteBucket] = field(default_factory=dict)
     require_tls: set[str] = field(default_factory=set)
+
+    def host_routes(self) -> dict[str, list[ir.Route]]:
+        return {h: bucket.routes for h, bucket in self.hosts.items()}
 
 
 def virtual_hosts(
@@ -106,18 +130,15 @@ def _chains(servers: Sequence[HttpServer]) -> list[_Chain]:
     chains: dict[ir.DownstreamTls | None, _Chain] = {}
     for server in servers:
         chain = chains.setdefault(server.tls, _Chain(tls=server.tls))
-        for hostname in server.hostnames:
-            if hostname not in chain.hostnames:
-                chain.hostnames.append(hostname)
+        chain.hostnames.update(dict.fromkeys(server.hostnames))
         for hostname, routes in server.routes:
-            bucket = chain.hosts.setdefault(hostname, [])
-            bucket.extend(r for r in routes if r not in bucket)
+            chain.hosts.setdefault(hostname, RouteBucket()).extend(routes)
             if server.require_tls:
                 chain.require_tls.add(hostname)
     return list(chains.values())
 
 
-def _chain_key(hostnames: Sequence[str]) -> str:
+def _chain_key(hostnames: Iterable[str]) -> str:
     specific = sorted(h for h in hostnames if h != "*")
     return specific[0] if specific else "default"
 
@@ -139,7 +160,7 @@ def assemble_http_listener(
         merged = _chains(servers)[0] if servers else _Chain(tls=None)
         table = ir.RouteTable(
             name=route_table_name or names.route_config_name(port),
-            virtual_hosts=virtual_hosts(merged.hosts, port, require_tls=merged.require_tls),
+            virtual_hosts=virtual_hosts(merged.host_routes(), port, require_tls=merged.require_tls),
         )
         chains = (ir.FilterChain(name=name, route_table=table),)
     else:
@@ -155,7 +176,7 @@ def assemble_http_listener(
                 route_table=ir.RouteTable(
                     name=names.https_route_config_name(port, _chain_key(c.hostnames)),
                     virtual_hosts=virtual_hosts(
-                        c.hosts, port, misdirected=[h for h in every_host if h not in c.hostnames]
+                        c.host_routes(), port, misdirected=[h for h in every_host if h not in c.hostnames]
                     ),
                 ),
             )

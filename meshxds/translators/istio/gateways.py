@@ -19,7 +19,13 @@ from meshxds.translators.certificates import secret_value, tls_secret_from
 from meshxds.translators.hostnames import intersect_hostnames
 from meshxds.translators.istio.registry import visible_to
 from meshxds.translators.istio.routes import RouteContext, http_routes, l4_backends, vs_gateways
-from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
+from meshxds.translators.listeners import (
+    HttpServer,
+    RouteBucket,
+    TcpServer,
+    assemble_http_listener,
+    assemble_tcp_listener,
+)
 
 __all__ = ["GatewayBuild", "build_gateways", "parse_server_host", "selects"]
 
@@ -290,24 +296,23 @@ def _http_server(
     tls: ir.DownstreamTls | None,
     https_redirect: bool,
 ) -> HttpServer:
-    hosts: dict[str, list[ir.Route]] = {}
+    hosts: dict[str, RouteBucket] = {}
     for vs, hostnames in bound:
         routes = http_routes(ctx, vs)
         if not routes:
             continue  # e.g. a VirtualService with only tcp rules
         for hostname in hostnames:
-            bucket = hosts.setdefault(hostname, [])
-            bucket.extend(r for r in routes if r not in bucket)
+            hosts.setdefault(hostname, RouteBucket()).extend(routes)
     server_hosts = tuple(
         dict.fromkeys(parse_server_host(h, server.gateway.namespace)[1] for h in server.spec.hosts)
     )
     if https_redirect:
         # Every request on this plain-HTTP server is redirected: Envoy's require_tls answers 301.
         for hostname in server_hosts:
-            hosts.setdefault(hostname, [])
+            hosts.setdefault(hostname, RouteBucket())
     return HttpServer(
         hostnames=server_hosts,
-        routes=tuple((h, tuple(r)) for h, r in hosts.items()),
+        routes=tuple((h, tuple(bucket.routes)) for h, bucket in hosts.items()),
         tls=tls,
         require_tls=https_redirect,
     )
