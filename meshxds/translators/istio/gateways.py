@@ -202,6 +202,11 @@ def build_gateways(
             # bind: an IP, or a Unix socket path (``unix:///path``, ``unix://@abstract``) with port 0.
             address = spec.bind or listener_address
             by_address[(address, spec.port.number)].append(_Server(gateway=gw, index=index, spec=spec))
+    # The VirtualServices naming each gateway, once per gateway rather than once per server.
+    by_gateway: dict[str, list[istio.VirtualService]] = defaultdict(list)
+    for vs in vses:
+        for gateway in dict.fromkeys(vs_gateways(vs)):
+            by_gateway[gateway].append(vs)
     for (address, port), servers in sorted(by_address.items()):
         name = names.listener_name(port, bind=address)
         http: list[HttpServer] = []
@@ -222,7 +227,7 @@ def build_gateways(
                     "provide; the server is not served (use SIMPLE or MUTUAL with credentialName)"
                 )
                 continue
-            bound = _bound_virtual_services(server.key, server, vses)
+            bound = _bound_virtual_services(server.key, server, by_gateway.get(server.key, []))
             if protocol in _HTTP_PROTOCOLS or (
                 protocol == "HTTPS" and mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
             ):
