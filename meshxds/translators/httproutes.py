@@ -85,6 +85,8 @@ def _match(match: gatewayapi.HTTPRouteMatch) -> ir.RouteMatch:
 
 
 def _regex_problems(match: gatewayapi.HTTPRouteMatch, at: str) -> list[str]:
+    if match.path.type != "RegularExpression" and not match.headers and not match.query_params:
+        return []  # the common case: nothing for RE2 to check
     found: list[tuple[str, str]] = []
     if match.path.type == "RegularExpression":
         found.append((f"{at}.path.value", match.path.value))
@@ -289,8 +291,9 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
     out = CompiledRoute()
     source = ir.ObjectRef(kind="HTTPRoute", namespace=route.namespace, name=route.name)
     bad_refs: list[tuple[str, str]] = []
+    ref = route.ref
     for r_index, rule in enumerate(route.spec.rules):
-        at = f"{route.ref}: spec.rules[{r_index}]"
+        at = f"{ref}: spec.rules[{r_index}]"
         filters = rule_filters(rule.filters, at=at, out=out, allowed=_SUPPORTED_FILTERS)
         timeout: float | None = None
         if rule.timeouts is not None and (rule.timeouts.request or rule.timeouts.backend_request):
