@@ -245,6 +245,8 @@ class Pipeline:
     fast_updates: int = 0
     """Updates served by the endpoint fast path (for tests and metrics)."""
     full_updates: int = 0
+    last_path: str = ""
+    """How the latest update was made: ``translated``, ``endpoints`` (the fast path) or ``unchanged``."""
 
     def update(self, resources: ResourceSet, identities: Iterable[ProxyIdentity] = ()) -> SnapshotBuilder:
         """The builder serving ``resources``, with ``identities`` built: the current one itself
@@ -254,18 +256,22 @@ class Pipeline:
         if previous is None:
             builder = SnapshotBuilder(translate(resources, self.options))
             self.full_updates += 1
+            self.last_path = "translated"
         else:
             changes = changes_between(previous.translation.resources, resources)
             if not changes and resources.warnings == previous.translation.resources.warnings:
+                self.last_path = "unchanged"
                 return previous
             if changes.endpoints_only:
                 endpoints = EndpointIndex(resources)
                 touched = endpoints.touched_services(changes.objects, previous.translation.resources)
                 builder = previous.with_new_endpoints(resources, endpoints, touched)
                 self.fast_updates += 1
+                self.last_path = "endpoints"
             else:
                 builder = SnapshotBuilder(translate(resources, self.options), previous=previous)
                 self.full_updates += 1
+                self.last_path = "translated"
         builder.prebuild(identities)
         self.builder = builder
         return builder

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,7 @@ class Service:
                 continue
             # Build now, for every identity connected now, so the loop only swaps generations.
             identities = {c.stream.identity for c in self.registry.connections if c.stream.identity}
+            started = time.perf_counter()
             try:
                 builder = await asyncio.to_thread(self._update, read, identities)
             except Exception:
@@ -129,6 +131,12 @@ class Service:
                 log.exception("translation failed; still serving generation=%d", self.cache.generation)
                 self.metrics.config_loads.labels(result="error").inc()
                 continue
+            log.info(
+                "update path=%s identities=%d took=%.3fs",
+                self.pipeline.last_path,
+                len(identities),
+                time.perf_counter() - started,
+            )
             self.publish(builder)
 
     def _update(self, read: ResourceSet, identities: set[ProxyIdentity]) -> SnapshotBuilder:
