@@ -281,6 +281,7 @@ class Snapshot:
     )
     _changes: dict[tuple[int, str], frozenset[str]] = field(init=False, repr=False, compare=False)
     _entries: dict[tuple[str, tuple[str, ...]], bytes] = field(init=False, repr=False, compare=False)
+    _partials: dict[tuple[str, tuple[str, ...], str], bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         frozen: dict[str, Mapping[str, CachedResource]] = {t: _EMPTY for t in PUSH_ORDER}
@@ -301,6 +302,7 @@ class Snapshot:
         object.__setattr__(self, "_selections", {})
         object.__setattr__(self, "_changes", {})
         object.__setattr__(self, "_entries", {})
+        object.__setattr__(self, "_partials", {})
 
     def select(self, type_url: str, names: frozenset[str] | None) -> Selection:
         """The resources of ``type_url`` among ``names`` (``None``: all of them), memoized."""
@@ -346,6 +348,27 @@ class Snapshot:
             entries = b"".join(present[name].delta_entry for name in names)
             _remember(self._entries, key, entries)
         return entries
+
+    def sotw_partial_body(self, type_url: str, names: tuple[str, ...], version: str) -> bytes:
+        """A ``DiscoveryResponse`` (without nonce) carrying only ``names`` (all present) under
+        ``version``, the version of everything the client holds once it applies it; memoized.
+
+        SotW lets EDS, RDS and SDS responses leave out what did not change (the client keeps
+        what a response omits), as the floor does: a push sends the changed names only.
+        """
+        key = (type_url, names, version)
+        body = self._partials.get(key)
+        if body is None:
+            present = self.get(type_url)
+            body = b"".join(
+                (
+                    wire_field(_RESPONSE_VERSION, version.encode()),
+                    *(present[name].sotw_entry for name in names),
+                    wire_field(_RESPONSE_TYPE_URL, type_url.encode()),
+                )
+            )
+            _remember(self._partials, key, body)
+        return body
 
     def version(self, type_url: str) -> str:
         """Hash of the sorted ``(name, version)`` pairs of that type (an empty type has its own version)."""

@@ -9,7 +9,9 @@ Rules, per type:
   ignored entirely;
 - CDS and LDS are wildcard by default and always carry the full set (so omissions delete);
   EDS/RDS/SDS carry only the subscribed names that exist, and nothing when none are subscribed
-  (Envoy does not answer a response for a type it no longer watches).
+  (Envoy does not answer a response for a type it no longer watches); once a client holds a
+  snapshot's resources, an EDS/RDS/SDS update carries only the names that changed (the client
+  keeps what a response of these types leaves out), its version that of the whole set.
 
 Responses are bytes: a subscription's response body is memoized on the snapshot
 (``Snapshot.select``), so streams with equal subscriptions add only their nonce.
@@ -151,7 +153,25 @@ class AdsStream(XdsStream):
         assert isinstance(state, SotwTypeState)
         desired, exact = self._desired(type_url, state, snapshot)
         nonce = self._next_nonce()
-        response = sotw_response(body=desired.sotw_body, nonce=nonce)
+        carried = desired.names
+        body = desired.sotw_body
+        synced = state.synced_to
+        if (
+            exact
+            and synced is not None
+            and type_url not in _WILDCARD_BY_DEFAULT
+            and not state.wildcard
+            and not state.owed
+            and (state.answered_names is state.names or state.answered_names == state.names)
+        ):
+            # The client holds ``synced``'s resources of its subscription: send what changed
+            # (when only removals changed, the whole set says more than an empty response).
+            present = desired.resources
+            changed = tuple(sorted(n for n in snapshot.changed_since(synced, type_url) if n in present))
+            if changed:
+                carried = changed
+                body = snapshot.sotw_partial_body(type_url, carried, desired.version)
+        response = sotw_response(body=body, nonce=nonce)
         state.sent = desired.resources
         state.synced_to = snapshot if exact else None
         state.answered_names = state.names
@@ -165,5 +185,5 @@ class AdsStream(XdsStream):
             response=response,
             version=desired.version,
             nonce=nonce,
-            resources=desired.names,
+            resources=carried,
         )

@@ -233,3 +233,23 @@ def test_malformed_file_keeps_last_good_config_then_recovers(live: tuple[Stack, 
     bad.write_text(service_yaml("later", port_name=None, app_protocol="http2", upstream_port=stack.h2c.port))
     wait_until(lambda: _status(stack, "later.example.com") == 200, timeout=10, what="fixed file served")
     assert reported() == []
+
+
+def test_an_endpoint_edit_moves_traffic_by_eds_alone_and_other_services_keep_theirs(
+    live: tuple[Stack, Path],
+) -> None:
+    """The endpoint fast path with a real Envoy: only EDS is pushed (SotW: the one changed load
+    assignment, which Envoy merges into what it holds), and the untouched service keeps serving."""
+    stack, manifests = live
+    nowhere = free_port()  # nothing listens there
+    edge = manifests / "edge.yaml"
+    edge.write_text(service_yaml("edge", port_name=None, app_protocol="http2", upstream_port=nowhere))
+    wait_until(lambda: _status(stack, "edge.example.com") == 503, timeout=10, what="edge routed, no upstream")
+    acked = stack.server.acked_versions("gw")
+    edge.write_text(service_yaml("edge", port_name=None, app_protocol="http2", upstream_port=stack.h2c.port))
+    wait_until(lambda: _status(stack, "edge.example.com") == 200, timeout=10, what="edge's new endpoint")
+    now = stack.server.acked_versions("gw")
+    changed = {type_url for type_url in now if now[type_url] != acked.get(type_url)}
+    assert changed == {"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"}
+    assert "update path=endpoints" in stack.server.log_path.read_text()
+    assert _status(stack, "nginx.example.com") == 200

@@ -7,7 +7,9 @@ Invariants, after every step:
   unanswered response per type;
 - a batch goes out in ADS order, nonces increase, and a cluster disappears only once every
   endpoint, listener and route response has been acked;
-- once the client has acked everything (and never NACKed), it holds exactly the snapshot;
+- once the client has acked everything (and never NACKed), it holds exactly the snapshot (a
+  SotW client merges EDS/RDS responses into what it holds, as Envoy does: they may carry only
+  what changed);
 - the same snapshot object again sends nothing, and a type's ``synced_to`` (the short cut that
   diffs through ``Snapshot.changed_since``) always names a snapshot whose in-scope resources are
   exactly what the stream sent.
@@ -87,7 +89,7 @@ class StreamMachine(RuleBasedStateMachine):
         self.clusters_now: set[str] = set()
         """Clusters the client holds once it has processed every response sent so far."""
         self.endpoints_now: set[str] = set()
-        """SotW: the load assignments of the latest EDS response."""
+        """SotW: the load assignments the client holds (responses merge into what it has)."""
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -123,10 +125,10 @@ class StreamMachine(RuleBasedStateMachine):
             request.error_detail.CopyFrom(status_pb2.Status(code=13, message=error))
         state.requested = True
         state.names = new_names
-        if self.delta:
-            for name in list(state.view):
-                if type_url not in WILDCARD and name not in new_names:
-                    del state.view[name]
+        # A resource the client stops subscribing to is forgotten (both modes).
+        for name in list(state.view):
+            if type_url not in WILDCARD and name not in new_names:
+                del state.view[name]
         return self.stream.on_request(request)
 
     def deliver(self, actions: list[Action], *, outstanding_before: dict[str, bool]) -> None:
@@ -177,8 +179,11 @@ class StreamMachine(RuleBasedStateMachine):
         if self.delta:
             dropped = set(send.removed)
         else:
-            dropped = (self.endpoints_now & set(self.client[TYPE_ENDPOINT].names)) - set(send.resources)
-            self.endpoints_now = set(send.resources)
+            # SotW EDS: what a response leaves out, the client keeps (Envoy drops a load
+            # assignment only when it stops subscribing to it), so a response drops nothing.
+            subscribed = set(self.client[TYPE_ENDPOINT].names)
+            self.endpoints_now = (self.endpoints_now & subscribed) | set(send.resources)
+            dropped = set()
         assert not dropped & self.clusters_now, f"endpoints of held clusters dropped: {dropped}"
 
     def outstanding(self) -> dict[str, bool]:
@@ -213,9 +218,14 @@ class StreamMachine(RuleBasedStateMachine):
                 send.nonce,
                 send.version,
             )
-            state.view = {
+            carried = {
                 name: _version(any_) for name, any_ in zip(send.resources, response.resources, strict=True)
             }
+            if type_url in WILDCARD:
+                state.view = carried  # CDS and LDS: a response is the whole set
+            else:
+                # EDS, RDS, SDS: the client keeps what a response leaves out.
+                state.view = {**state.view, **carried}
 
     # --- rules ------------------------------------------------------------------------------
 
@@ -313,7 +323,12 @@ class StreamMachine(RuleBasedStateMachine):
                 continue
             present = self.snapshot.get(type_url)
             scope = present.keys() if type_url in WILDCARD else [n for n in state.names if n in present]
-            assert state.view == {n: present[n].version for n in scope}, type_url
+            view = state.view
+            if not self.delta and type_url not in WILDCARD:
+                # A SotW client keeps a subscribed resource the snapshot no longer has (Envoy
+                # does too, until it unsubscribes); what the snapshot has must match exactly.
+                view = {n: v for n, v in view.items() if n in present}
+            assert view == {n: present[n].version for n in scope}, type_url
 
     # --- invariants -------------------------------------------------------------------------
 

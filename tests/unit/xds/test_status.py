@@ -297,6 +297,21 @@ def test_sotw_a_snapshot_change_pushes_only_changed_types() -> None:
     assert types_of(stream2.on_snapshot(mesh_snapshot(endpoint_port=9001))) == [TYPE_ENDPOINT]
 
 
+def test_sotw_an_endpoint_push_carries_only_the_changed_load_assignment() -> None:
+    before = mesh_snapshot(services=["web", "api"])
+    stream, _ = connected_sotw(before)
+    moved = mesh_snapshot(services=["web", "api"], endpoint_port=9001).get(TYPE_ENDPOINT)[WEB]
+    after = Snapshot(resources={**before.resources, TYPE_ENDPOINT: {**before.get(TYPE_ENDPOINT), WEB: moved}})
+    send = only_send(stream.on_snapshot(after))
+    assert (send.type_url, send.resources) == (TYPE_ENDPOINT, (WEB,))
+    response = discovery_pb2.DiscoveryResponse.FromString(send.response)
+    assert [r.value for r in response.resources] == [moved.any.value]
+    # The version is that of everything the client holds once it applies the response.
+    assert response.version_info == send.version == after.select(TYPE_ENDPOINT, None).version
+    assert isinstance(ack(stream, send, sorted(after.names(TYPE_ENDPOINT)))[0], Ack)
+    assert stream.on_snapshot(after) == []
+
+
 def test_sotw_pushes_in_ads_order() -> None:
     stream, _ = connected_sotw(mesh_snapshot())
     empty = only_send(stream.on_request(sotw(TYPE_SECRET, ["cert"])))
