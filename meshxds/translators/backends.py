@@ -163,7 +163,7 @@ class BackendIndex:
                 reason="InvalidKind",
                 message=f"backend kind {group or 'core'}/{kind} is not supported",
             )
-        if not self.reference_allowed(
+        if namespace != from_namespace and not self.reference_allowed(
             from_group=gatewayapi.GROUP,
             from_kind=from_kind,
             from_namespace=from_namespace,

@@ -239,11 +239,12 @@ def forward_action(
     invalid_weight = 0
     for b_index, ref in enumerate(refs):
         filters = getattr(ref, "filters", None)
-        backend_filters = (
-            rule_filters(filters, at=f"{at}.backendRefs[{b_index}]", out=out, allowed=_BACKEND_FILTERS)
-            if filters
-            else RuleFilters()
-        )
+        request_headers = response_headers = ir.NO_HEADER_CHANGES
+        if filters:
+            found = rule_filters(
+                filters, at=f"{at}.backendRefs[{b_index}]", out=out, allowed=_BACKEND_FILTERS
+            )
+            request_headers, response_headers = found.request_headers, found.response_headers
         resolved = _resolve(ref, route, backends, out, force_protocol, default_protocol)
         if resolved.cluster is None:
             bad_refs.append((resolved.reason, resolved.message))
@@ -254,8 +255,8 @@ def forward_action(
                 ir.WeightedCluster(
                     cluster=resolved.cluster.name,
                     weight=ref.weight,
-                    request_headers=backend_filters.request_headers,
-                    response_headers=backend_filters.response_headers,
+                    request_headers=request_headers,
+                    response_headers=response_headers,
                 )
             )
     mirror_targets: list[ir.Mirror] = []
