@@ -36,6 +36,7 @@ __all__ = ["DirectorySource", "manifest_files", "read_directory", "watch_directo
 log = logging.getLogger(__name__)
 
 _SUFFIXES = (".yaml", ".yml", ".json")
+_WATCH_STEP_MS = 10
 _YAML_POSITION = re.compile(r"at line (\d+) column (\d+)")
 
 
@@ -289,13 +290,16 @@ async def watch_directory(
         except ManifestErrors as exc:
             return exc
 
+    # The watcher reports within ``_WATCH_STEP_MS`` of a change; the debounce is ours, so a
+    # burst is read ``debounce_ms`` after its last change, not up to a watcher step later.
     changes = awatch(
         root,
         debounce=max(max_wait_ms, debounce_ms),
-        step=debounce_ms,
+        step=min(debounce_ms, _WATCH_STEP_MS),
         stop_event=stop_event,
         recursive=True,
     )
+    loop = asyncio.get_running_loop()
     # Watch before the first read: awatch creates its watcher on the first anext(), and a change
     # made before that (while the caller handles the first read, say) would never be reported.
     pending: asyncio.Future[set[tuple[Change, str]]] = asyncio.ensure_future(anext(changes))
@@ -307,10 +311,20 @@ async def watch_directory(
                 batch = await pending
             except StopAsyncIteration:  # the stop event was set
                 return
+            paths = {p for _, p in batch}
+            deadline = loop.time() + max(max_wait_ms, debounce_ms) / 1000
             pending = asyncio.ensure_future(anext(changes))
-            paths = sorted({p for _, p in batch})
-            log.debug("manifest change: %s", paths)
-            yield await read(paths)
+            while (remaining := deadline - loop.time()) > 0:
+                done, _ = await asyncio.wait({pending}, timeout=min(debounce_ms / 1000, remaining))
+                if not done:
+                    break  # quiet for debounce_ms: the burst is over
+                try:
+                    paths |= {p for _, p in pending.result()}
+                except StopAsyncIteration:
+                    return
+                pending = asyncio.ensure_future(anext(changes))
+            log.debug("manifest change: %s", sorted(paths))
+            yield await read(sorted(paths))
     finally:
         if not pending.done():
             pending.cancel()
