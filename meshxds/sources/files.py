@@ -18,9 +18,10 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import ryaml
@@ -151,8 +152,21 @@ class DirectorySource:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._files: dict[str, _ParsedFile] = {}
-        self._order: list[str] | None = []
-        """``_files``' keys sorted (the read order), or ``None`` after the set of files changed."""
+        # The merged view, kept up to date file by file so a read costs what changed, not the
+        # whole directory: every object claiming a ``Kind/namespace/name`` (the first in file
+        # order wins, the others are "defined twice"), the winners by kind, and the files that
+        # have errors or warnings.
+        self._claims: dict[str, list[tuple[str, int, Resource, str]]] = {}
+        self._winners: dict[str, Resource] = {}
+        self._objects: dict[type[Resource], dict[tuple[str, str], Resource]] = {}
+        self._origins: dict[str, str] = {}
+        self._noisy: set[str] = set()
+        # What the last read handed out, reused for kinds (and origins) nothing touched since:
+        # the pipeline finds unchanged kinds by identity.
+        self._handed: dict[type[Resource], Mapping[tuple[str, str], Resource]] = {}
+        self._dirty: set[type[Resource]] = set()
+        self._handed_origins: Mapping[str, str] = MappingProxyType({})
+        self._origins_dirty = True
         self.parsed_files = 0
         """How many file reads parsed their content (for tests and metrics)."""
 
@@ -202,13 +216,51 @@ class DirectorySource:
             self._load(path, known_stamp=False)
 
     def _forget(self, key: str) -> None:
-        del self._files[key]
-        self._order = None
+        self._replace(key, self._files.pop(key), None)
 
     def _store(self, key: str, parsed: _ParsedFile) -> None:
-        if key not in self._files:
-            self._order = None
+        old = self._files.get(key)
         self._files[key] = parsed
+        self._replace(key, old, parsed)
+
+    def _replace(self, key: str, old: _ParsedFile | None, new: _ParsedFile | None) -> None:
+        """Move the merged view from ``old`` to ``new`` contents of the file ``key``."""
+        touched: set[str] = set()
+        if old is not None:
+            for obj, _ in old.objects:
+                self._claims[obj.ref] = [c for c in self._claims[obj.ref] if c[0] != key]
+                touched.add(obj.ref)
+        if new is not None:
+            for position, (obj, where) in enumerate(new.objects):
+                self._claims.setdefault(obj.ref, []).append((key, position, obj, where))
+                touched.add(obj.ref)
+        if new is not None and (new.errors or new.warnings):
+            self._noisy.add(key)
+        else:
+            self._noisy.discard(key)
+        for ref in touched:
+            self._elect(ref)
+
+    def _elect(self, ref: str) -> None:
+        """Serve the first claim of ``ref`` in file order (or nothing, when none is left)."""
+        held = self._winners.pop(ref, None)
+        if held is not None:
+            model = type(held)
+            self._objects[model].pop(held.key, None)
+            self._dirty.add(model)
+            del self._origins[ref]
+            self._origins_dirty = True
+        claims = self._claims.get(ref)
+        if not claims:
+            self._claims.pop(ref, None)
+            return
+        claims.sort(key=lambda c: (c[0], c[1]))
+        _, _, obj, where = claims[0]
+        self._winners[ref] = obj
+        self._objects.setdefault(type(obj), {})[obj.key] = obj
+        self._dirty.add(type(obj))
+        self._origins[ref] = where
+        self._origins_dirty = True
 
     def _load(self, path: Path, *, known_stamp: bool) -> None:
         key = str(path)
@@ -237,28 +289,31 @@ class DirectorySource:
     def _assemble(self) -> ResourceSet:
         if not self.root.is_dir():
             raise ManifestErrors([ManifestError("not a directory", path=str(self.root))])
-        errors: list[ManifestError] = []
+        errors: list[tuple[str, int, ManifestError]] = []
         warnings: list[str] = []
-        by_kind: dict[type[Resource], dict[tuple[str, str], Resource]] = {}
-        origins: dict[str, str] = {}
-        if self._order is None:
-            self._order = sorted(self._files)
-        for path in self._order:
+        for path in sorted(self._noisy):
             parsed = self._files[path]
-            errors.extend(parsed.errors)
+            errors.extend((path, -1, e) for e in parsed.errors)
             warnings.extend(parsed.warnings)
-            for obj, where in parsed.objects:
-                ref = obj.ref
-                if ref in origins:
-                    errors.append(
-                        ManifestError(f"defined twice (first in {origins[ref]})", path=where, ref=ref)
-                    )
-                    continue
-                origins[ref] = where
-                by_kind.setdefault(type(obj), {})[obj.key] = obj
+        for ref, claims in self._claims.items():
+            for path, position, _, where in claims[1:]:
+                first = claims[0][3]
+                error = ManifestError(f"defined twice (first in {first})", path=where, ref=ref)
+                errors.append((path, position, error))
         if errors:
-            raise ManifestErrors(errors)
-        return ResourceSet(objects=by_kind, origins=origins, warnings=tuple(warnings))
+            errors.sort(key=lambda e: (e[0], e[1]))
+            raise ManifestErrors([e for _, _, e in errors])
+        for model in self._dirty:
+            by_key = self._objects.get(model, {})
+            if by_key:
+                self._handed[model] = MappingProxyType(dict(by_key))
+            else:
+                self._handed.pop(model, None)
+        self._dirty.clear()
+        if self._origins_dirty:
+            self._handed_origins = MappingProxyType(dict(self._origins))
+            self._origins_dirty = False
+        return ResourceSet(objects=dict(self._handed), origins=self._handed_origins, warnings=tuple(warnings))
 
 
 def read_directory(root: str | Path) -> ResourceSet:

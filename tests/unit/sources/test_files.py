@@ -314,3 +314,66 @@ def test_yaml_reads_timestamps_and_nulls_as_the_api_server_does(tmp_path: Path) 
     )
     resources = read_directory(tmp_path)
     assert service_names(resources) == ["a"]
+
+
+def test_a_duplicate_takes_over_when_the_first_definition_goes(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", service_yaml("web", port=81))
+    write(tmp_path / "b.yaml", service_yaml("web", port=82))
+    source = DirectorySource(tmp_path)
+    with pytest.raises(ManifestErrors) as raised:
+        source.read()
+    assert [(e.ref, e.path) for e in raised.value.errors] == [
+        ("Service/default/web", str(tmp_path / "b.yaml"))
+    ]
+    (tmp_path / "a.yaml").unlink()
+    resources = source.read([str(tmp_path / "a.yaml")])
+    assert [p.port for p in resources.all(core.Service)[0].spec.ports] == [82]
+    assert resources.origins["Service/default/web"] == str(tmp_path / "b.yaml")
+
+
+def test_kinds_nothing_touched_are_handed_out_as_the_same_mapping(tmp_path: Path) -> None:
+    write(tmp_path / "svc.yaml", service_yaml("web"))
+    write(tmp_path / "ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n")
+    source = DirectorySource(tmp_path)
+    before = source.read()
+    write(tmp_path / "svc.yaml", service_yaml("web", port=81))
+    after = source.read([str(tmp_path / "svc.yaml")])
+    assert after.objects[core.Namespace] is before.objects[core.Namespace]
+    assert after.objects[core.Service] is not before.objects[core.Service]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_incremental_reads_equal_a_fresh_read(tmp_path: Path, seed: int) -> None:
+    """Random edits (adds, rewrites, deletes, duplicates across files, broken files) read
+    incrementally give what reading the directory afresh gives: objects, origins, errors."""
+    import random
+
+    rng = random.Random(seed)
+    source = DirectorySource(tmp_path)
+
+    def outcome(read: Callable[[], ResourceSet]) -> object:
+        try:
+            resources = read()
+        except ManifestErrors as exc:
+            return sorted((e.path, e.ref, e.message) for e in exc.errors)
+        return (
+            {
+                m.KIND: sorted((k, o.model_dump_json()) for k, o in v.items())
+                for m, v in resources.objects.items()
+            },
+            dict(resources.origins),
+            resources.warnings,
+        )
+
+    for _ in range(25):
+        path = tmp_path / f"f{rng.randrange(6)}.yaml"
+        action = rng.random()
+        if action < 0.2 and path.exists():
+            path.unlink()
+        elif action < 0.3:
+            write(path, "a: [\n")
+        else:
+            names = rng.sample(["a", "b", "c", "d"], k=rng.randrange(1, 3))
+            write(path, "---\n".join(service_yaml(n, port=rng.randrange(1, 4)) for n in names))
+        incremental = outcome(lambda changed=str(path): source.read([changed]))
+        assert incremental == outcome(lambda: read_directory(tmp_path))
