@@ -40,6 +40,7 @@ __all__ = [
     "TypeState",
     "XdsProtocolError",
     "XdsStream",
+    "intern_names",
     "node_identity",
 ]
 
@@ -49,6 +50,22 @@ SyncState = Literal["SYNCED", "STALE", "NACKED"]
 # Types whose updates must be acknowledged before clusters may disappear: an endpoint set, a
 # listener or a route still pointing at a removed cluster would see it vanish under traffic.
 _REMOVAL_GATE: tuple[str, ...] = (TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE)
+
+
+_INTERNED: dict[frozenset[str], frozenset[str]] = {}
+_INTERN_LIMIT = 4096
+
+
+def intern_names(names: frozenset[str]) -> frozenset[str]:
+    """One shared object per distinct subscription: the snapshot memoizes responses by
+    subscription, and a dict lookup whose key *is* the stored key skips comparing two sets of
+    a thousand names (streams of one identity subscribe to the same names)."""
+    found = _INTERNED.get(names)
+    if found is None:
+        if len(_INTERNED) >= _INTERN_LIMIT:
+            _INTERNED.clear()
+        found = _INTERNED[names] = names
+    return found
 
 
 class XdsProtocolError(Exception):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshxds.xds.cache import CachedResource, Selection, Snapshot, delta_response, version_of
-from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream
+from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream, intern_names
 
 __all__ = ["DeltaAdsStream", "DeltaTypeState"]
 
@@ -97,7 +97,7 @@ class DeltaAdsStream(XdsStream):
                 names.discard(name)
         if wildcard == state.wildcard and names == state.names:
             return
-        state.wildcard, state.names = wildcard, frozenset(names)
+        state.wildcard, state.names = wildcard, intern_names(frozenset(names))
         state.synced_to = None  # a new scope: what the client holds must be diffed in full
         # An unsubscribed name is forgotten by the client; subscribing again must resend it.
         for name in list(state.held):

@@ -32,7 +32,7 @@ from meshxds.xds.cache import (
     Snapshot,
     sotw_response,
 )
-from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream
+from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream, intern_names
 
 __all__ = ["AdsStream", "SotwTypeState"]
 
@@ -85,7 +85,7 @@ class AdsStream(XdsStream):
         wildcard = "*" in names or (not names and type_url in _WILDCARD_BY_DEFAULT)
         names = names - {"*"}
         if wildcard != state.wildcard or names != state.names:
-            state.wildcard, state.names = wildcard, names
+            state.wildcard, state.names = wildcard, intern_names(names)
             state.synced_to = None
         # else keep the old names object: its hash is cached and identity short-cuts comparisons.
         if not state.wildcard and not state.names:
