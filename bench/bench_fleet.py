@@ -39,7 +39,9 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("pushCPU", "server.cpu_after_sync_s"),
     ("rssMB", "server.rss_synced_kb"),
     ("rxKB/cli", "bytes_per_client_initial.p50"),
+    ("otherGw", "convergence_s.responses_after_trigger_other_gateways"),
 )
+"""``otherGw``: responses the clients of the other gateways got after the change (over-pushing)."""
 
 
 def _get(record: dict[str, Any], path: str) -> float | None:
@@ -77,7 +79,11 @@ def main() -> int:
     parser.add_argument("--clients", default="100,1000,2000")
     parser.add_argument("--modes", default="delta,sotw")
     parser.add_argument("--what", choices=("endpoint", "route"), default="endpoint")
-    parser.add_argument("--gateway", default="gw/gw-0", help="the gateway the clients are (ns/name)")
+    parser.add_argument(
+        "--gateway",
+        default="gw/gw-0",
+        help="the gateway the clients are (ns/name); ns/a,ns/b spreads them, the change hits the first",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell; medians are printed")
     parser.add_argument("--perf", type=Path, default=ROOT.parent / "shared" / "perf")
     parser.add_argument("--keep", type=Path, help="keep the mesh, snapshot and raw JSON here")
@@ -95,7 +101,7 @@ def main() -> int:
         _run([python, str(args.perf / "meshgen.py"), str(mesh), "--services", str(args.services),
               "--routes", str(args.routes), "--gateways", str(args.gateways), "--seed", "1", "--force"],
              stdout=subprocess.DEVNULL)  # fmt: skip
-        namespace, name = args.gateway.split("/")
+        namespace, name = args.gateway.split(",")[0].split("/")  # the floor serves the first gateway's bytes
         snapshot = work / "snapshot.json"
         with snapshot.open("w") as out:
             label = f"gateway.networking.k8s.io/gateway-name={name}"
