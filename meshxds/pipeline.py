@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from meshxds import ir
 from meshxds.errors import IRValidationError
 from meshxds.identity import ProxyIdentity
+from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.endpoints import ENDPOINT_KINDS, EndpointIndex
@@ -31,7 +32,15 @@ from meshxds.translators.status import ObjectStatus
 from meshxds.xds.cache import TYPE_ENDPOINT, Snapshot
 from meshxds.xds.memo import ResourceMemo
 
-__all__ = ["Changes", "Pipeline", "SnapshotBuilder", "Translation", "changes_between", "translate"]
+__all__ = [
+    "COMPILE_INPUTS",
+    "Changes",
+    "Pipeline",
+    "SnapshotBuilder",
+    "Translation",
+    "changes_between",
+    "translate",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,8 +79,12 @@ class Translation:
         return ir.ProxyConfig.merge(selected)
 
 
-def translate(resources: ResourceSet, options: TranslateOptions | None = None) -> Translation:
-    """Run every translator over one consistent set of objects."""
+def translate(
+    resources: ResourceSet, options: TranslateOptions | None = None, *, reuse: Translation | None = None
+) -> Translation:
+    """Run every translator over one consistent set of objects. ``reuse``: an earlier translation
+    whose compiled routes and unchanged Gateways may be kept (only when none of
+    ``COMPILE_INPUTS`` changed since)."""
     options = options or TranslateOptions()
     endpoints = EndpointIndex(resources)
     istio_translator = IstioTranslator(
@@ -83,12 +96,24 @@ def translate(resources: ResourceSet, options: TranslateOptions | None = None) -
     errors, warnings = istio_translator.check() if istio_translator.has_config else ([], [])
     return Translation(
         resources=resources,
-        gateway_api=translate_gateway_api(resources, options, endpoint_index=endpoints),
+        gateway_api=translate_gateway_api(
+            resources,
+            options,
+            endpoint_index=endpoints,
+            previous=reuse.gateway_api if reuse is not None else None,
+        ),
         istio=istio_translator,
         endpoints=endpoints,
         istio_errors=tuple(errors),
         istio_warnings=tuple(warnings),
     )
+
+
+COMPILE_INPUTS: frozenset[type[Resource]] = frozenset(
+    {core.Service, core.EndpointSlice, core.Pod, gatewayapi.ReferenceGrant, kgateway.Backend}
+)
+"""What a Gateway API route compiles from besides itself: when none of these changed, the last
+translation's compiled routes (and the configs of Gateways whose routes did not change) hold."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,9 +206,9 @@ class SnapshotBuilder:
         built = self._built.get(identity)
         if built is not None:
             return built.snapshot
-        config = self.translation.config_for(identity)
-        if self.endpoints is not self.translation.endpoints:
-            config = _with_endpoints(config, self.endpoints, None)
+        # Endpoints always come from the current index: clusters of a fast-path update, or of
+        # routes a translation reused, were computed from an older one.
+        config = _with_endpoints(self.translation.config_for(identity), self.endpoints, None)
         problems = config.validate()
         if problems:
             raise IRValidationError(problems)
@@ -269,7 +294,8 @@ class Pipeline:
                 self.fast_updates += 1
                 self.last_path = "endpoints"
             else:
-                builder = SnapshotBuilder(translate(resources, self.options), previous=previous)
+                reuse = previous.translation if not changes.kinds & COMPILE_INPUTS else None
+                builder = SnapshotBuilder(translate(resources, self.options, reuse=reuse), previous=previous)
                 self.full_updates += 1
                 self.last_path = "translated"
         builder.prebuild(identities)

@@ -22,13 +22,14 @@ from meshxds.translators.endpoints import EndpointIndex
 from meshxds.translators.grpcroutes import compile_grpc_route
 from meshxds.translators.hostnames import HostnamePatterns, covering_patterns, intersect_hostnames
 from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
-from meshxds.translators.policies import listener_policies
+from meshxds.translators.policies import ListenerPolicies, listener_policies
 from meshxds.translators.status import Condition, ObjectStatus, condition, merge_conditions
 from meshxds.translators.tcproutes import compile_tcp_route
 
 __all__ = [
     "CONTROLLER_NAME",
     "GATEWAY_NAME_LABEL",
+    "GatewayAPIMemo",
     "GatewayAPIResult",
     "TranslateOptions",
     "gateway_for_proxy",
@@ -58,12 +59,25 @@ class TranslateOptions:
     cluster_domain: str = names.CLUSTER_DOMAIN
 
 
+@dataclass(slots=True)
+class GatewayAPIMemo:
+    """What one run hands the next when none of the objects routes compile from changed
+    (Envoy Gateway re-translates only what changed): each route's compiled result, by object
+    identity, and each Gateway's config with the inputs it was assembled from."""
+
+    compiled: dict[int, tuple[object, httproutes.CompiledRoute]] = field(default_factory=dict)
+    configs: dict[tuple[str, str], tuple[tuple[object, ...], ir.ProxyConfig, tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayAPIResult:
     gateways: dict[tuple[str, str], ir.ProxyConfig]
     """``(namespace, name)`` of each Gateway we serve → its proxies' config."""
     statuses: tuple[ObjectStatus, ...]
     warnings: tuple[str, ...]
+    memo: GatewayAPIMemo = field(default_factory=GatewayAPIMemo, compare=False, repr=False)
 
 
 def gateway_for_proxy(namespace: str, labels: dict[str, str]) -> tuple[str, str] | None:
@@ -101,6 +115,9 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     clusters: dict[tuple[str, str], dict[str, ir.Cluster]] = field(default_factory=lambda: defaultdict(dict))
     secrets: dict[tuple[str, str], dict[str, ir.TlsSecret]] = field(default_factory=lambda: defaultdict(dict))
+    previous: GatewayAPIMemo | None = None
+    """The last run's memo, when what routes compile from is unchanged since."""
+    memo: GatewayAPIMemo = field(default_factory=GatewayAPIMemo)
 
 
 def _namespace_labels(resources: ResourceSet) -> dict[str, dict[str, str]]:
@@ -314,6 +331,18 @@ def _compile(route: _Route, backends: BackendIndex) -> httproutes.CompiledRoute:
     return httproutes.compile_http_route(route, backends=backends)
 
 
+def _compiled(run: _Run, route: _Route) -> httproutes.CompiledRoute:
+    """The route compiled, or the last run's result for this very object."""
+    if run.previous is not None:
+        hit = run.previous.compiled.get(id(route))
+        if hit is not None and hit[0] is route:
+            run.memo.compiled[id(route)] = hit
+            return hit[1]
+    compiled = _compile(route, run.backends)
+    run.memo.compiled[id(route)] = (route, compiled)
+    return compiled
+
+
 def _route_hostnames(route: _Route) -> list[str]:
     return [] if isinstance(route, gatewayapi.TCPRoute) else list(route.spec.hostnames)
 
@@ -335,7 +364,7 @@ def _process_routes(run: _Run) -> None:
             if gw_key not in run.listeners and run.resources.get(gatewayapi.Gateway, *gw_key) is not None:
                 continue  # a Gateway of another controller: not ours to report on
             if compiled is None:
-                compiled = _compile(route, run.backends)
+                compiled = _compiled(run, route)
                 run.warnings.extend(compiled.warnings)
             accepted = _attach(run, route, ref, gw_key, compiled)
             resolved = compiled.resolved_refs
@@ -514,12 +543,38 @@ def _tcp_servers(run: _Run, ctx: _ListenerContext) -> list[TcpServer]:
 
 
 def _build_proxy_config(run: _Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
+    """The Gateway's config; the last run's when it was assembled from the same inputs (the
+    same objects, mostly: reused compiled routes make the comparison an identity check)."""
+    policies = listener_policies(run.resources, gw)
+    run.warnings.extend(policies.warnings)
+    inputs = (
+        gw,
+        run.options,
+        policies,
+        tuple(
+            (c.spec, c.kinds, c.valid, c.tls, tuple(c.routes), tuple(c.tcp_routes))
+            for c in run.listeners[gw.key]
+        ),
+        tuple(sorted(run.clusters.get(gw.key, {}).items())),
+        tuple(sorted(run.secrets.get(gw.key, {}).items())),
+    )
+    if run.previous is not None:
+        hit = run.previous.configs.get(gw.key)
+        if hit is not None and hit[0] == inputs:
+            run.memo.configs[gw.key] = hit
+            run.warnings.extend(hit[2])
+            return hit[1]
+    mark = len(run.warnings)
+    config = _assemble_proxy_config(run, gw, policies)
+    run.memo.configs[gw.key] = (inputs, config, tuple(run.warnings[mark:]))
+    return config
+
+
+def _assemble_proxy_config(run: _Run, gw: gatewayapi.Gateway, policies: ListenerPolicies) -> ir.ProxyConfig:
     by_port: dict[int, list[_ListenerContext]] = defaultdict(list)
     for ctx in run.listeners[gw.key]:
         if ctx.valid and ctx.kinds:
             by_port[ctx.spec.port].append(ctx)
-    policies = listener_policies(run.resources, gw)
-    run.warnings.extend(policies.warnings)
     listeners: list[ir.Listener] = []
     for port in sorted(by_port):
         contexts = sorted(by_port[port], key=lambda c: c.spec.name)
@@ -608,8 +663,14 @@ def translate_gateway_api(
     options: TranslateOptions | None = None,
     *,
     endpoint_index: EndpointIndex | None = None,
+    previous: GatewayAPIResult | None = None,
 ) -> GatewayAPIResult:
-    """Every Gateway of our class → its proxies' IR, plus the status of everything read."""
+    """Every Gateway of our class → its proxies' IR, plus the status of everything read.
+
+    ``previous``: the last result, given only when no object routes compile from (Services,
+    kgateway Backends, ReferenceGrants, endpoints) changed since; its compiled routes and
+    unchanged Gateways' configs are reused. Their clusters may carry older endpoints: the
+    snapshot builder takes endpoints from the current index."""
     options = options or TranslateOptions()
     run = _Run(
         resources=resources,
@@ -618,6 +679,7 @@ def translate_gateway_api(
             resources=resources, cluster_domain=options.cluster_domain, endpoint_index=endpoint_index
         ),
         namespaces=_namespace_labels(resources),
+        previous=previous.memo if previous is not None else None,
     )
     classes = _process_gateway_classes(run)
     gateways = {g.key: g for g in _process_gateways(run, classes)}
@@ -628,4 +690,5 @@ def translate_gateway_api(
         gateways=configs,
         statuses=tuple(sorted(run.statuses, key=lambda s: (s.kind, s.namespace, s.name))),
         warnings=tuple(run.warnings),
+        memo=run.memo,
     )

@@ -142,3 +142,55 @@ def test_changes_between_sees_added_removed_and_modified_objects() -> None:
     assert changes.endpoints_only
     assert sorted(o.name for o in changes.objects) == ["svc-a-1", "svc-a-1", "svc-b-1"]
     assert not changes_between(before, resource_set(docs, before))
+
+
+def test_a_route_edit_reuses_the_other_routes_and_the_other_gateways_config() -> None:
+    pipeline = Pipeline()
+    docs = mesh()
+    before = resource_set(docs)
+    old = pipeline.update(before, [GW_A, GW_B]).translation.gateway_api
+    edited = copy.deepcopy(docs)
+    route = next(d for d in edited if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "svc-a")
+    route["spec"]["hostnames"] = ["a2.example.com"]
+    new = pipeline.update(resource_set(edited, before), [GW_A, GW_B]).translation.gateway_api
+    route_b = next(r for r, _ in old.memo.compiled.values() if getattr(r, "name", "") == "svc-b")
+    assert new.memo.compiled[id(route_b)][1] is old.memo.compiled[id(route_b)][1]
+    assert new.gateways[("gateway-system", "b")] is old.gateways[("gateway-system", "b")]
+    assert new.gateways[("gateway-system", "a")] is not old.gateways[("gateway-system", "a")]
+
+
+def test_a_service_edit_compiles_every_route_again() -> None:
+    pipeline = Pipeline()
+    docs = mesh()
+    before = resource_set(docs)
+    old = pipeline.update(before, [GW_A]).translation.gateway_api
+    edited = copy.deepcopy(docs)
+    service = next(d for d in edited if d["kind"] == "Service" and d["metadata"]["name"] == "svc-b")
+    service["spec"]["ports"][0]["appProtocol"] = "http2"
+    new = pipeline.update(resource_set(edited, before), [GW_A]).translation.gateway_api
+    assert not set(map(id, (c for _, c in new.memo.compiled.values()))) & set(
+        map(id, (c for _, c in old.memo.compiled.values()))
+    )
+
+
+def test_a_route_edit_after_an_endpoint_edit_serves_the_current_endpoints() -> None:
+    """Reused compiled routes hold clusters computed from older endpoints: what is served
+    must still equal a fresh translation."""
+    pipeline = Pipeline()
+    docs = mesh()
+    first = resource_set(docs)
+    pipeline.update(first, [GW_A, GW_B])
+    moved = copy.deepcopy(docs)
+    slice_of(moved, "svc-b")["endpoints"][0]["addresses"] = ["127.0.0.7"]
+    second = resource_set(moved, first)
+    pipeline.update(second, [GW_A, GW_B])
+    renamed = copy.deepcopy(moved)
+    route = next(d for d in renamed if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "svc-a")
+    route["spec"]["hostnames"] = ["a2.example.com"]
+    third = resource_set(renamed, second)
+    builder = pipeline.update(third, [GW_A, GW_B])
+    assert (pipeline.full_updates, pipeline.fast_updates) == (2, 1)
+    fresh = SnapshotBuilder(translate(third))
+    for identity in (GW_A, GW_B):
+        assert snapshot_to_json(builder(identity)) == snapshot_to_json(fresh(identity))
+    assert addresses(snapshot_to_json(builder(GW_B)), CLUSTER_B) == ["127.0.0.7"]
