@@ -80,13 +80,17 @@ class Translation:
 
 
 def translate(
-    resources: ResourceSet, options: TranslateOptions | None = None, *, reuse: Translation | None = None
+    resources: ResourceSet,
+    options: TranslateOptions | None = None,
+    *,
+    reuse: Translation | None = None,
+    endpoints: EndpointIndex | None = None,
 ) -> Translation:
     """Run every translator over one consistent set of objects. ``reuse``: an earlier translation
-    whose compiled routes and unchanged Gateways may be kept (only when none of
-    ``COMPILE_INPUTS`` changed since)."""
+    whose compiled routes and unchanged Gateways may be kept, and ``endpoints`` an index still
+    true of ``resources`` (both only when none of ``COMPILE_INPUTS`` changed since)."""
     options = options or TranslateOptions()
-    endpoints = EndpointIndex(resources)
+    endpoints = endpoints or EndpointIndex(resources)
     istio_translator = IstioTranslator(
         resources,
         listener_address=options.listener_address,
@@ -294,8 +298,13 @@ class Pipeline:
                 self.fast_updates += 1
                 self.last_path = "endpoints"
             else:
-                reuse = previous.translation if not changes.kinds & COMPILE_INPUTS else None
-                builder = SnapshotBuilder(translate(resources, self.options, reuse=reuse), previous=previous)
+                if changes.kinds & COMPILE_INPUTS:
+                    translation = translate(resources, self.options)
+                else:
+                    translation = translate(
+                        resources, self.options, reuse=previous.translation, endpoints=previous.endpoints
+                    )
+                builder = SnapshotBuilder(translation, previous=previous)
                 self.full_updates += 1
                 self.last_path = "translated"
         builder.prebuild(identities)

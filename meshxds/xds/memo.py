@@ -43,33 +43,60 @@ class ResourceMemo:
 
     def __init__(self, previous: ResourceMemo | None = None) -> None:
         self._built: dict[tuple[str, Hashable], CachedResource] = {}
+        # The same entries by the identity of the IR object asked for: reused IR (an unchanged
+        # Gateway's config) is found without hashing a thousand-route tree again.
+        self._by_id: dict[tuple[str, int], tuple[object, CachedResource]] = {}
         # Only the previous generation's own entries: no chain of memos is kept alive.
         self._previous: Mapping[tuple[str, Hashable], CachedResource] = (
             previous._built if previous is not None else {}
         )
+        self._previous_by_id: Mapping[tuple[str, int], tuple[object, CachedResource]] = (
+            previous._by_id if previous is not None else {}
+        )
         self.builds = 0
         """Resources serialized by this memo (the rest were found): for tests and benchmarks."""
 
-    def _get(self, type_url: str, node: N, name: str, build: Callable[[N], Message]) -> CachedResource:
-        key = (type_url, node)
-        found = self._built.get(key)
+    def _get(
+        self,
+        type_url: str,
+        node: N,
+        name: str,
+        build: Callable[[N], Message],
+        *,
+        key: Callable[[N], Hashable] | None = None,
+    ) -> CachedResource:
+        """``key(node)`` (default: ``node``) is what the bytes depend on, when less than ``node``."""
+        by_id = (type_url, id(node))
+        for table in (self._by_id, self._previous_by_id):
+            hit = table.get(by_id)
+            if hit is not None and hit[0] is node:
+                self._by_id[by_id] = hit
+                return hit[1]
+        by_value = (type_url, node if key is None else key(node))
+        found = self._built.get(by_value)
         if found is None:
-            found = self._previous.get(key)
+            found = self._previous.get(by_value)
             if found is None:
                 self.builds += 1
                 found = CachedResource.from_message(name, build(node))
-            self._built[key] = found
+            self._built[by_value] = found
+        self._by_id[by_id] = (node, found)
         return found
 
     def cluster(self, cluster: ir.Cluster) -> CachedResource:
         # The cluster resource does not carry endpoints: EDS clusters built for other
-        # endpoints are the same bytes, so drop them from the key.
-        node = cluster if cluster.discovery != "EDS" else _without_endpoints(cluster)
-        return self._get(TYPE_CLUSTER, node, cluster.name, build_cluster)
+        # endpoints are the same bytes, so endpoints are left out of the key.
+        key = _without_endpoints if cluster.discovery == "EDS" else None
+        return self._get(TYPE_CLUSTER, cluster, cluster.name, build_cluster, key=key)
 
     def load_assignment(self, cluster: ir.Cluster) -> CachedResource:
-        node = (cluster.name, cluster.endpoints)
-        return self._get(TYPE_ENDPOINT, node, cluster.name, lambda _: build_cluster_load_assignment(cluster))
+        return self._get(
+            TYPE_ENDPOINT,
+            cluster,
+            cluster.name,
+            build_cluster_load_assignment,
+            key=lambda c: (c.name, c.endpoints),
+        )
 
     def listener(self, listener: ir.Listener) -> CachedResource:
         return self._get(TYPE_LISTENER, listener, listener.name, build_listener)
