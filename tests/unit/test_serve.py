@@ -140,44 +140,46 @@ async def synced(proxy: Proxy) -> None:
     await until(lambda: proxy.types() >= set(WATCHED), what=f"gateway {proxy.gateway} synced")
 
 
+@pytest.fixture
+async def proxies(service: Service) -> AsyncIterator[tuple[Proxy, Proxy]]:
+    """One synced proxy of gateway a and one of gateway b."""
+    a, b = Proxy(service.xds_port, "a"), Proxy(service.xds_port, "b")
+    try:
+        for proxy in (a, b):
+            proxy.start()
+            await synced(proxy)
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_an_endpoint_edit_sends_eds_only_and_only_to_that_gateways_proxies(
-    service: Service, manifests: Path
+    service: Service, manifests: Path, proxies: tuple[Proxy, Proxy]
 ) -> None:
-    a, b = Proxy(service.xds_port, "a"), Proxy(service.xds_port, "b")
-    try:
-        for proxy in (a, b):
-            proxy.start()
-            await synced(proxy)
-        seen_a, seen_b = len(a.received), len(b.received)
-        write(manifests / "svc-a.yaml", service_docs("svc-a", "a", addresses=("127.0.0.1", "127.0.0.2")))
-        await until(lambda: len(a.received) > seen_a, what="the new endpoints at gateway a")
-        await asyncio.sleep(0.3)  # anything else the edit would send has had time to arrive
-        assert a.types(seen_a) == {TYPE_ENDPOINT}
-        assert a.resources(seen_a) == ["outbound|8080||svc-a.default.svc.cluster.local"]
-        assert len(b.received) == seen_b
-        assert service.pipeline.fast_updates == 1
-    finally:
-        await a.close()
-        await b.close()
+    a, b = proxies
+    seen_a, seen_b = len(a.received), len(b.received)
+    write(manifests / "svc-a.yaml", service_docs("svc-a", "a", addresses=("127.0.0.1", "127.0.0.2")))
+    await until(lambda: len(a.received) > seen_a, what="the new endpoints at gateway a")
+    await asyncio.sleep(0.3)  # anything else the edit would send has had time to arrive
+    assert a.types(seen_a) == {TYPE_ENDPOINT}
+    assert a.resources(seen_a) == ["outbound|8080||svc-a.default.svc.cluster.local"]
+    assert len(b.received) == seen_b
+    assert service.pipeline.fast_updates == 1
 
 
-async def test_a_route_edit_reaches_only_that_gateways_proxies(service: Service, manifests: Path) -> None:
-    a, b = Proxy(service.xds_port, "a"), Proxy(service.xds_port, "b")
-    try:
-        for proxy in (a, b):
-            proxy.start()
-            await synced(proxy)
-        seen_a, seen_b = len(a.received), len(b.received)
-        docs = service_docs("svc-a", "a")
-        docs[2]["spec"]["hostnames"] = ["renamed.example.com"]
-        write(manifests / "svc-a.yaml", docs)
-        await until(lambda: TYPE_ROUTE in a.types(seen_a), what="the new route at gateway a")
-        await asyncio.sleep(0.3)
-        assert a.types(seen_a) == {TYPE_ROUTE}
-        assert len(b.received) == seen_b
-    finally:
-        await a.close()
-        await b.close()
+async def test_a_route_edit_reaches_only_that_gateways_proxies(
+    service: Service, manifests: Path, proxies: tuple[Proxy, Proxy]
+) -> None:
+    a, b = proxies
+    seen_a, seen_b = len(a.received), len(b.received)
+    docs = service_docs("svc-a", "a")
+    docs[2]["spec"]["hostnames"] = ["renamed.example.com"]
+    write(manifests / "svc-a.yaml", docs)
+    await until(lambda: TYPE_ROUTE in a.types(seen_a), what="the new route at gateway a")
+    await asyncio.sleep(0.3)
+    assert a.types(seen_a) == {TYPE_ROUTE}
+    assert len(b.received) == seen_b
 
 
 async def test_streams_are_served_from_the_last_snapshot_while_a_translation_runs(
