@@ -157,6 +157,7 @@ class DirectorySource:
         # order wins, the others are "defined twice"), the winners by kind, and the files that
         # have errors or warnings.
         self._claims: dict[str, list[tuple[str, int, Resource, str]]] = {}
+        self._duplicated: set[str] = set()
         self._winners: dict[str, Resource] = {}
         self._objects: dict[type[Resource], dict[tuple[str, str], Resource]] = {}
         self._origins: dict[str, str] = {}
@@ -251,6 +252,10 @@ class DirectorySource:
             del self._origins[ref]
             self._origins_dirty = True
         claims = self._claims.get(ref)
+        if claims is not None and len(claims) > 1:
+            self._duplicated.add(ref)
+        else:
+            self._duplicated.discard(ref)
         if not claims:
             self._claims.pop(ref, None)
             return
@@ -295,7 +300,8 @@ class DirectorySource:
             parsed = self._files[path]
             errors.extend((path, -1, e) for e in parsed.errors)
             warnings.extend(parsed.warnings)
-        for ref, claims in self._claims.items():
+        for ref in self._duplicated:
+            claims = self._claims[ref]
             for path, position, _, where in claims[1:]:
                 first = claims[0][3]
                 error = ManifestError(f"defined twice (first in {first})", path=where, ref=ref)
