@@ -201,11 +201,6 @@ class SnapshotBuilder:
         self._previous: dict[ProxyIdentity, _Built] = dict(previous._built) if previous is not None else {}
         self._built: dict[ProxyIdentity, _Built] = {}
 
-    @property
-    def identities(self) -> frozenset[ProxyIdentity]:
-        """Identities built by this builder or the previous one."""
-        return frozenset(self._built.keys() | self._previous.keys())
-
     def __call__(self, identity: ProxyIdentity) -> Snapshot:
         built = self._built.get(identity)
         if built is not None:
