@@ -86,10 +86,10 @@ class _ParsedFile:
     warnings: tuple[str, ...]
 
 
-def _yaml_error(path: Path, exc: ValueError) -> ManifestError:
+def _yaml_error(path: str, exc: ValueError) -> ManifestError:
     text = str(exc)
     position = _YAML_POSITION.search(text)
-    where = f"{path}:{position.group(1)}:{position.group(2)}" if position else str(path)
+    where = f"{path}:{position.group(1)}:{position.group(2)}" if position else path
     return ManifestError(f"invalid YAML: {text}", path=where)
 
 
@@ -114,12 +114,12 @@ def _parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
         return parse_document(SourcedDocument(path=doc.path, index=doc.index, body=cleaned))
 
 
-def _parse_file(path: Path, stamp: tuple[int, int, int], data: bytes) -> _ParsedFile:
+def _parse_file(path: str, stamp: tuple[int, int, int], data: bytes) -> _ParsedFile:
     digest = hashlib.sha256(data).digest()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _ParsedFile(stamp, digest, (), (ManifestError(f"cannot read: {exc}", path=str(path)),), ())
+        return _ParsedFile(stamp, digest, (), (ManifestError(f"cannot read: {exc}", path=path),), ())
     try:
         # The whole file is parsed before any object is used: a syntax error rejects the file.
         bodies: list[Any] = ryaml.loads_all(text) or []
@@ -132,13 +132,13 @@ def _parse_file(path: Path, stamp: tuple[int, int, int], data: bytes) -> _Parsed
         if body is None:  # an empty document between '---' separators
             continue
         try:
-            obj, found = _parse_document(SourcedDocument(path=str(path), index=index, body=body))
+            obj, found = _parse_document(SourcedDocument(path=path, index=index, body=body))
         except ManifestError as exc:
             errors.append(exc)
             continue
         warnings.extend(found)
         if obj is not None:
-            objects.append((obj, f"{path}#{index}" if index else str(path)))
+            objects.append((obj, f"{path}#{index}" if index else path))
     return _ParsedFile(stamp, digest, tuple(objects), tuple(errors), tuple(warnings))
 
 
@@ -190,7 +190,7 @@ class DirectorySource:
         for gone in self._files.keys() - set(present):
             self._forget(gone)
         for path in present:
-            self._load(Path(path), known_stamp=True)
+            self._load(path, known_stamp=True)
 
     def _refresh(self, path: Path) -> None:
         if not path.is_relative_to(self.root) or path == self.root:
@@ -208,13 +208,13 @@ class DirectorySource:
             for gone in [p for p in self._files if Path(p).is_relative_to(path) and p not in keep]:
                 self._forget(gone)
             for found in present:
-                self._load(Path(found), known_stamp=True)
+                self._load(found, known_stamp=True)
         elif path.suffix not in _SUFFIXES:
             # Neither a manifest nor a folder: possibly a deleted folder (no way to tell now).
             for gone in [p for p in self._files if Path(p).is_relative_to(path)]:
                 self._forget(gone)
         else:
-            self._load(path, known_stamp=False)
+            self._load(str(path), known_stamp=False)
 
     def _forget(self, key: str) -> None:
         self._replace(key, self._files.pop(key), None)
@@ -267,14 +267,15 @@ class DirectorySource:
         self._origins[ref] = where
         self._origins_dirty = True
 
-    def _load(self, path: Path, *, known_stamp: bool) -> None:
-        key = str(path)
+    def _load(self, key: str, *, known_stamp: bool) -> None:
+        # Plain strings and os calls: at 30,000 files, Path objects cost a few hundred ms.
         try:
-            stat = path.stat()
+            stat = os.stat(key)
             cached = self._files.get(key)
             if known_stamp and cached is not None and cached.stamp == _stamp(stat):
                 return
-            data = path.read_bytes()
+            with open(key, "rb") as handle:
+                data = handle.read()
         except FileNotFoundError:
             # Deleted (perhaps while we read it): gone, not an error.
             if key in self._files:
@@ -289,7 +290,7 @@ class DirectorySource:
             self._files[key] = replace(cached, stamp=_stamp(stat))
             return
         self.parsed_files += 1
-        self._store(key, _parse_file(path, _stamp(stat), data))
+        self._store(key, _parse_file(key, _stamp(stat), data))
 
     def _assemble(self) -> ResourceSet:
         if not self.root.is_dir():
