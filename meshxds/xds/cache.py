@@ -495,7 +495,7 @@ class SnapshotCache:
     """The current builder and one memoized snapshot per identity per generation; no gRPC.
 
     All methods run on the event loop; mutations are synchronous, so no ``await`` separates a
-    read from a write.
+    read from a write (``snapshot`` builds in a thread, then writes on the loop).
     """
 
     def __init__(self, builder: Builder | None = None) -> None:
@@ -505,6 +505,9 @@ class SnapshotCache:
         # The last snapshot each identity was served, the fallback when a builder fails.
         self._last_good: dict[ProxyIdentity, Snapshot] = {}
         self._changed = asyncio.Event()
+        # Builds running in worker threads, by generation and identity, shared by the streams
+        # that ask for the same identity meanwhile.
+        self._pending: dict[tuple[int, ProxyIdentity], asyncio.Future[Snapshot | None]] = {}
 
     @property
     def generation(self) -> int:
@@ -536,17 +539,45 @@ class SnapshotCache:
             self._last_good[identity] = snapshot
         return snapshot
 
+    async def snapshot(self, identity: ProxyIdentity) -> Snapshot | None:
+        """``snapshot_for`` for the event loop: a snapshot not built yet is built in a worker
+        thread (at 10,000 Services, one takes a quarter of a second), so the loop keeps serving
+        every other stream meanwhile; streams asking for the same identity share the build."""
+        if identity in self._memo:
+            return self._memo[identity]
+        builder, generation = self._builder, self._generation
+        if builder is None:
+            return None
+        key = (generation, identity)
+        pending = self._pending.get(key)
+        if pending is None:
+            build = asyncio.to_thread(self._build_with, builder, identity, generation)
+            pending = asyncio.ensure_future(build)
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        snapshot = await asyncio.shield(pending)
+        if generation != self._generation:
+            return snapshot  # a newer generation woke the stream already; it will ask again
+        if identity not in self._memo:
+            self._memo[identity] = snapshot
+            if snapshot is not None:
+                self._last_good[identity] = snapshot
+        return self._memo[identity]
+
     def _build(self, identity: ProxyIdentity) -> Snapshot | None:
         if self._builder is None:
             return None
+        return self._build_with(self._builder, identity, self._generation)
+
+    def _build_with(self, builder: Builder, identity: ProxyIdentity, generation: int) -> Snapshot | None:
         try:
-            snapshot = self._builder(identity)
+            snapshot = builder(identity)
             snapshot.check_consistent()
         except Exception:
             log.exception(
                 "snapshot build failed identity=%s generation=%d; keeping the previous snapshot",
                 identity,
-                self._generation,
+                generation,
             )
             return self._last_good.get(identity)
         return snapshot

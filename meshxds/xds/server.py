@@ -224,7 +224,7 @@ class XdsServer:
             except XdsProtocolError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
             assert stream.identity is not None
-            snapshot = self._cache.snapshot_for(stream.identity)
+            snapshot = await self._cache.snapshot(stream.identity)
             if snapshot is None:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "no configuration yet")
             assert snapshot is not None
@@ -287,7 +287,7 @@ class XdsServer:
                 self._notify_request(conn, str(getattr(event, "type_url", "")))
             if stream.identity is not None:
                 # Memoized per identity and generation, so asking on every event is cheap.
-                snapshot = self._cache.snapshot_for(stream.identity)
+                snapshot = await self._cache.snapshot(stream.identity)
                 if snapshot is not None and snapshot is not stream.snapshot:
                     actions.extend(stream.on_snapshot(snapshot))
             try:

@@ -433,3 +433,30 @@ def test_cache_module_does_not_import_grpc() -> None:
 
 def test_endpoint_type_constant_matches_the_proto() -> None:
     assert TYPE_ENDPOINT.endswith(endpoint_pb2.ClusterLoadAssignment.DESCRIPTOR.full_name)
+
+
+async def test_a_build_runs_in_a_worker_thread_shared_by_the_streams_asking() -> None:
+    import threading
+
+    slow, fast = ProxyIdentity.of(namespace="slow"), ProxyIdentity.of(namespace="fast")
+    built = Snapshot(resources={})
+    release = threading.Event()
+    calls: list[ProxyIdentity] = []
+
+    def builder(identity: ProxyIdentity) -> Snapshot:
+        calls.append(identity)
+        if identity == slow:
+            release.wait(5)  # a 10k-service gateway, as far as the loop can tell
+        return built
+
+    cache = SnapshotCache(builder)
+    first = asyncio.ensure_future(cache.snapshot(slow))
+    second = asyncio.ensure_future(cache.snapshot(slow))
+    # The loop is free while the slow build runs: another identity is served meanwhile.
+    assert await asyncio.wait_for(cache.snapshot(fast), 2) is built
+    assert not first.done() and not second.done()
+    release.set()
+    assert await asyncio.wait_for(first, 5) is built
+    assert await asyncio.wait_for(second, 5) is built
+    assert calls.count(slow) == 1
+    assert cache.snapshot_for(slow) is built  # memoized for the generation
