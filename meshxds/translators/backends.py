@@ -60,6 +60,7 @@ class BackendIndex:
     # Per (Service, port) object: its protocol decision and cluster name, decided once however
     # many routes use it. Keyed by identity: the objects live as long as ``resources``.
     _ports: dict[tuple[int, int], tuple[ProtocolDecision, str]] = field(default_factory=dict)
+    _resolved: dict[tuple[object, ...], ResolvedBackend] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.endpoint_index is None:
@@ -156,7 +157,38 @@ class BackendIndex:
         default_protocol: ir.UpstreamProtocol = ir.UpstreamProtocol.HTTP1,
         force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
     ) -> ResolvedBackend:
-        """Resolve a Gateway API backendRef (a Service, or a kgateway Backend) to a cluster."""
+        """Resolve a Gateway API backendRef (a Service, or a kgateway Backend) to a cluster;
+        memoized per run (routes share backends: 10,000 routes make 32,000 references)."""
+        key = (group, kind, name, namespace, port, from_kind, from_namespace)
+        key += (default_protocol, force_protocol)
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolved[key] = self._resolve(
+                group=group,
+                kind=kind,
+                name=name,
+                namespace=namespace,
+                port=port,
+                from_kind=from_kind,
+                from_namespace=from_namespace,
+                default_protocol=default_protocol,
+                force_protocol=force_protocol,
+            )
+        return found
+
+    def _resolve(
+        self,
+        *,
+        group: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        port: int | None,
+        from_kind: str,
+        from_namespace: str,
+        default_protocol: ir.UpstreamProtocol,
+        force_protocol: tuple[ir.UpstreamProtocol, str] | None,
+    ) -> ResolvedBackend:
         if (group, kind) not in _BACKEND_KINDS:
             return ResolvedBackend(
                 cluster=None,
