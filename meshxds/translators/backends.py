@@ -159,7 +159,7 @@ class BackendIndex:
     ) -> ResolvedBackend:
         """Resolve a Gateway API backendRef (a Service, or a kgateway Backend) to a cluster;
         memoized per run (routes share backends: 10,000 routes make 32,000 references)."""
-        key = (group, kind, name, namespace, port, from_kind, from_namespace)
+        key: tuple[object, ...] = (group, kind, name, namespace, port, from_kind, from_namespace)
         key += (default_protocol, force_protocol)
         found = self._resolved.get(key)
         if found is None:

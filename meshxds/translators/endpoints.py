@@ -83,7 +83,8 @@ class EndpointIndex:
     def _compute(
         self, namespace: str, service: str, port_name: str, target_port: int | None
     ) -> tuple[LabelledEndpoint, ...]:
-        endpoints: set[LabelledEndpoint] = set()
+        # Plain tuples while collecting: they hash and sort in C, dataclasses in Python.
+        found: set[tuple[str, int, tuple[tuple[str, str], ...]]] = set()
         for eps in self._slices.get((namespace, service), ()):
             if eps.address_type == "FQDN":
                 continue
@@ -102,19 +103,19 @@ class EndpointIndex:
                     labels = tuple(sorted(pod.metadata.labels.items())) if pod is not None else ()
                 for address in ep.addresses:
                     if is_ip(address):
-                        endpoints.add(
-                            LabelledEndpoint(
-                                endpoint=ir.LbEndpoint(address=address, port=target), labels=labels
-                            )
-                        )
-        return tuple(sorted(endpoints, key=lambda e: (e.endpoint, e.labels)))
+                        found.add((address, target, labels))
+        return tuple(
+            LabelledEndpoint(endpoint=ir.LbEndpoint(address=address, port=port), labels=labels)
+            for address, port, labels in sorted(found)
+        )
 
     def endpoints(self, key: ir.EndpointKey) -> tuple[ir.LbEndpoint, ...]:
         """What a cluster of ``key`` balances over: sorted, each address once."""
         found = self._endpoints.get(key)
         if found is None:
             labelled = self.labelled(key.namespace, key.service, key.port_name, key.target_port)
-            found = tuple(sorted({e.endpoint for e in labelled if not key.subset or e.has(key.subset)}))
+            chosen = {e.endpoint for e in labelled if not key.subset or e.has(key.subset)}
+            found = tuple(sorted(chosen, key=lambda e: (e.address, e.port)))  # LbEndpoint's own order
             self._endpoints[key] = found
         return found
 
