@@ -282,6 +282,9 @@ class Snapshot:
     _changes: dict[tuple[int, str], frozenset[str]] = field(init=False, repr=False, compare=False)
     _entries: dict[tuple[str, tuple[str, ...]], bytes] = field(init=False, repr=False, compare=False)
     _partials: dict[tuple[str, tuple[str, ...], str], bytes] = field(init=False, repr=False, compare=False)
+    _shared: dict[object, tuple[tuple[object, ...], int, bytes]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         frozen: dict[str, Mapping[str, CachedResource]] = {t: _EMPTY for t in PUSH_ORDER}
@@ -303,6 +306,7 @@ class Snapshot:
         object.__setattr__(self, "_changes", {})
         object.__setattr__(self, "_entries", {})
         object.__setattr__(self, "_partials", {})
+        object.__setattr__(self, "_shared", {})
 
     def select(self, type_url: str, names: frozenset[str] | None) -> Selection:
         """The resources of ``type_url`` among ``names`` (``None``: all of them), memoized."""
@@ -369,6 +373,17 @@ class Snapshot:
             )
             _remember(self._partials, key, body)
         return body
+
+    def shared_response(self, key: tuple[object, ...]) -> tuple[int, bytes] | None:
+        """The latest response built under ``key`` (mode, type, ...) from this snapshot, with its
+        nonce; one is kept per mode and type, which is what a push fans out."""
+        slot = self._shared.get(key[:2])
+        if slot is None or slot[0] != key:
+            return None
+        return slot[1], slot[2]
+
+    def share_response(self, key: tuple[object, ...], nonce: int, response: bytes) -> None:
+        self._shared[key[:2]] = (key, nonce, response)
 
     def version(self, type_url: str) -> str:
         """Hash of the sorted ``(name, version)`` pairs of that type (an empty type has its own version)."""

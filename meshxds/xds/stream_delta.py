@@ -168,9 +168,13 @@ class DeltaAdsStream(XdsStream):
             # It holds exactly the snapshot's in-scope resources, whose version is memoized.
             version = snapshot.select(type_url, None if state.wildcard else state.names).version
             state.synced_to = snapshot
-        nonce = self._next_nonce()
-        response = delta_response(
-            version=version, entries=entries, type_url=type_url, nonce=nonce, removed=diff.removed
+        removed = tuple(diff.removed)
+        nonce, response = self._shared_response(
+            snapshot,
+            ("delta", type_url, names, removed, version),
+            lambda nonce: delta_response(
+                version=version, entries=entries, type_url=type_url, nonce=nonce, removed=removed
+            ),
         )
         state.owed = False
         state.inflight = True

@@ -152,7 +152,6 @@ class AdsStream(XdsStream):
     def _respond(self, type_url: str, state: TypeState, snapshot: Snapshot) -> Send:
         assert isinstance(state, SotwTypeState)
         desired, exact = self._desired(type_url, state, snapshot)
-        nonce = self._next_nonce()
         carried = desired.names
         body = desired.sotw_body
         synced = state.synced_to
@@ -171,7 +170,11 @@ class AdsStream(XdsStream):
             if changed:
                 carried = changed
                 body = snapshot.sotw_partial_body(type_url, carried, desired.version)
-        response = sotw_response(body=body, nonce=nonce)
+        nonce, response = self._shared_response(
+            snapshot,
+            ("sotw", type_url, carried, desired.version, body is desired.sotw_body),
+            lambda nonce: sotw_response(body=body, nonce=nonce),
+        )
         state.sent = desired.resources
         state.synced_to = snapshot if exact else None
         state.answered_names = state.names

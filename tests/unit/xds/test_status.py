@@ -156,20 +156,26 @@ def test_sotw_waits_for_a_snapshot_then_answers_the_outstanding_request() -> Non
     assert list(response.resources) == [snapshot.resources[TYPE_CLUSTER][n].any for n in (API, WEB)]
 
 
-def test_streams_of_one_snapshot_share_one_response_body_and_differ_by_nonce() -> None:
+def test_streams_of_one_snapshot_share_one_response_while_its_nonce_is_new_to_them() -> None:
     snapshot = mesh_snapshot(services=["web", "api"])
-    first, second = AdsStream(), AdsStream()
-    first.on_request(sotw(TYPE_CLUSTER, with_node=True))
-    second.on_request(sotw(TYPE_CLUSTER, with_node=True))
+    first, second, late = AdsStream(), AdsStream(), AdsStream()
+    for stream in (first, second, late):
+        stream.on_request(sotw(TYPE_CLUSTER, with_node=True))
     earlier = only_send(second.on_snapshot(mesh_snapshot(services=["web"])))
     assert ack(second, earlier) == [Ack(type_url=TYPE_CLUSTER, version=earlier.version, nonce=earlier.nonce)]
-    responses = [only_send(stream.on_snapshot(snapshot)).response for stream in (first, second)]
+    sends_ = [only_send(stream.on_snapshot(snapshot)) for stream in (first, second)]
+    # One response object, nonce included: it is above every nonce either stream used before.
+    assert sends_[0].response is sends_[1].response
+    assert int(sends_[1].nonce) > int(earlier.nonce)
     body = snapshot.select(TYPE_CLUSTER, None).sotw_body
-    assert all(response.startswith(body) for response in responses)
-    decoded = [discovery_pb2.DiscoveryResponse.FromString(r) for r in responses]
-    assert decoded[0].nonce != decoded[1].nonce
-    decoded[1].nonce = decoded[0].nonce
-    assert decoded[0] == decoded[1]
+    assert sends_[0].response.startswith(body)
+    # A stream that has used a later nonce since gets its own, on the same body.
+    later = only_send(late.on_snapshot(mesh_snapshot(services=["api"])))
+    assert int(later.nonce) > int(sends_[0].nonce)
+    ack(late, later)
+    own = only_send(late.on_snapshot(snapshot))
+    assert int(own.nonce) > int(later.nonce)
+    assert own.response is not sends_[0].response and own.response.startswith(body)
 
     deltas = []
     for _ in range(2):
@@ -178,6 +184,7 @@ def test_streams_of_one_snapshot_share_one_response_body_and_differ_by_nonce() -
         deltas.append(only_send(stream.on_snapshot(snapshot)).response)
     entries = snapshot.select(TYPE_CLUSTER, None).delta_entries
     assert all(entries in response for response in deltas)
+    assert deltas[0] is deltas[1]
 
 
 def test_sotw_ack_records_the_version_and_syncs() -> None:
