@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from meshxds import ir, names
 from meshxds.model import core, gatewayapi, kgateway
@@ -36,6 +37,20 @@ def upstream_protocol_for(
     return default, f"{decision.detail}: using the default, {default.value}"
 
 
+class _BackendRef(NamedTuple):
+    """One backendRef as resolved: routes that share it share the answer."""
+
+    group: str
+    kind: str
+    name: str
+    namespace: str
+    port: int | None
+    from_kind: str
+    from_namespace: str
+    default_protocol: ir.UpstreamProtocol
+    force_protocol: tuple[ir.UpstreamProtocol, str] | None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResolvedBackend:
     """A backendRef that resolved to a Service port, or the reason it did not."""
@@ -60,7 +75,7 @@ class BackendIndex:
     # Per (Service, port) object: its protocol decision and cluster name, decided once however
     # many routes use it. Keyed by identity: the objects live as long as ``resources``.
     _ports: dict[tuple[int, int], tuple[ProtocolDecision, str]] = field(default_factory=dict)
-    _resolved: dict[tuple[object, ...], ResolvedBackend] = field(default_factory=dict)
+    _resolved: dict[_BackendRef, ResolvedBackend] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.endpoint_index is None:
@@ -159,36 +174,16 @@ class BackendIndex:
     ) -> ResolvedBackend:
         """Resolve a Gateway API backendRef (a Service, or a kgateway Backend) to a cluster;
         memoized per run (routes share backends: 10,000 routes make 32,000 references)."""
-        key: tuple[object, ...] = (group, kind, name, namespace, port, from_kind, from_namespace)
-        key += (default_protocol, force_protocol)
-        found = self._resolved.get(key)
+        ref = _BackendRef(
+            group, kind, name, namespace, port, from_kind, from_namespace, default_protocol, force_protocol
+        )
+        found = self._resolved.get(ref)
         if found is None:
-            found = self._resolved[key] = self._resolve(
-                group=group,
-                kind=kind,
-                name=name,
-                namespace=namespace,
-                port=port,
-                from_kind=from_kind,
-                from_namespace=from_namespace,
-                default_protocol=default_protocol,
-                force_protocol=force_protocol,
-            )
+            found = self._resolved[ref] = self._resolve(ref)
         return found
 
-    def _resolve(
-        self,
-        *,
-        group: str,
-        kind: str,
-        name: str,
-        namespace: str,
-        port: int | None,
-        from_kind: str,
-        from_namespace: str,
-        default_protocol: ir.UpstreamProtocol,
-        force_protocol: tuple[ir.UpstreamProtocol, str] | None,
-    ) -> ResolvedBackend:
+    def _resolve(self, ref: _BackendRef) -> ResolvedBackend:
+        group, kind, name, namespace, port, from_kind, from_namespace, default_protocol, force_protocol = ref
         if (group, kind) not in _BACKEND_KINDS:
             return ResolvedBackend(
                 cluster=None,
