@@ -749,6 +749,17 @@ class FakeApiServer:
         token = auth.removeprefix("Bearer ").strip()
         body: Any = None
         status = 500
+        logged = False
+
+        def reply(code: int, payload: Any) -> None:
+            nonlocal status, logged
+            status = code
+            # Logged before the answer goes out: a client that reads its answer, then the log
+            # (as tests do), finds the request there.
+            self._log(RequestRecord(method, url.path, query, token, code, time.time(), body))
+            logged = True
+            handler.send_json(code, payload)
+
         try:
             length = int(handler.headers.get("Content-Length") or 0)
             if length > _MAX_BODY:
@@ -763,8 +774,7 @@ class FakeApiServer:
             if what in ("version", "core-versions", "groups", "resources"):
                 if method != "GET":
                     raise _HttpError(405, "MethodNotAllowed", "discovery is read-only")
-                status = 200
-                handler.send_json(200, self._discovery(what, arg))
+                reply(200, self._discovery(what, arg))
             elif what == "collection":
                 rtype, version, namespace, _, _ = arg
                 if method == "GET" and query.get("watch") in ("1", "true", "True"):
@@ -772,8 +782,7 @@ class FakeApiServer:
                     self._stream_watch(handler, rtype, version, namespace, query, record)
                     return
                 if method == "GET":
-                    status = 200
-                    handler.send_json(200, self._list(rtype, version, namespace))
+                    reply(200, self._list(rtype, version, namespace))
                 elif method == "POST":
                     if not isinstance(body, dict):
                         raise _HttpError(400, "BadRequest", "expected an object")
@@ -784,21 +793,18 @@ class FakeApiServer:
                     with self._cond:
                         created = self._upsert(rtype, body, replace_status=True, create_only=True)
                         out = _as_version(created, rtype, version)
-                    status = 201
-                    handler.send_json(201, out)
+                    reply(201, out)
                 else:
                     raise _HttpError(405, "MethodNotAllowed", f"{method} is not allowed on a collection")
             else:
-                status = 200
-                handler.send_json(
-                    200, self._object(method, arg, body, handler.headers.get("Content-Type", ""))
-                )
+                reply(200, self._object(method, arg, body, handler.headers.get("Content-Type", "")))
         except _HttpError as exc:
-            status = exc.code
-            handler.send_json(exc.code, _status(exc.code, exc.reason, exc.message))
+            if not logged:
+                reply(exc.code, _status(exc.code, exc.reason, exc.message))
         except (BrokenPipeError, ConnectionError):
             status = 499
-        self._log(RequestRecord(method, url.path, query, token, status, time.time(), body))
+        if not logged:
+            self._log(RequestRecord(method, url.path, query, token, status, time.time(), body))
 
     def _object(self, method: str, arg: Any, body: Any, content_type: str) -> JSON:
         rtype, version, namespace, name, sub = arg
