@@ -103,6 +103,17 @@ def wire_field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
+def _sotw_body(*, version: str, entries: Iterable[bytes], type_url: str) -> bytes:
+    """A ``DiscoveryResponse`` without its nonce, fields in number order (as protobuf writes them)."""
+    return b"".join(
+        (
+            wire_field(_RESPONSE_VERSION, version.encode()),
+            *entries,
+            wire_field(_RESPONSE_TYPE_URL, type_url.encode()),
+        )
+    )
+
+
 def sotw_response(*, body: bytes, nonce: str) -> bytes:
     """A serialized ``DiscoveryResponse``: ``body`` (from ``Selection.sotw_body``) plus the nonce."""
     return body + wire_field(_RESPONSE_NONCE, nonce.encode())
@@ -236,12 +247,10 @@ class Selection:
         """A ``DiscoveryResponse`` of exactly these resources, without its nonce."""
         body = self._sotw_body
         if body is None:
-            body = b"".join(
-                (
-                    wire_field(_RESPONSE_VERSION, self.version.encode()),
-                    *(self.resources[name].sotw_entry for name in self.names),
-                    wire_field(_RESPONSE_TYPE_URL, self.type_url.encode()),
-                )
+            body = _sotw_body(
+                version=self.version,
+                entries=(self.resources[name].sotw_entry for name in self.names),
+                type_url=self.type_url,
             )
             object.__setattr__(self, "_sotw_body", body)
         return body
@@ -364,12 +373,8 @@ class Snapshot:
         body = self._partials.get(key)
         if body is None:
             present = self.get(type_url)
-            body = b"".join(
-                (
-                    wire_field(_RESPONSE_VERSION, version.encode()),
-                    *(present[name].sotw_entry for name in names),
-                    wire_field(_RESPONSE_TYPE_URL, type_url.encode()),
-                )
+            body = _sotw_body(
+                version=version, entries=(present[name].sotw_entry for name in names), type_url=type_url
             )
             _remember(self._partials, key, body)
         return body
