@@ -10,28 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 from meshxds import ir
-from meshxds.xds.cache import (
-    TYPE_CLUSTER,
-    TYPE_ENDPOINT,
-    TYPE_LISTENER,
-    TYPE_ROUTE,
-    TYPE_SECRET,
-    CachedResource,
-    Snapshot,
-)
-from meshxds.xds.resources import (
-    build_ca_secret,
-    build_cluster,
-    build_cluster_load_assignment,
-    build_listener,
-    build_route_configuration,
-    build_secret,
-)
+from meshxds.xds.cache import PUSH_ORDER, TYPE_CLUSTER, TYPE_ENDPOINT, CachedResource, Snapshot
+from meshxds.xds.resources import ResourcePart, build_cluster_load_assignment, resource_parts
 
 __all__ = ["ResourceMemo"]
 
@@ -83,58 +68,19 @@ class ResourceMemo:
         self._by_id[by_id] = (node, found)
         return found
 
-    def cluster(self, cluster: ir.Cluster) -> CachedResource:
-        # The cluster resource does not carry endpoints: EDS clusters built for other
-        # endpoints are the same bytes, so endpoints are left out of the key.
-        key = _without_endpoints if cluster.discovery == "EDS" else None
-        return self._get(TYPE_CLUSTER, cluster, cluster.name, build_cluster, key=key)
+    def resource(self, part: ResourcePart) -> CachedResource:
+        type_url, name, node, build = part
+        return self._get(type_url, node, name, build, key=_KEYS.get(type_url))
 
     def load_assignment(self, cluster: ir.Cluster) -> CachedResource:
-        return self._get(
-            TYPE_ENDPOINT,
-            cluster,
-            cluster.name,
-            build_cluster_load_assignment,
-            key=lambda c: (c.name, c.endpoints),
-        )
-
-    def listener(self, listener: ir.Listener) -> CachedResource:
-        return self._get(TYPE_LISTENER, listener, listener.name, build_listener)
-
-    def route_table(self, table: ir.RouteTable) -> CachedResource:
-        return self._get(TYPE_ROUTE, table, table.name, build_route_configuration)
-
-    def secret(self, secret: ir.TlsSecret) -> CachedResource:
-        return self._get(TYPE_SECRET, secret, secret.name, build_secret)
-
-    def ca_secret(self, secret: ir.CaSecret) -> CachedResource:
-        return self._get(TYPE_SECRET, secret, secret.name, build_ca_secret)
+        return self.resource((TYPE_ENDPOINT, cluster.name, cluster, build_cluster_load_assignment))
 
     def snapshot(self, config: ir.ProxyConfig) -> Snapshot:
-        """Every resource of one proxy group (what ``build_resources`` makes), memoized."""
-        return Snapshot(resources=self.resources(config))
-
-    def resources(self, config: ir.ProxyConfig) -> dict[str, dict[str, CachedResource]]:
-        out: dict[str, dict[str, CachedResource]] = {
-            TYPE_CLUSTER: {},
-            TYPE_ENDPOINT: {},
-            TYPE_LISTENER: {},
-            TYPE_ROUTE: {},
-            TYPE_SECRET: {},
-        }
-        for cluster in config.clusters:
-            _put(out[TYPE_CLUSTER], self.cluster(cluster))
-            if cluster.discovery == "EDS":
-                _put(out[TYPE_ENDPOINT], self.load_assignment(cluster))
-        for listener in config.listeners:
-            _put(out[TYPE_LISTENER], self.listener(listener))
-            for table in listener.route_tables:
-                _put(out[TYPE_ROUTE], self.route_table(table))
-        for secret in config.secrets:
-            _put(out[TYPE_SECRET], self.secret(secret))
-        for ca in config.ca_secrets:
-            _put(out[TYPE_SECRET], self.ca_secret(ca))
-        return out
+        """Every resource of one proxy group (``resource_parts``), memoized."""
+        out: dict[str, dict[str, CachedResource]] = {t: {} for t in PUSH_ORDER}
+        for part in resource_parts(config):
+            _put(out[part[0]], self.resource(part))
+        return Snapshot(resources=out)
 
 
 def _put(by_name: dict[str, CachedResource], resource: CachedResource) -> None:
@@ -145,3 +91,11 @@ def _put(by_name: dict[str, CachedResource], resource: CachedResource) -> None:
 
 def _without_endpoints(cluster: ir.Cluster) -> ir.Cluster:
     return replace(cluster, endpoints=()) if cluster.endpoints else cluster
+
+
+# What a resource's bytes depend on, where that is less than its IR node: an EDS cluster does
+# not carry its endpoints, and a load assignment is its cluster's name and endpoints.
+_KEYS: dict[str, Callable[[Any], Hashable]] = {
+    TYPE_CLUSTER: lambda c: _without_endpoints(c) if c.discovery == "EDS" else c,
+    TYPE_ENDPOINT: lambda c: (c.name, c.endpoints),
+}

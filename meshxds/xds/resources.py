@@ -8,6 +8,7 @@ only change when the config does.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
@@ -42,6 +43,7 @@ __all__ = [
     "build_resources",
     "build_route_configuration",
     "build_secret",
+    "resource_parts",
 ]
 
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -623,17 +625,35 @@ def build_secret(secret: ir.TlsSecret) -> secret_pb2.Secret:
     return out
 
 
+ResourcePart = tuple[str, str, Any, Callable[[Any], Message]]
+"""``(type_url, name, IR node, build)``: one Envoy resource of a proxy group, not built yet."""
+
+
+def resource_parts(config: ir.ProxyConfig) -> Iterator[ResourcePart]:
+    """Every Envoy resource of one proxy group, by type in ``PUSH_ORDER``'s grouping, each as
+    the IR node it is built from and its builder: what both ``build_resources`` and the
+    snapshot builder's memo go through, so they can never disagree on what a proxy gets."""
+    for cluster in config.clusters:
+        yield TYPE_CLUSTER, cluster.name, cluster, build_cluster
+    for cluster in config.clusters:
+        if cluster.discovery == "EDS":
+            yield TYPE_ENDPOINT, cluster.name, cluster, build_cluster_load_assignment
+    for listener in config.listeners:
+        yield TYPE_LISTENER, listener.name, listener, build_listener
+    for listener in config.listeners:
+        for table in listener.route_tables:
+            yield TYPE_ROUTE, table.name, table, build_route_configuration
+    for secret in config.secrets:
+        yield TYPE_SECRET, secret.name, secret, build_secret
+    for ca in config.ca_secrets:
+        yield TYPE_SECRET, ca.name, ca, build_ca_secret
+
+
 def build_resources(config: ir.ProxyConfig) -> dict[str, list[tuple[str, Message]]]:
     """Every Envoy resource of one proxy group, by type URL, as ``(name, message)`` pairs."""
-    return {
-        TYPE_CLUSTER: [(c.name, build_cluster(c)) for c in config.clusters],
-        TYPE_ENDPOINT: [
-            (c.name, build_cluster_load_assignment(c)) for c in config.clusters if c.discovery == "EDS"
-        ],
-        TYPE_LISTENER: [(lis.name, build_listener(lis)) for lis in config.listeners],
-        TYPE_ROUTE: [
-            (t.name, build_route_configuration(t)) for lis in config.listeners for t in lis.route_tables
-        ],
-        TYPE_SECRET: [(s.name, build_secret(s)) for s in config.secrets]
-        + [(s.name, build_ca_secret(s)) for s in config.ca_secrets],
+    out: dict[str, list[tuple[str, Message]]] = {
+        t: [] for t in (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET)
     }
+    for type_url, name, node, build in resource_parts(config):
+        out[type_url].append((name, build(node)))
+    return out
