@@ -261,6 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from meshxds.serve import ServeOptions, serve
 
+    debounce = {"debounce_s": args.debounce, "debounce_max_s": max(args.debounce, args.debounce_max)}
     kube = None
     if args.kubeconfig or args.in_cluster:
         from meshxds.sources.kube import kube_options
@@ -275,8 +276,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lease_duration_s=args.leader_lease_duration,
             write_status=args.write_status,
             controller_name=_options(args).controller_name,
-            debounce_s=args.debounce,
-            debounce_max_s=max(args.debounce, args.debounce_max),
+            **debounce,
         )
     elif args.context or args.leader_elect:
         print("error: --context and --leader-elect need --kubeconfig or --in-cluster", file=sys.stderr)
@@ -287,8 +287,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         xds_address=args.xds_address,
         admin_address=args.admin_address,
         translate=_options(args),
-        debounce_s=args.debounce,
-        debounce_max_s=max(args.debounce, args.debounce_max),
+        **debounce,
     )
     try:
         asyncio.run(serve(options))
