@@ -6,13 +6,18 @@ them into warnings: an unsupported field that changes behaviour is never dropped
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+import copy
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic_core import SchemaValidator, ValidationError
 
-__all__ = ["KubeModel", "ObjectMeta", "Resource", "unknown_fields"]
+R = TypeVar("R", bound="Resource")
+
+__all__ = ["KubeModel", "ObjectMeta", "Resource", "unknown_fields", "validate_known"]
 
 
 class KubeModel(BaseModel):
@@ -136,3 +141,76 @@ def unknown_fields(resource: Resource) -> list[str]:
         for p in found
         if p.split(".", 1)[0] not in resource.IGNORED_TOP_LEVEL and not p.startswith("metadata.")
     ]
+
+
+# The common case, a manifest with no unknown field, validated in one pass: a copy of the model's
+# core schema that forbids extras below the top level (whose extras ``status``, ``apiVersion``,
+# ``kind`` are checked by name) and below ``metadata`` (server-set fields, never warned about).
+# It builds instances of the very same classes; a manifest it rejects, for any reason, takes the
+# full path (lenient validation, then the walk above), so errors and warnings read the same.
+_STRICT: dict[type[Resource], SchemaValidator] = {}
+
+
+def _forbid_extras(schema: Any, *, top: bool) -> None:
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "model" and schema.get("cls") is ObjectMeta:
+            return
+        if kind == "model-fields" and not top:
+            schema["extra_behavior"] = "forbid"
+        for key, value in schema.items():
+            _forbid_extras(value, top=top and key in ("schema", "definitions") and kind != "model-fields")
+    elif isinstance(schema, list):
+        for value in schema:
+            _forbid_extras(value, top=False)
+
+
+def _all_models() -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = []
+    stack: list[type[BaseModel]] = [BaseModel]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub not in found:
+                found.append(sub)
+                stack.append(sub)
+    return found
+
+
+@contextmanager
+def _validators_not_reused() -> Iterator[None]:
+    """pydantic-core reuses a complete model's own validator for a nested ``model`` schema, which
+    would bring back ``extra="allow"``: mark the classes incomplete while the copy is built."""
+    complete = [m for m in _all_models() if m.__dict__.get("__pydantic_complete__")]
+    for model in complete:
+        model.__pydantic_complete__ = False
+    try:
+        yield
+    finally:
+        for model in complete:
+            model.__pydantic_complete__ = True
+
+
+def _strict_validator(model: type[Resource]) -> SchemaValidator:
+    validator = _STRICT.get(model)
+    if validator is None:
+        schema = copy.deepcopy(model.__pydantic_core_schema__)
+        _forbid_extras(schema, top=True)
+        with _validators_not_reused():
+            validator = SchemaValidator(schema)
+        _STRICT[model] = validator
+    return validator
+
+
+def validate_known(model: type[R], data: Mapping[str, Any]) -> R | None:
+    """``data`` as a ``model`` when it is valid and has no field the model does not know (the
+    top-level ``status``, ``apiVersion``, ``kind`` and anything in ``metadata`` aside); ``None``
+    otherwise, for the caller to report through ``model_validate`` and :func:`unknown_fields`."""
+    try:
+        obj = _strict_validator(model).validate_python(data)
+    except ValidationError:
+        return None
+    extra = obj.__pydantic_extra__
+    if extra and not extra.keys() <= model.IGNORED_TOP_LEVEL:
+        return None
+    assert isinstance(obj, model)
+    return obj

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from meshxds.errors import ManifestError, ManifestErrors
 from meshxds.model import core, gatewayapi, istio, kgateway
-from meshxds.model.base import Resource, unknown_fields
+from meshxds.model.base import Resource, unknown_fields, validate_known
 
 __all__ = [
     "KINDS",
@@ -111,6 +111,9 @@ def parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
     ):
         data["metadata"] = {**data["metadata"], "namespace": "default"}
     body = data
+    known = validate_known(model, data)
+    if known is not None:
+        return known, []
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:

@@ -9,7 +9,7 @@ import pytest
 
 from meshxds.errors import ManifestError, ManifestErrors
 from meshxds.model import core, gatewayapi
-from meshxds.model.base import unknown_fields
+from meshxds.model.base import unknown_fields, validate_known
 from meshxds.model.manifests import KINDS, ResourceSet, SourcedDocument, parse_document, parse_documents
 
 
@@ -248,6 +248,68 @@ def test_unknown_fields_deep_in_gateway_api_objects() -> None:
     obj, _ = parse_document(doc(body))
     assert obj is not None
     assert unknown_fields(obj) == ["spec.rules[0].matches[0].path.caseSensitive"]
+
+
+HTTPROUTE = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "HTTPRoute",
+    "metadata": {"name": "r", "namespace": "apps", "managedFields": [{"manager": "kubectl"}]},
+    "spec": {
+        "parentRefs": [{"name": "gw"}],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "Exact", "value": "/"}}],
+                "backendRefs": [{"name": "s", "port": 80}],
+            }
+        ],
+    },
+    "status": {"parents": []},
+}
+
+
+def test_a_manifest_without_unknown_fields_validates_in_one_strict_pass() -> None:
+    strict = validate_known(gatewayapi.HTTPRoute, HTTPROUTE)
+    assert type(strict) is gatewayapi.HTTPRoute  # the very class, not a copy of it
+    assert strict == gatewayapi.HTTPRoute.model_validate(HTTPROUTE)
+    assert type(strict.spec.rules[0].matches[0].path) is type(
+        gatewayapi.HTTPRoute.model_validate(HTTPROUTE).spec.rules[0].matches[0].path
+    )
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        lambda b: b.__setitem__("spex", {}),
+        lambda b: b["spec"].__setitem__("hostname", "typo"),
+        lambda b: b["spec"]["rules"][0]["matches"][0]["path"].__setitem__("caseSensitive", False),
+        lambda b: b["spec"]["rules"][0]["backendRefs"][0].__setitem__("wieght", 1),
+    ],
+)
+def test_an_unknown_field_anywhere_leaves_the_strict_pass_for_the_warning_path(where: Any) -> None:
+    import copy
+
+    body = copy.deepcopy(HTTPROUTE)
+    where(body)
+    assert validate_known(gatewayapi.HTTPRoute, body) is None
+    obj, warnings = parse_document(doc(body))
+    assert obj is not None and len(warnings) == 1 and "is not supported by meshxds" in warnings[0]
+
+
+def test_an_invalid_manifest_leaves_the_strict_pass_and_reads_the_same_error() -> None:
+    import copy
+
+    body = copy.deepcopy(HTTPROUTE)
+    body["spec"]["rules"][0]["backendRefs"][0]["port"] = "eighty"
+    assert validate_known(gatewayapi.HTTPRoute, body) is None
+    with pytest.raises(ManifestError, match="backendRefs"):
+        parse_document(doc(body))
+
+
+def test_the_strict_pass_leaves_the_models_own_validators_in_place() -> None:
+    # The lenient models are still complete afterwards (their validators are not rebuilt).
+    validate_known(core.Service, service())
+    assert all(m.__pydantic_complete__ for m in KINDS.values())
+    assert core.Service.model_validate(service(extra=1)).spec.__pydantic_extra__ == {"extra": 1}
 
 
 def test_pod_details_beyond_routing_are_not_warned_about() -> None:
