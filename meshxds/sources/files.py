@@ -18,6 +18,8 @@ import hashlib
 import logging
 import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +33,7 @@ from meshxds.errors import ManifestError, ManifestErrors
 from meshxds.memory import building
 from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_document
+from meshxds.sources import yaml_worker
 
 __all__ = ["DirectorySource", "manifest_files", "read_directory", "watch_directory"]
 
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 _WATCH_STEP_MS = 10
+_WORKER_MIN_FILES = 2000
 _YAML_POSITION = re.compile(r"at line (\d+) column (\d+)")
 
 
@@ -86,8 +90,7 @@ class _ParsedFile:
     warnings: tuple[str, ...]
 
 
-def _yaml_error(path: str, exc: ValueError) -> ManifestError:
-    text = str(exc)
+def _yaml_error(path: str, text: str) -> ManifestError:
     position = _YAML_POSITION.search(text)
     where = f"{path}:{position.group(1)}:{position.group(2)}" if position else path
     return ManifestError(f"invalid YAML: {text}", path=where)
@@ -119,12 +122,20 @@ def _parse_file(path: str, stamp: tuple[int, int, int], data: bytes) -> _ParsedF
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _ParsedFile(stamp, digest, (), (ManifestError(f"cannot read: {exc}", path=path),), ())
+        return _unreadable(path, stamp, digest, str(exc))
     try:
         # The whole file is parsed before any object is used: a syntax error rejects the file.
         bodies: list[Any] = ryaml.loads_all(text) or []
     except ValueError as exc:
-        return _ParsedFile(stamp, digest, (), (_yaml_error(path, exc),), ())
+        return _ParsedFile(stamp, digest, (), (_yaml_error(path, str(exc)),), ())
+    return _validated(path, stamp, digest, bodies)
+
+
+def _unreadable(path: str, stamp: tuple[int, int, int], digest: bytes, why: str) -> _ParsedFile:
+    return _ParsedFile(stamp, digest, (), (ManifestError(f"cannot read: {why}", path=path),), ())
+
+
+def _validated(path: str, stamp: tuple[int, int, int], digest: bytes, bodies: list[Any]) -> _ParsedFile:
     objects: list[tuple[Resource, str]] = []
     errors: list[ManifestError] = []
     warnings: list[str] = []
@@ -149,8 +160,13 @@ def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
 class DirectorySource:
     """The manifests below ``root``, cached per file; not thread-safe (one reader at a time)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, worker_min_files: int | None = None) -> None:
         self.root = Path(root)
+        # A first read of at least this many files reads and parses YAML in a second process;
+        # with one core to run on, that would only add the process's cost.
+        if worker_min_files is None:
+            worker_min_files = _WORKER_MIN_FILES if len(os.sched_getaffinity(0)) > 1 else sys.maxsize
+        self._worker_min_files = worker_min_files
         self._files: dict[str, _ParsedFile] = {}
         # The merged view, kept up to date file by file so a read costs what changed, not the
         # whole directory: every object claiming a ``Kind/namespace/name`` (the first in file
@@ -189,8 +205,58 @@ class DirectorySource:
         present = _manifest_paths(self.root)
         for gone in self._files.keys() - set(present):
             self._forget(gone)
+        loaded: set[str] = set()
+        if not self._files and len(present) >= self._worker_min_files:
+            loaded = self._load_in_worker(present)
         for path in present:
-            self._load(path, known_stamp=True)
+            if path not in loaded:
+                self._load(path, known_stamp=True)
+
+    def _load_in_worker(self, paths: list[str]) -> set[str]:
+        """Load ``paths`` with reading and YAML in a child process, validating here as batches
+        arrive (see ``yaml_worker``); the paths it loaded. Whatever the child does not answer
+        for (it failed to start, died, or sent a torn frame) the caller loads in-process."""
+        loaded: set[str] = set()
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", yaml_worker.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+        except OSError as exc:
+            log.warning("cannot start the YAML reader process (%s); reading in this one", exc)
+            return loaded
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.write(b"\0".join(os.fsencode(p) for p in paths))
+            child.stdin.close()
+            for batch in yaml_worker.decode_frames(child.stdout):
+                for result in batch:
+                    if result[3] != yaml_worker.PARSE_HERE:
+                        self._take(result)
+                        loaded.add(result[0])
+        except (OSError, ValueError, EOFError, TypeError) as exc:
+            log.warning("the YAML reader process failed (%s); reading the rest in this one", exc)
+        finally:
+            child.stdout.close()
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+        return loaded
+
+    def _take(self, result: yaml_worker.Result) -> None:
+        """One file as the YAML reader process read it (the cache is empty: a first read)."""
+        key, stamp, digest, status, payload = result
+        if status == yaml_worker.GONE:
+            return
+        if status == yaml_worker.OS_ERROR:
+            self._store(key, _unreadable(key, (0, 0, 0), b"", payload))
+            return
+        self.parsed_files += 1
+        if status == yaml_worker.NOT_UTF8:
+            self._store(key, _unreadable(key, stamp, digest, payload))
+        elif status == yaml_worker.YAML_ERROR:
+            self._store(key, _ParsedFile(stamp, digest, (), (_yaml_error(key, payload),), ()))
+        else:
+            self._store(key, _validated(key, stamp, digest, payload))
 
     def _refresh(self, path: Path) -> None:
         if not path.is_relative_to(self.root) or path == self.root:
@@ -282,8 +348,7 @@ class DirectorySource:
                 self._forget(key)
             return
         except OSError as exc:
-            error = ManifestError(f"cannot read: {exc}", path=key)
-            self._store(key, _ParsedFile((0, 0, 0), b"", (), (error,), ()))
+            self._store(key, _unreadable(key, (0, 0, 0), b"", str(exc)))
             return
         cached = self._files.get(key)
         if cached is not None and cached.digest == hashlib.sha256(data).digest():

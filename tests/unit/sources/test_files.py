@@ -377,3 +377,100 @@ def test_incremental_reads_equal_a_fresh_read(tmp_path: Path, seed: int) -> None
             write(path, "---\n".join(service_yaml(n, port=rng.randrange(1, 4)) for n in names))
         incremental = outcome(lambda changed=str(path): source.read([changed]))
         assert incremental == outcome(lambda: read_directory(tmp_path))
+
+
+# --- the YAML reader process (a first read of a large directory) ------------------------------------
+
+
+def _outcome(source: DirectorySource) -> object:
+    try:
+        resources = source.read()
+    except ManifestErrors as exc:
+        return sorted((e.path, e.ref, e.field_path, e.message) for e in exc.errors)
+    return (
+        {
+            m.KIND: sorted((k, o.model_dump_json()) for k, o in v.items())
+            for m, v in resources.objects.items()
+        },
+        dict(resources.origins),
+        resources.warnings,
+    )
+
+
+def _mixed_directory(root: Path) -> None:
+    for i in range(40):
+        write(
+            root / f"svc/s{i:02}.yaml", service_yaml(f"s{i}") + "---\n---\n" + service_yaml(f"t{i}", port=81)
+        )
+    write(root / "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n")
+    write(root / "extra.yaml", service_yaml("x").replace("ports:", "colour: blue\n  ports:"))
+    write(root / "nulls.yaml", service_yaml("n").replace("metadata:", "metadata:\n  labels:"))
+    write(
+        root / "when.yaml",
+        service_yaml("w").replace("metadata:", "metadata:\n  creationTimestamp: 2024-01-01T00:00:00Z"),
+    )
+
+
+def test_a_large_first_read_in_the_reader_process_equals_an_in_process_read(tmp_path: Path) -> None:
+    _mixed_directory(tmp_path)
+    worker = DirectorySource(tmp_path, worker_min_files=1)
+    assert _outcome(worker) == _outcome(DirectorySource(tmp_path, worker_min_files=10**9))
+    assert worker.parsed_files == 44
+    # Later reads are incremental and in this process, from the cache the reader filled.
+    write(tmp_path / "svc/s00.yaml", service_yaml("s0", port=99))
+    assert service_names(worker.read([str(tmp_path / "svc/s00.yaml")])).count("s0") == 1
+    assert worker.parsed_files == 45
+
+
+def test_the_reader_process_reports_problems_as_an_in_process_read_does(tmp_path: Path) -> None:
+    _mixed_directory(tmp_path)
+    write(tmp_path / "a-syntax.yaml", "a: [\n")
+    write(tmp_path / "b-field.yaml", service_yaml("web", port=0))
+    write(tmp_path / "c-dup.yaml", service_yaml("dup"))
+    write(tmp_path / "d-dup.yaml", service_yaml("dup"))
+    (tmp_path / "e-binary.yaml").write_bytes(b"\xff\xfe\x00bad")
+    (tmp_path / "f-unreadable.yaml").mkdir()  # a folder named like a manifest: scanned as a folder
+    in_process = _outcome(DirectorySource(tmp_path, worker_min_files=10**9))
+    assert isinstance(in_process, list) and len(in_process) == 4
+    assert _outcome(DirectorySource(tmp_path, worker_min_files=1)) == in_process
+
+
+def test_a_reader_process_that_fails_leaves_the_read_to_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshxds.sources import files
+
+    _mixed_directory(tmp_path)
+    expected = _outcome(DirectorySource(tmp_path, worker_min_files=10**9))
+    # A child that answers for nothing and exits: everything is read here instead.
+    monkeypatch.setattr(files.sys, "executable", "/bin/true")
+    source = DirectorySource(tmp_path, worker_min_files=1)
+    assert _outcome(source) == expected
+    assert source.parsed_files == 44
+
+
+def test_the_reader_process_answers_for_a_file_gone_before_it_was_read(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from meshxds.sources import yaml_worker
+
+    write(tmp_path / "a.yaml", service_yaml("a"))
+    (tmp_path / "b.yaml").write_bytes(b"\xff")
+    paths = [str(tmp_path / "a.yaml"), str(tmp_path / "gone.yaml"), str(tmp_path / "b.yaml")]
+    done = subprocess.run(
+        [sys.executable, "-m", yaml_worker.__name__],
+        input=b"\0".join(os.fsencode(p) for p in paths),
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    import io
+
+    (batch,) = list(yaml_worker.decode_frames(io.BytesIO(done.stdout)))
+    assert [(path, status) for path, _, _, status, _ in batch] == [
+        (paths[0], yaml_worker.BODIES),
+        (paths[1], yaml_worker.GONE),
+        (paths[2], yaml_worker.NOT_UTF8),
+    ]
+    assert batch[0][4][0]["metadata"]["name"] == "a"
