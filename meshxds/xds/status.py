@@ -6,7 +6,9 @@ sans-IO, after h2: ``on_request(req)`` and ``on_snapshot(snapshot)`` return a li
 messages. This module holds what both modes share:
 
 - the actions and ``XdsProtocolError``;
+- ``node_identity``, which refuses a node whose metadata is not what Envoy's bootstrap documents;
 - ``TypeState``, what one stream knows about one type (sent, acked, nonce, last NACK);
+- ``truncate`` and ``LogBudget``, which bound what a client's text costs in logs and status;
 - ``XdsStream``, the base with node caching, nonces and the push loop that keeps ADS order
   (CDS -> EDS -> LDS -> RDS -> SDS) and removes clusters last;
 - ``ConnectionRegistry``, a ``StreamObserver`` whose ``syncz()`` the admin endpoint and CLI read.
@@ -15,10 +17,12 @@ messages. This module holds what both modes share:
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Final, Literal, Protocol
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
@@ -31,6 +35,7 @@ __all__ = [
     "Action",
     "Connection",
     "ConnectionRegistry",
+    "LogBudget",
     "Mode",
     "Nack",
     "Send",
@@ -42,7 +47,10 @@ __all__ = [
     "XdsStream",
     "intern_names",
     "node_identity",
+    "truncate",
 ]
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["sotw", "delta"]
 SyncState = Literal["SYNCED", "STALE", "NACKED"]
@@ -50,6 +58,57 @@ SyncState = Literal["SYNCED", "STALE", "NACKED"]
 # Types whose updates must be acknowledged before clusters may disappear: an endpoint set, a
 # listener or a route still pointing at a removed cluster would see it vanish under traffic.
 _REMOVAL_GATE: tuple[str, ...] = (TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE)
+
+
+NACK_MESSAGE_LIMIT: Final = 4096
+"""Characters of a NACK message kept for logs and status: Envoy's run to a few hundred, but a
+client may send megabytes, which would otherwise be logged and held for every NACK."""
+NACK_LOG_BURST: Final = 5
+"""NACK log lines a stream may write per type at once..."""
+NACK_LOG_INTERVAL: Final = 10.0
+"""...and then one more per this many seconds; the rest are counted, not logged."""
+TYPE_URL_LIMIT: Final = 256
+"""Characters of a ``type_url`` (Envoy's are under 100)."""
+TYPES_PER_STREAM: Final = 32
+"""Distinct types one stream may ask for (Envoy asks for fewer than 10, some we do not serve)."""
+NODE_ID_LIMIT: Final = 1024
+"""Characters of ``node.id``: it is in every log line of its stream."""
+
+
+def truncate(text: str, limit: int = NACK_MESSAGE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying that it was cut and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [truncated, {len(text)} characters in all]"
+
+
+@dataclass(slots=True, kw_only=True)
+class LogBudget:
+    """A token bucket for log lines: ``burst`` at once, then one per ``interval`` seconds."""
+
+    burst: int = NACK_LOG_BURST
+    interval: float = NACK_LOG_INTERVAL
+    tokens: float = field(init=False)
+    """Lines that may go out now; starts full."""
+    updated: float | None = None
+    """``time.monotonic()`` of the last ``take``."""
+    suppressed: int = 0
+    """Lines refused since the last one allowed."""
+
+    def __post_init__(self) -> None:
+        self.tokens = float(self.burst)
+
+    def take(self, now: float) -> int | None:
+        """Spend a line: ``None`` if it must be suppressed, else how many were suppressed before it."""
+        if self.updated is not None:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.updated) / self.interval)
+        self.updated = now
+        if self.tokens < 1.0:
+            self.suppressed += 1
+            return None
+        self.tokens -= 1.0
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed
 
 
 _NONCES = itertools.count(1)
@@ -117,7 +176,11 @@ class Nack:
     """The rejected version; the acked version stays the last good one."""
     nonce: str
     message: str
-    """``error_detail.message`` as the client sent it."""
+    """``error_detail.message`` as the client sent it, cut to ``NACK_MESSAGE_LIMIT`` characters."""
+    log: bool = True
+    """Worth a log line: NACK lines are rate-limited per stream and type (``LogBudget``)."""
+    suppressed: int = 0
+    """NACKs of this stream and type not logged since the previous line (when ``log``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,7 +214,9 @@ class TypeState:
     nacked: bool = False
     """The latest answered response was NACKed and no later version has been acked since."""
     last_nack: str | None = None
-    """The client's error message of the latest NACK."""
+    """The client's error message of the latest NACK (``truncate``d)."""
+    nack_log: LogBudget | None = None
+    """Created on the first NACK: most streams never send one."""
     synced_to: Snapshot | None = None
     """A snapshot whose in-scope resources are exactly what the client was sent (``None``: unknown).
 
@@ -176,8 +241,18 @@ class TypeState:
             self.nacked = False
             return Ack(type_url=type_url, version=self.version_sent, nonce=self.nonce)
         self.nacked = True
-        self.last_nack = error
-        return Nack(type_url=type_url, version=self.version_sent, nonce=self.nonce, message=error)
+        self.last_nack = message = truncate(error)
+        if self.nack_log is None:
+            self.nack_log = LogBudget()
+        suppressed = self.nack_log.take(time.monotonic())
+        return Nack(
+            type_url=type_url,
+            version=self.version_sent,
+            nonce=self.nonce,
+            message=message,
+            log=suppressed is not None,
+            suppressed=suppressed or 0,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -189,28 +264,69 @@ class TypeState:
         }
 
 
-def node_identity(node: base_pb2.Node | None) -> ProxyIdentity:
-    """``ProxyIdentity`` from ``node.metadata.namespace`` and the ``node.metadata.labels`` map."""
-    if node is None:
-        return ProxyIdentity.of()
+# Kubernetes' syntax for namespaces and labels (apimachinery's validation): what a selector can match.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_PART = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
+
+def node_identity(node: base_pb2.Node) -> ProxyIdentity:
+    """``ProxyIdentity`` from ``node.metadata.namespace`` and the ``node.metadata.labels`` map.
+
+    Raises ``XdsProtocolError`` unless ``node.id`` is set and the namespace (if any) and labels
+    are strings as Kubernetes spells them: guessing would serve a malformed node the sidecar
+    config, and stringifying a YAML number would turn ``version: 1.10`` into ``1.1``.
+    """
+    if not node.id:
+        raise XdsProtocolError("node.id is empty")
+    if len(node.id) > NODE_ID_LIMIT:
+        raise XdsProtocolError(f"node.id has {len(node.id)} characters, more than {NODE_ID_LIMIT}")
     fields = node.metadata.fields
-    namespace = _scalar(fields["namespace"]) if "namespace" in fields else None
+    namespace: str | None = None
+    if "namespace" in fields:
+        value = fields["namespace"]
+        if value.WhichOneof("kind") != "string_value":
+            raise XdsProtocolError(f"node.metadata.namespace must be a string, not {_kind(value)}")
+        namespace = str(value.string_value)
+        if namespace and not _DNS_LABEL.fullmatch(namespace):
+            raise XdsProtocolError(
+                f"node.metadata.namespace {_quote(namespace)} is not a Kubernetes namespace name"
+            )
     labels: dict[str, str] = {}
-    if "labels" in fields and fields["labels"].WhichOneof("kind") == "struct_value":
-        labels = {k: _scalar(v) for k, v in fields["labels"].struct_value.fields.items()}
+    if "labels" in fields:
+        value = fields["labels"]
+        if value.WhichOneof("kind") != "struct_value":
+            raise XdsProtocolError(f"node.metadata.labels must be a map of strings, not {_kind(value)}")
+        for key, item in value.struct_value.fields.items():
+            where = f"node.metadata.labels[{_quote(key)}]"
+            if not _label_key_ok(key):
+                raise XdsProtocolError(f"{where}: not a Kubernetes label key")
+            if item.WhichOneof("kind") != "string_value":
+                raise XdsProtocolError(f"{where} must be a string (quote it), not {_kind(item)}")
+            text = str(item.string_value)
+            if not _LABEL_PART.fullmatch(text):
+                raise XdsProtocolError(f"{where}: {_quote(text)} is not a Kubernetes label value")
+            labels[key] = text
     return ProxyIdentity.of(namespace=namespace, labels=labels)
 
 
-def _scalar(value: struct_pb2.Value) -> str:
+def _label_key_ok(key: str) -> bool:
+    prefix, slash, name = key.rpartition("/")
+    if slash and not (len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return bool(name) and _LABEL_PART.fullmatch(name) is not None
+
+
+def _kind(value: struct_pb2.Value) -> str:
     kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return str(value.string_value)
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "number_value":
-        number = float(value.number_value)
-        return str(int(number)) if number.is_integer() else str(number)
-    return ""
+    names = {"number_value": "a number", "bool_value": "a boolean", "null_value": "null"}
+    names |= {"list_value": "a list", "struct_value": "a map", "string_value": "a string"}
+    return names.get(kind or "", "nothing")
+
+
+def _quote(text: str) -> str:
+    """Client text inside an error message, bounded."""
+    return repr(truncate(text, 64))
 
 
 class XdsStream:
@@ -258,17 +374,25 @@ class XdsStream:
         return self._pump()
 
     def _begin_request(self, *, type_url: str, node: base_pb2.Node | None, has_node: bool) -> str:
-        """Common request prologue: resolve the type, cache node and identity."""
-        if self._node is None and has_node:
-            self._node = node
-        if self._identity is None:
-            self._identity = node_identity(self._node)
+        """Common request prologue: resolve the type; on the first request, check and cache the
+        node and its identity (Envoy sends the node on the first request only)."""
         if not type_url:
             if self._fixed_type is None:
                 raise XdsProtocolError("an ADS request must carry type_url")
-            return self._fixed_type
-        if self._fixed_type is not None and type_url != self._fixed_type:
-            raise XdsProtocolError(f"type_url {type_url} on a {self._fixed_type} stream")
+            type_url = self._fixed_type
+        elif self._fixed_type is not None and type_url != self._fixed_type:
+            raise XdsProtocolError(f"type_url {_quote(type_url)} on a {self._fixed_type} stream")
+        elif type_url not in self._types:
+            # Each type keeps state for the stream's life and shows in /debug/syncz: bound them.
+            if len(type_url) > TYPE_URL_LIMIT:
+                raise XdsProtocolError(f"type_url has {len(type_url)} characters, more than {TYPE_URL_LIMIT}")
+            if len(self._types) >= TYPES_PER_STREAM:
+                raise XdsProtocolError(f"more than {TYPES_PER_STREAM} type_urls on one stream")
+        if self._node is None:
+            if not has_node or node is None:
+                raise XdsProtocolError("the first request of a stream must carry node (id and metadata)")
+            self._identity = node_identity(node)
+            self._node = node
         return type_url
 
     def _next_nonce(self) -> str:
@@ -465,3 +589,10 @@ class ConnectionRegistry:
 
     def on_stream_close(self, conn: Connection) -> None:
         self.unregister(conn)
+        # The NACK lines a rate limit held back since its last line would otherwise go unsaid.
+        for type_url, state in sorted(conn.stream.types.items()):
+            if state.nack_log is not None and state.nack_log.suppressed:
+                log.info(
+                    "NACK lines suppressed node=%s type=%s suppressed=%d (stream closed; last error=%s)",
+                    conn.node_id, type_url.rsplit(".", 1)[-1], state.nack_log.suppressed, state.last_nack,
+                )  # fmt: skip

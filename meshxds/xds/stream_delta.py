@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshxds.xds.cache import CachedResource, Selection, Snapshot, delta_response, version_of
-from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream, intern_names
+from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream, intern_names, truncate
 
 __all__ = ["DeltaAdsStream", "DeltaTypeState"]
 
@@ -75,7 +75,7 @@ class DeltaAdsStream(XdsStream):
                 error = request.error_detail.message if request.HasField("error_detail") else None
                 actions.append(state.answer(type_url=type_url, error=error))
             elif request.response_nonce != state.nonce:
-                actions.append(Stale(type_url=type_url, nonce=request.response_nonce))
+                actions.append(Stale(type_url=type_url, nonce=truncate(request.response_nonce, 64)))
         actions.extend(self._pump())
         return actions
 

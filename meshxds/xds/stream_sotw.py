@@ -32,7 +32,7 @@ from meshxds.xds.cache import (
     Snapshot,
     sotw_response,
 )
-from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream, intern_names
+from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream, intern_names, truncate
 
 __all__ = ["AdsStream", "SotwTypeState"]
 
@@ -71,7 +71,7 @@ class AdsStream(XdsStream):
         if request.response_nonce:
             if request.response_nonce != state.nonce:
                 # Answers an older response: the client will answer the latest one too.
-                return [Stale(type_url=type_url, nonce=request.response_nonce)]
+                return [Stale(type_url=type_url, nonce=truncate(request.response_nonce, 64))]
             if state.inflight:
                 error = request.error_detail.message if request.HasField("error_detail") else None
                 actions.append(state.answer(type_url=type_url, error=error))

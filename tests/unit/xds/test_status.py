@@ -5,21 +5,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 from xds_protos import cluster_name, mesh_snapshot, node
 
+from meshxds.identity import ProxyIdentity
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET, Snapshot
 from meshxds.xds.status import (
+    NACK_LOG_BURST,
+    NACK_MESSAGE_LIMIT,
+    TYPES_PER_STREAM,
     Ack,
     Action,
     Connection,
     ConnectionRegistry,
+    LogBudget,
     Nack,
     Send,
     Stale,
     XdsProtocolError,
     node_identity,
+    truncate,
 )
 from meshxds.xds.stream_delta import DeltaAdsStream
 from meshxds.xds.stream_sotw import AdsStream
@@ -54,6 +61,7 @@ def delta(
     nonce: str = "",
     error: str | None = None,
     initial: dict[str, str] | None = None,
+    with_node: bool = False,
 ) -> discovery_pb2.DeltaDiscoveryRequest:
     request = discovery_pb2.DeltaDiscoveryRequest(
         type_url=type_url,
@@ -64,6 +72,8 @@ def delta(
     )
     if error is not None:
         request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+    if with_node:
+        request.node.CopyFrom(node("proxy-1", namespace="ns", app="gw"))
     return request
 
 
@@ -114,7 +124,7 @@ def test_ads_request_without_type_url_is_a_protocol_error() -> None:
 
 def test_per_type_stream_fills_in_its_type_and_refuses_others() -> None:
     stream = AdsStream(type_url=TYPE_LISTENER)
-    stream.on_request(sotw())
+    stream.on_request(sotw(with_node=True))
     assert set(stream.types) == {TYPE_LISTENER}
     with pytest.raises(XdsProtocolError, match="stream"):
         stream.on_request(sotw(TYPE_CLUSTER))
@@ -131,13 +141,172 @@ def test_node_is_cached_from_the_first_request() -> None:
 
 
 def test_node_identity_reads_namespace_and_label_map() -> None:
-    assert node_identity(None).namespace == "default"
-    assert node_identity(node("x")).label_map == {}
-    proxy = node("x", namespace="prod")
-    proxy.metadata.get_or_create_struct("labels").update({"version": 2, "canary": True, "weight": 0.5})
-    identity = node_identity(proxy)
+    assert node_identity(node("x")) == ProxyIdentity.of(namespace="default")
+    assert node_identity(node("x", namespace="")).namespace == "default"
+    identity = node_identity(node("x", namespace="prod", **{"gateway.networking.k8s.io/gateway-name": "gw"}))
     assert identity.namespace == "prod"
-    assert identity.label_map == {"version": "2", "canary": "true", "weight": "0.5"}
+    assert identity.label_map == {"gateway.networking.k8s.io/gateway-name": "gw"}
+    assert node_identity(node("x", app="")).label_map == {"app": ""}  # an empty label value is valid
+
+
+def _node_with(metadata: dict[str, object], node_id: str = "x") -> base_pb2.Node:
+    proxy = base_pb2.Node(id=node_id)
+    proxy.metadata.update(metadata)
+    return proxy
+
+
+@pytest.mark.parametrize(
+    ("proxy", "message"),
+    [
+        pytest.param(base_pb2.Node(), "node.id is empty", id="node-id-empty"),
+        pytest.param(_node_with({}, "x" * 1025), "node.id has 1025 characters", id="node-id-too-long"),
+        pytest.param(
+            _node_with({"namespace": 7}), "namespace must be a string, not a number", id="ns-number"
+        ),
+        pytest.param(
+            _node_with({"namespace": {"a": "b"}}), "namespace must be a string, not a map", id="ns-map"
+        ),
+        pytest.param(
+            _node_with({"namespace": "Prod_1"}), "'Prod_1' is not a Kubernetes namespace", id="ns-syntax"
+        ),
+        pytest.param(
+            _node_with({"labels": "app=gw"}),
+            "labels must be a map of strings, not a string",
+            id="labels-string",
+        ),
+        pytest.param(
+            _node_with({"labels": ["app", "gw"]}),
+            "labels must be a map of strings, not a list",
+            id="labels-list",
+        ),
+        pytest.param(
+            _node_with({"labels": None}), "labels must be a map of strings, not null", id="labels-null"
+        ),
+        pytest.param(
+            _node_with({"labels": {"version": 1.1}}),
+            "labels['version'] must be a string (quote it), not a number",
+            id="label-value-number",
+        ),
+        pytest.param(
+            _node_with({"labels": {"canary": True}}),
+            "labels['canary'] must be a string",
+            id="label-value-bool",
+        ),
+        pytest.param(
+            _node_with({"labels": {"app": {"x": "y"}}}),
+            "labels['app'] must be a string",
+            id="label-value-map",
+        ),
+        pytest.param(
+            _node_with({"labels": {"bad key": "x"}}), "'bad key']: not a Kubernetes label key", id="label-key"
+        ),
+        pytest.param(
+            _node_with({"labels": {"Bad.Prefix/app": "x"}}), "not a Kubernetes label key", id="label-prefix"
+        ),
+        pytest.param(
+            _node_with({"labels": {"app": "a b"}}), "'a b' is not a Kubernetes label value", id="label-value"
+        ),
+        pytest.param(
+            _node_with({"labels": {"app": "v" * 100_000}}),
+            "is not a Kubernetes label value",
+            id="label-value-too-long",
+        ),
+    ],
+)
+def test_node_with_malformed_identity_is_a_protocol_error(proxy: base_pb2.Node, message: str) -> None:
+    with pytest.raises(XdsProtocolError) as caught:
+        node_identity(proxy)
+    assert message in caught.value.message
+    assert len(caught.value.message) < 300  # client text is quoted bounded, never whole
+
+
+@pytest.mark.parametrize("mode", ["sotw", "delta"])
+def test_first_request_without_node_is_a_protocol_error_and_later_ones_need_none(mode: str) -> None:
+    if mode == "sotw":
+        stream: AdsStream | DeltaAdsStream = AdsStream()
+        bare, with_node = sotw(TYPE_CLUSTER), sotw(TYPE_CLUSTER, with_node=True)
+    else:
+        stream = DeltaAdsStream()
+        bare, with_node = delta(TYPE_CLUSTER), delta(TYPE_CLUSTER, with_node=True)
+    with pytest.raises(XdsProtocolError, match="first request of a stream must carry node"):
+        stream.on_request(bare)
+    assert stream.node is None and stream.identity is None and dict(stream.types) == {}
+    stream.on_request(with_node)
+    stream.on_request(bare if mode == "delta" else sotw(TYPE_LISTENER))
+    assert stream.identity == ProxyIdentity.of(namespace="ns", labels={"app": "gw"})
+
+
+def test_malformed_node_is_not_cached_and_a_later_good_one_is_not_taken() -> None:
+    stream = AdsStream()
+    bad = sotw(TYPE_CLUSTER)
+    bad.node.CopyFrom(_node_with({"labels": "app=gw"}))
+    with pytest.raises(XdsProtocolError, match="labels"):
+        stream.on_request(bad)
+    assert stream.node is None and stream.identity is None
+
+
+def test_type_urls_are_bounded_in_length_and_number_per_stream() -> None:
+    stream = AdsStream()
+    with pytest.raises(XdsProtocolError, match="type_url has 300 characters"):
+        stream.on_request(sotw("t" * 300, with_node=True))
+    stream.on_request(sotw(TYPE_CLUSTER, with_node=True))
+    for index in range(TYPES_PER_STREAM - 1):
+        stream.on_request(sotw(f"type.googleapis.com/unknown.T{index}"))
+    stream.on_request(sotw(TYPE_CLUSTER))  # a known type is not counted again
+    with pytest.raises(XdsProtocolError, match=f"more than {TYPES_PER_STREAM} type_urls"):
+        stream.on_request(sotw("type.googleapis.com/unknown.one-too-many"))
+
+
+# --- bounded client text ------------------------------------------------------------------------
+
+
+def test_truncate_marks_the_cut_and_the_original_length() -> None:
+    assert truncate("short") == "short"
+    assert truncate("x" * NACK_MESSAGE_LIMIT) == "x" * NACK_MESSAGE_LIMIT
+    cut = truncate("é" * 3_900_000)
+    assert cut.startswith("é" * NACK_MESSAGE_LIMIT)
+    assert cut.endswith("[truncated, 3900000 characters in all]")
+    assert len(cut) < NACK_MESSAGE_LIMIT + 64
+
+
+def test_log_budget_allows_a_burst_then_one_per_interval_and_counts_the_rest() -> None:
+    budget = LogBudget(burst=3, interval=10.0)
+    assert [budget.take(100.0) for _ in range(5)] == [0, 0, 0, None, None]
+    assert budget.take(105.0) is None  # half a token
+    assert budget.take(110.0) == 3  # the three refused since the last line
+    assert budget.take(110.0) is None
+    assert budget.take(1000.0) == 1
+    # Refilled to the burst, not beyond it.
+    assert [budget.take(1000.0) for _ in range(3)] == [0, 0, None]
+
+
+def test_a_huge_nack_is_truncated_in_the_action_and_the_status() -> None:
+    stream, _ = connected_sotw(mesh_snapshot())
+    bad = only_send(stream.on_snapshot(mesh_snapshot(listeners={8080: "web", 8081: "web"})))
+    huge = "bad listener " + "x" * 3_900_000
+    (nack,) = stream.on_request(sotw(TYPE_LISTENER, nonce=bad.nonce, error=huge))
+    assert isinstance(nack, Nack)
+    assert nack.message == truncate(huge) and len(nack.message) < NACK_MESSAGE_LIMIT + 64
+    assert (nack.log, nack.suppressed) == (True, 0)
+    assert stream.type_status()[TYPE_LISTENER]["last_nack"] == nack.message
+
+
+def test_nack_log_lines_are_rate_limited_per_stream_and_type() -> None:
+    stream, _ = connected_sotw(mesh_snapshot())
+    # Each request NACKs the latest EDS response and asks for other names, so it gets a new one.
+    send = only_send(stream.on_request(sotw(TYPE_ENDPOINT, [WEB, "other"])))
+    nacks: list[Nack] = []
+    for index in range(NACK_LOG_BURST + 4):
+        names = [WEB] if index % 2 == 0 else [WEB, "other"]
+        actions = stream.on_request(sotw(TYPE_ENDPOINT, names, nonce=send.nonce, error=f"no {index}"))
+        assert isinstance(actions[0], Nack)
+        nacks.append(actions[0])
+        send = only_send(actions)
+    assert [n.log for n in nacks] == [True] * NACK_LOG_BURST + [False] * 4
+    assert all(n.suppressed == 0 for n in nacks)
+    budget = stream.types[TYPE_ENDPOINT].nack_log
+    assert budget is not None and budget.suppressed == 4
+    assert stream.types[TYPE_CLUSTER].nack_log is None  # another type has a budget of its own
 
 
 # --- SotW ---------------------------------------------------------------------------------------
@@ -179,9 +348,9 @@ def test_streams_of_one_snapshot_share_one_response_while_its_nonce_is_new_to_th
 
     deltas = []
     for _ in range(2):
-        stream = DeltaAdsStream()
-        stream.on_request(delta(TYPE_CLUSTER))
-        deltas.append(only_send(stream.on_snapshot(snapshot)).response)
+        delta_stream = DeltaAdsStream()
+        delta_stream.on_request(delta(TYPE_CLUSTER, with_node=True))
+        deltas.append(only_send(delta_stream.on_snapshot(snapshot)).response)
     entries = snapshot.select(TYPE_CLUSTER, None).delta_entries
     assert all(entries in response for response in deltas)
     assert deltas[0] is deltas[1]
@@ -395,7 +564,7 @@ def test_sotw_a_nacked_route_holds_cluster_removal() -> None:
 
 def test_delta_wildcard_gets_a_first_response_even_when_empty() -> None:
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_LISTENER))
+    stream.on_request(delta(TYPE_LISTENER, with_node=True))
     send = only_send(stream.on_snapshot(Snapshot(resources={})))
     response = discovery_pb2.DeltaDiscoveryResponse.FromString(send.response)
     assert list(response.resources) == [] and response.system_version_info == send.version
@@ -404,7 +573,7 @@ def test_delta_wildcard_gets_a_first_response_even_when_empty() -> None:
 def test_delta_sends_resources_with_their_versions_and_the_shared_any() -> None:
     snapshot = mesh_snapshot(services=["web", "api"])
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_CLUSTER))
+    stream.on_request(delta(TYPE_CLUSTER, with_node=True))
     send = only_send(stream.on_snapshot(snapshot))
     response = discovery_pb2.DeltaDiscoveryResponse.FromString(send.response)
     for resource in response.resources:
@@ -415,7 +584,7 @@ def test_delta_sends_resources_with_their_versions_and_the_shared_any() -> None:
 
 def test_delta_sends_only_what_changed_and_removes_what_went() -> None:
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_ENDPOINT, [WEB, API]))
+    stream.on_request(delta(TYPE_ENDPOINT, [WEB, API], with_node=True))
     first = only_send(stream.on_snapshot(mesh_snapshot(services=["web", "api"])))
     ack_actions = stream.on_request(delta(TYPE_ENDPOINT, nonce=first.nonce))
     assert ack_actions == [Ack(type_url=TYPE_ENDPOINT, version=first.version, nonce=first.nonce)]
@@ -430,7 +599,7 @@ def test_delta_initial_resource_versions_are_not_resent_and_stale_ones_removed()
     snapshot = mesh_snapshot(services=["web", "api"])
     held = {WEB: snapshot.resources[TYPE_CLUSTER][WEB].version, "gone": "v0", API: "old"}
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_CLUSTER, initial=held))
+    stream.on_request(delta(TYPE_CLUSTER, initial=held, with_node=True))
     send = only_send(stream.on_snapshot(snapshot))
     assert (send.resources, send.removed) == ((API,), ("gone",))
 
@@ -438,7 +607,7 @@ def test_delta_initial_resource_versions_are_not_resent_and_stale_ones_removed()
 def test_delta_subscribe_and_unsubscribe() -> None:
     snapshot = mesh_snapshot(services=["web", "api"])
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_ENDPOINT, [WEB]))
+    stream.on_request(delta(TYPE_ENDPOINT, [WEB], with_node=True))
     first = only_send(stream.on_snapshot(snapshot))
     assert first.resources == (WEB,)
     # One request both acks and subscribes.
@@ -450,7 +619,7 @@ def test_delta_subscribe_and_unsubscribe() -> None:
 
 def test_delta_one_unanswered_response_per_type() -> None:
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_CLUSTER))
+    stream.on_request(delta(TYPE_CLUSTER, with_node=True))
     first = only_send(stream.on_snapshot(mesh_snapshot(services=["web"])))
     assert stream.on_snapshot(mesh_snapshot(services=["web", "api"])) == []
     second = only_send(stream.on_request(delta(TYPE_CLUSTER, nonce=first.nonce)))
@@ -459,7 +628,7 @@ def test_delta_one_unanswered_response_per_type() -> None:
 
 def test_delta_nack_keeps_the_acked_version_and_stale_nonces_only_lose_their_ack() -> None:
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_CLUSTER))
+    stream.on_request(delta(TYPE_CLUSTER, with_node=True))
     first = only_send(stream.on_snapshot(mesh_snapshot(services=["web"])))
     stream.on_request(delta(TYPE_CLUSTER, nonce=first.nonce))
     bad = only_send(stream.on_snapshot(mesh_snapshot(services=["web", "api"])))
@@ -481,7 +650,7 @@ def test_delta_nack_keeps_the_acked_version_and_stale_nonces_only_lose_their_ack
 
 def test_delta_a_stale_nonce_still_changes_the_subscription() -> None:
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_ENDPOINT, [WEB]))
+    stream.on_request(delta(TYPE_ENDPOINT, [WEB], with_node=True))
     first = only_send(stream.on_snapshot(mesh_snapshot(services=["web", "api"])))
     stream.on_request(delta(TYPE_ENDPOINT, nonce=first.nonce))
     actions = stream.on_request(delta(TYPE_ENDPOINT, [API], nonce="old"))
@@ -492,7 +661,7 @@ def test_delta_a_stale_nonce_still_changes_the_subscription() -> None:
 def test_delta_clusters_are_removed_after_listeners_and_routes_are_acked() -> None:
     before = mesh_snapshot(services=["web", "api"], listeners={8080: "api"})
     stream = DeltaAdsStream()
-    stream.on_request(delta(TYPE_CLUSTER))
+    stream.on_request(delta(TYPE_CLUSTER, with_node=True))
     cds = only_send(stream.on_snapshot(before))
     stream.on_request(delta(TYPE_CLUSTER, nonce=cds.nonce))
     for type_url, names in ((TYPE_ENDPOINT, [WEB, API]), (TYPE_LISTENER, []), (TYPE_ROUTE, ["http.8080"])):
