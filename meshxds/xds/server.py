@@ -314,10 +314,11 @@ class XdsServer:
             log.info("ACK node=%s type=%s version=%s nonce=%s", node, type_name, action.version, action.nonce)
             self._notify(lambda o: o.on_ack(conn, action))
         elif isinstance(action, Nack):
-            log.info(
-                "NACK node=%s type=%s version=%s nonce=%s error=%s",
-                node, type_name, action.version, action.nonce, action.message,
-            )  # fmt: skip
+            if action.log:  # rate-limited per stream and type; the message is already truncated
+                log.info(
+                    "NACK node=%s type=%s version=%s nonce=%s suppressed=%d error=%s",
+                    node, type_name, action.version, action.nonce, action.suppressed, action.message,
+                )  # fmt: skip
             self._notify(lambda o: o.on_nack(conn, action))
         elif isinstance(action, Stale):
             log.debug("stale request ignored node=%s type=%s nonce=%s", node, type_name, action.nonce)
