@@ -11,7 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshxds.errors import ManifestErrors, MeshxdsError
 from meshxds.identity import ProxyIdentity
@@ -19,6 +19,9 @@ from meshxds.memory import building
 from meshxds.pipeline import SnapshotBuilder, Translation, translate
 from meshxds.sources.files import read_directory
 from meshxds.translators.gatewayapi import TranslateOptions
+
+if TYPE_CHECKING:
+    from meshxds.xds.auth import XdsSecurity
 
 __all__ = ["main"]
 
@@ -99,6 +102,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--xds-address", default="127.0.0.1:18000")
     serve.add_argument("--admin-address", default="127.0.0.1:18080")
+    sec = serve.add_argument_group("xDS security (README: Security)")
+    sec.add_argument("--xds-tls-cert", metavar="PEM", help="serve xDS over TLS with this certificate chain")
+    sec.add_argument("--xds-tls-key", metavar="PEM", help="the private key of --xds-tls-cert")
+    sec.add_argument(
+        "--xds-client-ca",
+        metavar="PEM",
+        help="mTLS: require client certificates of this CA; each proxy's node.metadata.namespace must "
+        "be its certificate's (SPIFFE spiffe://DOMAIN/ns/NS/sa/SA, or DNS NAME.NS.svc)",
+    )
+    sec.add_argument(
+        "--xds-trust-domain",
+        metavar="DOMAIN",
+        help="with mTLS: client certificates must carry a SPIFFE ID of this trust domain",
+    )
+    sec.add_argument(
+        "--insecure-xds",
+        action="store_true",
+        help="allow plaintext xDS on a non-loopback --xds-address (then anyone may claim any identity)",
+    )
+    sec.add_argument(
+        "--allow-insecure-secrets",
+        action="store_true",
+        help="serve private keys (SDS) to proxies no client certificate authenticates (plaintext or TLS "
+        "without --xds-client-ca); off: they get CA bundles only",
+    )
+    sec.add_argument(
+        "--insecure-admin",
+        action="store_true",
+        help="allow the unauthenticated admin endpoint on a non-loopback --admin-address",
+    )
     _add_translate_flags(serve)
 
     tr = commands.add_parser("translate", help="print the Envoy config one proxy would get, as JSON")
@@ -259,7 +292,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from meshxds.serve import ServeOptions, serve
+    from meshxds.serve import ServeOptions, check_exposure, serve
 
     debounce = {"debounce_s": args.debounce, "debounce_max_s": max(args.debounce, args.debounce_max)}
     kube = None
@@ -281,20 +314,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     elif args.context or args.leader_elect:
         print("error: --context and --leader-elect need --kubeconfig or --in-cluster", file=sys.stderr)
         return 2
+    security = _security(args)
+    if isinstance(security, str):
+        print(f"error: {security}", file=sys.stderr)
+        return 2
     options = ServeOptions(
         config_dir=args.config_dir,
         kube=kube,
         xds_address=args.xds_address,
         admin_address=args.admin_address,
         translate=_options(args),
+        security=security,
+        insecure_xds=args.insecure_xds,
+        insecure_admin=args.insecure_admin,
         **debounce,
     )
+    problems = check_exposure(options)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve(options))
     except MeshxdsError as exc:  # e.g. a kubeconfig that cannot be loaded
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _security(args: argparse.Namespace) -> XdsSecurity | str:
+    """The xDS security options, or what is wrong with the flags."""
+    from meshxds.xds.auth import TlsFiles, XdsSecurity
+
+    if bool(args.xds_tls_cert) != bool(args.xds_tls_key):
+        return "--xds-tls-cert and --xds-tls-key go together"
+    if args.xds_client_ca and not args.xds_tls_cert:
+        return "--xds-client-ca needs --xds-tls-cert and --xds-tls-key (mTLS is TLS first)"
+    if args.xds_trust_domain and not args.xds_client_ca:
+        return "--xds-trust-domain needs --xds-client-ca"
+    if args.insecure_xds and args.xds_tls_cert:
+        return "--insecure-xds is for plaintext; it contradicts --xds-tls-cert"
+    tls = None
+    if args.xds_tls_cert:
+        tls = TlsFiles(cert=args.xds_tls_cert, key=args.xds_tls_key, client_ca=args.xds_client_ca)
+    return XdsSecurity(
+        tls=tls, trust_domain=args.xds_trust_domain, allow_insecure_secrets=args.allow_insecure_secrets
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

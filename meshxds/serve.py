@@ -4,6 +4,9 @@ Every good read of the source that changes something becomes a new cache generat
 read is reported (logs, ``/debug/config``, metrics) and the last good generation keeps being
 served. Reading, translating and building the snapshots of every connected identity run in a
 worker thread, so the event loop only serves streams; publishing happens on the loop.
+
+Exposure rules (``check_exposure``, README "Security"): plaintext xDS off loopback needs
+``insecure_xds``; the admin endpoint (unauthenticated) off loopback needs ``insecure_admin``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshxds.admin import AdminServer, AdminState
-from meshxds.errors import ManifestErrors
+from meshxds.errors import ManifestErrors, MeshxdsError
 from meshxds.identity import ProxyIdentity
 from meshxds.memory import building
 from meshxds.metrics import Metrics
@@ -26,6 +29,7 @@ from meshxds.pipeline import Pipeline, SnapshotBuilder
 from meshxds.sources.files import watch_directory
 from meshxds.sources.kube_store import KubeResourceSet
 from meshxds.translators.gatewayapi import TranslateOptions
+from meshxds.xds.auth import XdsSecurity, XdsTransport, is_loopback
 from meshxds.xds.cache import SnapshotCache
 from meshxds.xds.render import snapshot_to_json
 from meshxds.xds.server import XdsServer
@@ -34,9 +38,13 @@ from meshxds.xds.status import ConnectionRegistry
 if TYPE_CHECKING:
     from meshxds.sources.kube import KubeOptions, KubeSource
 
-__all__ = ["ServeOptions", "Service", "serve"]
+__all__ = ["ExposureError", "ServeOptions", "Service", "check_exposure", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+class ExposureError(MeshxdsError):
+    """The options expose xDS or admin beyond loopback without the flag that says so."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +60,32 @@ class ServeOptions:
     """A burst of changes is read this long after its last change..."""
     debounce_max_s: float = 1.0
     """...or this long after its first, whichever comes first."""
+    security: XdsSecurity = field(default_factory=XdsSecurity)
+    """TLS/mTLS of the xDS port, and whether unauthenticated streams get private keys."""
+    insecure_xds: bool = False
+    """Allow plaintext xDS on a non-loopback address."""
+    insecure_admin: bool = False
+    """Allow the (unauthenticated) admin endpoint on a non-loopback address."""
+
+
+def check_exposure(options: ServeOptions) -> list[str]:
+    """What the options expose without having said so explicitly; empty when they may run."""
+    problems = []
+    if (
+        options.security.transport is XdsTransport.PLAINTEXT
+        and not is_loopback(options.xds_address)
+        and not options.insecure_xds
+    ):
+        problems.append(
+            f"--xds-address {options.xds_address} is not loopback: serve TLS (--xds-tls-cert, "
+            "--xds-tls-key, --xds-client-ca) or pass --insecure-xds to serve plaintext anyway"
+        )
+    if not is_loopback(options.admin_address) and not options.insecure_admin:
+        problems.append(
+            f"--admin-address {options.admin_address} is not loopback: the admin endpoint has no "
+            "authentication (config dumps, status); pass --insecure-admin to expose it anyway"
+        )
+    return problems
 
 
 class Service:
@@ -63,7 +97,7 @@ class Service:
         self.registry = ConnectionRegistry()
         self.cache = SnapshotCache()
         self.state = AdminState()
-        self.xds = XdsServer(self.cache, self.registry, observers=(self.metrics,))
+        self.xds = XdsServer(self.cache, self.registry, observers=(self.metrics,), security=options.security)
         self.admin = AdminServer(
             state=self.state, registry=self.registry, metrics=self.metrics, config_dump=self.config_dump
         )
@@ -147,6 +181,23 @@ class Service:
         self._stop.set()
 
     async def run(self) -> None:
+        problems = check_exposure(self.options)
+        if problems:
+            raise ExposureError("; ".join(problems))
+        if self.options.security.transport is not XdsTransport.MTLS and not is_loopback(
+            self.options.xds_address
+        ):
+            log.warning(
+                "xDS on %s is %s: any client reaching it may claim any proxy identity",
+                self.options.xds_address,
+                self.options.security.transport.value,
+            )
+        if not is_loopback(self.options.admin_address):
+            log.warning(
+                "admin endpoint on non-loopback %s: it is unauthenticated (config dumps, status); "
+                "restrict who reaches it (NetworkPolicy)",
+                self.options.admin_address,
+            )
         self.xds_port = xds_port = await self.xds.start(self.options.xds_address)
         self.admin_port = admin_port = await self.admin.start(self.options.admin_address)
         source = "kubernetes" if self.options.kube is not None else f"config_dir={self.options.config_dir}"

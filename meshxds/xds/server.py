@@ -7,6 +7,11 @@ says to send. Protocol decisions live in those state machines, not here.
 
 Responses arrive as bytes (assembled from pre-serialized resources, shared across streams) and
 are written as they are: the response serializer passes bytes through.
+
+Security (``meshxds.xds.auth``): the port is plaintext, TLS or mTLS, the certificate files
+re-read when they change. With mTLS every stream's claimed namespace is checked against its
+client certificate before anything is sent (PERMISSION_DENIED otherwise); without it, private
+Secrets are withheld unless ``XdsSecurity.allow_insecure_secrets``.
 """
 
 from __future__ import annotations
@@ -23,12 +28,25 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from meshxds.identity import ProxyIdentity
+from meshxds.xds.auth import (
+    PeerIdentity,
+    PeerIdentityError,
+    ReloadingTls,
+    TlsMaterial,
+    XdsSecurity,
+    XdsTransport,
+    peer_identity,
+    refusal,
+    without_private_secrets,
+)
 from meshxds.xds.cache import (
     TYPE_CLUSTER,
     TYPE_ENDPOINT,
     TYPE_LISTENER,
     TYPE_ROUTE,
     TYPE_SECRET,
+    Snapshot,
     SnapshotCache,
 )
 from meshxds.xds.status import (
@@ -81,6 +99,18 @@ class _Abort:
     details: str
 
 
+@dataclass(slots=True)
+class _Trust:
+    """What one stream is trusted with: the certificate's identity (mTLS), once its claim is checked."""
+
+    peer: PeerIdentity | None
+    """With mTLS, what the client certificate proves; ``None`` otherwise."""
+    checked: ProxyIdentity | None = None
+    """The claimed identity, once accepted (the stream then holds a view of it, if any)."""
+    withheld: tuple[str, ...] = ()
+    """Private Secrets last withheld from this stream (logged when it changes)."""
+
+
 _Event: TypeAlias = "Message | _Wake | _Closed"
 _StreamFactory = Callable[[], XdsStream]
 _Context = Any  # grpc.aio.ServicerContext; grpc ships no type information mypy follows
@@ -111,6 +141,7 @@ class XdsServer:
         max_pending_requests_hard_limit: int = 20_000,
         max_receive_message_length: int = 16 * 1024 * 1024,
         max_send_message_length: int = -1,
+        security: XdsSecurity | None = None,
     ) -> None:
         """``observers`` get every stream event after the registry (metrics, tests).
 
@@ -124,6 +155,9 @@ class XdsServer:
         ``max_receive_message_length`` bounds a request (grpc's default, 4 MiB, is about 50,000
         EDS names in one request); ``max_send_message_length`` a response (-1: unbounded, a
         full CDS can be tens of MB).
+
+        ``security`` (default: plaintext, private keys withheld) says how the port is served
+        and what an unauthenticated stream may receive.
         """
         self._cache = cache
         self._registry = registry
@@ -137,6 +171,12 @@ class XdsServer:
             ("grpc.max_send_message_length", max_send_message_length),
         )
         self._ids = itertools.count(1)
+        self._security = security or XdsSecurity()
+        self._tls: ReloadingTls | None = None
+        # Secret-less views of snapshots for unauthenticated streams, one per identity in use,
+        # so the streams of an identity share it (and the responses built from it).
+        self._views: dict[ProxyIdentity, tuple[Snapshot, Snapshot, tuple[str, ...]]] = {}
+        self._view_users: dict[ProxyIdentity, int] = {}
         self._server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         """The ``grpc.health.v1`` servicer: SERVING once started, NOT_SERVING from ``stop``."""
@@ -145,6 +185,10 @@ class XdsServer:
     def registry(self) -> ConnectionRegistry:
         return self._registry
 
+    @property
+    def security(self) -> XdsSecurity:
+        return self._security
+
     async def start(self, address: str) -> int:
         """Listen on ``address`` (``127.0.0.1:0`` picks a free port); return the bound port."""
         if self._server is not None:
@@ -152,15 +196,49 @@ class XdsServer:
         server = grpc.aio.server(options=self._grpc_options)
         server.add_generic_rpc_handlers(self._handlers())
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        port = int(server.add_insecure_port(address))
+        if self._security.tls is None:
+            port = int(server.add_insecure_port(address))
+        else:
+            port = int(server.add_secure_port(address, self._credentials()))
         if port == 0:
             raise OSError(f"cannot bind the xDS server to {address}")
         await server.start()
         self._server = server
         for service in ("", ADS_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("xDS server listening address=%s port=%d", address, port)
+        log.info(
+            "xDS server listening address=%s port=%d transport=%s private_keys=%s",
+            address,
+            port,
+            self._security.transport.value,
+            "withheld" if self._security.withholds_secrets else "served",
+        )
         return port
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        """TLS credentials whose files are re-read when they change (checked at each handshake)."""
+        assert self._security.tls is not None
+        self._tls = tls = ReloadingTls(self._security.tls)  # raises TlsConfigError on bad files
+
+        def configuration(material: TlsMaterial) -> grpc.ServerCertificateConfiguration:
+            return grpc.ssl_server_certificate_configuration(
+                [(material.key_pem, material.chain_pem)], root_certificates=material.client_ca_pem
+            )
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            # Called by grpc core on a handshake, on one of its threads: never raise from here.
+            try:
+                material = tls.poll()
+            except Exception:
+                log.exception("xDS TLS reload failed; keeping the previous certificate")
+                return None
+            return configuration(material) if material is not None else None
+
+        return grpc.dynamic_ssl_server_credentials(
+            configuration(tls.current),
+            fetch,
+            require_client_authentication=self._security.transport is XdsTransport.MTLS,
+        )
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, then end every stream within ``grace`` seconds."""
@@ -219,15 +297,25 @@ class XdsServer:
             # REST-style fetch: a one-request SotW stream answered from the current snapshot.
             stream = AdsStream(type_url=type_url)
             request.ClearField("response_nonce")  # a fetch answers no earlier response
+            trust = self._trust(context)
+            if isinstance(trust, _Abort):
+                await context.abort(trust.code, trust.details)
+            assert isinstance(trust, _Trust)
             try:
                 stream.on_request(request)
             except XdsProtocolError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
             assert stream.identity is not None
+            refused = self._check(trust, stream.identity, node_id=request.node.id, peer=context.peer())
+            if refused is not None:
+                await context.abort(refused.code, refused.details)
             snapshot = await self._cache.snapshot(stream.identity)
             if snapshot is None:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "no configuration yet")
             assert snapshot is not None
+            if self._security.withholds_secrets:
+                snapshot, withheld = without_private_secrets(snapshot)
+                self._log_withheld(trust, withheld, node_id=request.node.id)
             for action in stream.on_snapshot(snapshot):
                 if isinstance(action, Send):
                     return action.response
@@ -242,6 +330,11 @@ class XdsServer:
         context: _Context,
     ) -> None:
         """Run one xDS stream until the client goes away, the server stops, or a protocol error."""
+        trust = self._trust(context)
+        if isinstance(trust, _Abort):
+            # Before reading anything: a certificate that proves no namespace gets nothing.
+            await context.abort(trust.code, trust.details)
+        assert isinstance(trust, _Trust)
         conn = Connection(id=next(self._ids), stream=stream, peer=context.peer() or "")
         events: asyncio.Queue[_Event] = asyncio.Queue(maxsize=self._queue_size)
         tasks = (
@@ -251,12 +344,14 @@ class XdsServer:
         self._notify(lambda o: o.on_stream_open(conn))
         log.debug("stream open id=%d mode=%s peer=%s", conn.id, stream.mode, conn.peer)
         try:
-            abort = await self._run(conn, events, context)
+            abort = await self._run(conn, events, context, trust)
         finally:
             # Synchronous cleanup first: gRPC may cancel this handler again while it awaits below.
             for task in tasks:
                 task.cancel()
             self._notify(lambda o: o.on_stream_close(conn))
+            if trust.checked is not None and self._security.withholds_secrets:
+                self._release_view(trust.checked)
             log.info("stream closed id=%d node=%s mode=%s", conn.id, conn.node_id, stream.mode)
             await asyncio.gather(*tasks, return_exceptions=True)
         if abort is not None:
@@ -268,6 +363,7 @@ class XdsServer:
         conn: Connection,
         events: asyncio.Queue[_Event],
         context: _Context,
+        trust: _Trust,
     ) -> _Abort | None:
         """The handler loop: the only place that feeds the state machine and writes."""
         stream = conn.stream
@@ -285,9 +381,19 @@ class XdsServer:
                     log.warning("protocol error id=%d node=%s: %s", conn.id, conn.node_id, exc.message)
                     return _Abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
                 self._notify_request(conn, str(getattr(event, "type_url", "")))
+            if stream.identity is not None and trust.checked is None:
+                # The first request fixed the claimed identity: check it before anything is sent.
+                refused = self._check(trust, stream.identity, node_id=conn.node_id, peer=conn.peer)
+                if refused is not None:
+                    return refused
+                trust.checked = stream.identity
+                if self._security.withholds_secrets:
+                    self._view_users[stream.identity] = self._view_users.get(stream.identity, 0) + 1
             if stream.identity is not None:
                 # Memoized per identity and generation, so asking on every event is cheap.
                 snapshot = await self._cache.snapshot(stream.identity)
+                if snapshot is not None and self._security.withholds_secrets:
+                    snapshot = self._view(stream.identity, snapshot, trust, node_id=conn.node_id)
                 if snapshot is not None and snapshot is not stream.snapshot:
                     actions.extend(stream.on_snapshot(snapshot))
             try:
@@ -299,6 +405,58 @@ class XdsServer:
                 return _Abort(
                     grpc.StatusCode.UNAVAILABLE, f"response not read within {self._write_timeout:g}s"
                 )
+
+    def _trust(self, context: _Context) -> _Trust | _Abort:
+        """With mTLS, what the client certificate proves (grpc verified it against the client CA)."""
+        if self._security.transport is not XdsTransport.MTLS:
+            return _Trust(peer=None)
+        certs = (context.auth_context() or {}).get("x509_pem_cert") or ()
+        if not certs:
+            return _Abort(grpc.StatusCode.UNAUTHENTICATED, "xDS needs a client certificate")
+        try:
+            return _Trust(peer=peer_identity(certs[0], trust_domain=self._security.trust_domain))
+        except PeerIdentityError as exc:
+            log.warning("xDS client refused peer=%s: %s", context.peer(), exc)
+            return _Abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
+    @staticmethod
+    def _check(trust: _Trust, identity: ProxyIdentity, *, node_id: str, peer: str) -> _Abort | None:
+        """PERMISSION_DENIED when the claimed identity is not the certificate's namespace."""
+        if trust.peer is None:
+            return None
+        reason = refusal(trust.peer, identity)
+        if reason is None:
+            return None
+        log.warning("xDS stream refused node=%s peer=%s claimed=%s: %s", node_id, peer, identity, reason)
+        return _Abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    def _view(self, identity: ProxyIdentity, snapshot: Snapshot, trust: _Trust, *, node_id: str) -> Snapshot:
+        """``snapshot`` without private Secrets, shared by the streams of ``identity``."""
+        memo = self._views.get(identity)
+        if memo is None or memo[0] is not snapshot:
+            view, withheld = without_private_secrets(snapshot)
+            memo = self._views[identity] = (snapshot, view, withheld)
+        self._log_withheld(trust, memo[2], node_id=node_id)
+        return memo[1]
+
+    def _release_view(self, identity: ProxyIdentity) -> None:
+        users = self._view_users.get(identity, 0) - 1
+        if users > 0:
+            self._view_users[identity] = users
+        else:
+            self._view_users.pop(identity, None)
+            self._views.pop(identity, None)
+
+    def _log_withheld(self, trust: _Trust, withheld: tuple[str, ...], *, node_id: str) -> None:
+        if withheld and withheld != trust.withheld:
+            log.warning(
+                "private keys withheld node=%s secrets=%s: xDS is %s, no certificate proves this proxy's "
+                "identity (serve mTLS with --xds-client-ca, or pass --allow-insecure-secrets)",
+                node_id,
+                ",".join(withheld),
+                self._security.transport.value,
+            )
+        trust.withheld = withheld
 
     async def _apply(self, conn: Connection, action: Action, context: _Context) -> None:
         node, type_name = conn.node_id, _short(action.type_url)

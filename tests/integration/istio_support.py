@@ -269,8 +269,11 @@ def run_stack(
     ``reserved`` ports are released just before Envoy starts. Pass the ``harness_processes``
     fixture as ``processes`` to have both log tails attached to a failing test's report.
     """
+    # Plaintext xDS on loopback: credentialName keys need the explicit flag (README: Security).
     with MeshxdsProcess(
-        config_dir, extra_args=("--listener-address", "127.0.0.1"), work_dir=work_dir / "meshxds"
+        config_dir,
+        extra_args=("--listener-address", "127.0.0.1", "--allow-insecure-secrets"),
+        work_dir=work_dir / "meshxds",
     ) as srv:
         if processes is not None:
             processes.append(srv)

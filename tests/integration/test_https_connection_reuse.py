@@ -128,6 +128,8 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path, manifest_dir: Path) 
             labels=LABELS,
             delta=request.param == "delta",
             work_dir=tmp_path,
+            # Plaintext xDS on loopback: the gateway's keys need the explicit flag (README: Security).
+            server_args=("--allow-insecure-secrets",),
         ):
             gw = Gateway(port=port, ca=ca, a=up_a, b=up_b, other=up_other)
             # The listener warms until its certificates arrive over SDS: wait for a handshake.
