@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -11,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
@@ -21,9 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from xds_protos import cluster_name, mesh_snapshot, node
 
 from meshxds.identity import ProxyIdentity
+from meshxds.metrics import Metrics
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot, SnapshotCache
 from meshxds.xds.server import XdsServer
-from meshxds.xds.status import ConnectionRegistry
+from meshxds.xds.status import NACK_LOG_BURST, NACK_LOG_INTERVAL, NACK_MESSAGE_LIMIT, ConnectionRegistry
 
 WEB, API, DB = cluster_name("web"), cluster_name("api"), cluster_name("db")
 READ_TIMEOUT = 5.0
@@ -487,3 +493,129 @@ async def test_a_request_over_the_receive_limit_is_refused_and_fetch_answers_in_
             assert list(fetched.resources) == [snapshot.get(TYPE_CLUSTER)[n].any for n in (API, WEB)]
     finally:
         await server.stop(0)
+
+
+# --- bounded client input -----------------------------------------------------------------------
+
+HUGE = 3_900_000  # the size of the NACK message that once wrote 78 MB of log in 1.6 s
+
+
+def nack_records(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("NACK")]
+
+
+@contextlib.asynccontextmanager
+async def metered_server() -> AsyncIterator[tuple[Harness, Metrics]]:
+    """A server with the Prometheus observer, as ``meshxds serve`` runs it."""
+    cache, registry, metrics = SnapshotCache(), ConnectionRegistry(), Metrics()
+    server = XdsServer(cache, registry, observers=[metrics])
+    port = await server.start("127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Harness(cache, registry, server, channel, port, []), metrics
+    finally:
+        await server.stop(0)
+
+
+async def test_a_huge_nack_message_is_truncated_in_the_log_and_in_syncz(
+    xds: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="meshxds.xds")
+    ads, last = await connect_sotw(xds, mesh_snapshot())
+    xds.serve(mesh_snapshot(listeners={8080: "web", 8081: "web"}))
+    bad = await ads.recv()
+    message = "address already in use " + "x" * HUGE
+    await ads.send(sotw(TYPE_LISTENER, ack=last[TYPE_LISTENER], nonce=bad.nonce, error=message))
+    status = await eventually(
+        lambda: xds.types()[TYPE_LISTENER]["state"] == "NACKED" and xds.types()[TYPE_LISTENER]
+    )
+    marker = f"... [truncated, {len(message)} characters in all]"
+    assert status["last_nack"] == message[:NACK_MESSAGE_LIMIT] + marker
+    assert len(json.dumps(xds.registry.syncz())) < 2 * NACK_MESSAGE_LIMIT
+    (line,) = await eventually(lambda: nack_records(caplog), what="the NACK log line")
+    assert "address already in use xxx" in line and line.endswith(marker)
+    assert len(line) < NACK_MESSAGE_LIMIT + 512
+
+
+async def test_a_nack_storm_is_logged_within_a_budget_and_the_rest_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="meshxds.xds")
+    storm = 3 * NACK_LOG_BURST
+    started = time.monotonic()
+    async with metered_server() as (xds, metrics):
+        ads, _ = await connect_sotw(xds, mesh_snapshot())
+        # Each request NACKs the latest EDS response (100 KB of error) and asks for other
+        # names, so it gets a new response to NACK: a NACK per round trip.
+        response = await ads.exchange(sotw(TYPE_ENDPOINT, [WEB, "other"]))
+        for index in range(storm):
+            names = [WEB] if index % 2 == 0 else [WEB, "other"]
+            request = sotw(TYPE_ENDPOINT, names, nonce=response.nonce, error=f"e{index} " + "x" * 100_000)
+            response = await ads.exchange(request)
+        elapsed = time.monotonic() - started
+        await eventually(
+            lambda: (
+                metrics.registry.get_sample_value("meshxds_xds_nacks_total", {"type_url": TYPE_ENDPOINT})
+                == storm
+            ),
+            what="every NACK to be counted",
+        )
+        ads.call.cancel()
+        await eventually(lambda: xds.registry.syncz() == [], what="the stream to close")
+    lines = nack_records(caplog)
+    logged = [line for line in lines if line.startswith("NACK node=")]
+    # The budget: a burst, then one line per interval (however slowly this machine ran).
+    assert NACK_LOG_BURST <= len(logged) <= NACK_LOG_BURST + int(elapsed / NACK_LOG_INTERVAL) + 1
+    suppressed = [int(m) for line in lines for m in re.findall(r"suppressed=(\d+)", line)]
+    (summary,) = [line for line in lines if line.startswith("NACK lines suppressed")]
+    assert "node=proxy-1 type=ClusterLoadAssignment" in summary and "stream closed" in summary
+    assert len(logged) + sum(suppressed) == storm  # every NACK is either logged or counted
+    assert sum(len(line) for line in lines) < (len(logged) + 1) * (NACK_MESSAGE_LIMIT + 512)
+
+
+def _metadata(**fields: object) -> base_pb2.Node:
+    proxy = base_pb2.Node(id="proxy-1")
+    proxy.metadata.update(fields)
+    return proxy
+
+
+_MALFORMED_NODES = [
+    pytest.param(None, "the first request of a stream must carry node", id="no-node"),
+    pytest.param(
+        _metadata(labels="app=gw"), "labels must be a map of strings, not a string", id="labels-not-a-map"
+    ),
+    pytest.param(
+        _metadata(namespace="ns", labels={"app": "gw", "version": 2}),
+        "labels['version'] must be a string (quote it), not a number",
+        id="label-value-not-a-string",
+    ),
+    pytest.param(
+        _metadata(namespace=["ns"]), "namespace must be a string, not a list", id="namespace-not-a-string"
+    ),
+    pytest.param(base_pb2.Node(), "node.id is empty", id="no-node-id"),
+]
+
+
+@pytest.mark.parametrize(("proxy", "details"), _MALFORMED_NODES)
+@pytest.mark.parametrize("mode", ["sotw", "delta", "fetch"])
+async def test_a_missing_or_malformed_node_is_invalid_argument_not_the_sidecar_config(
+    xds: Harness, mode: str, proxy: base_pb2.Node | None, details: str
+) -> None:
+    xds.serve(mesh_snapshot())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        if mode == "fetch":
+            request = discovery_pb2.DiscoveryRequest(node=proxy)
+            stub = cds_pb2_grpc.ClusterDiscoveryServiceStub(xds.channel)
+            await asyncio.wait_for(stub.FetchClusters(request), READ_TIMEOUT)
+        else:
+            call = xds.ads().call if mode == "sotw" else xds.delta().call
+            message = (
+                discovery_pb2.DiscoveryRequest if mode == "sotw" else discovery_pb2.DeltaDiscoveryRequest
+            )
+            await asyncio.wait_for(call.write(message(type_url=TYPE_CLUSTER, node=proxy)), READ_TIMEOUT)
+            # No response comes first: the stream ends with the error.
+            await asyncio.wait_for(call.read(), READ_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details in (caught.value.details() or "")
+    assert xds.builds == []  # no snapshot was computed for anyone
+    await eventually(lambda: xds.registry.syncz() == [], what="the stream to unregister")
