@@ -11,6 +11,7 @@ translation whose unchanged resources keep their bytes and versions (``ResourceM
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -198,7 +199,10 @@ class SnapshotBuilder:
         self.endpoints = endpoints or translation.endpoints
         """Where EDS clusters' endpoints come from: newer than the translation's after a fast-path update."""
         self.memo: ResourceMemo = ResourceMemo(previous.memo if previous is not None else None)
-        self._previous: dict[ProxyIdentity, _Built] = dict(previous._built) if previous is not None else {}
+        # _built and _previous are written by builds in worker threads and by ``forget`` on the
+        # loop, and copied by the next builder: every change and copy holds the lock.
+        self._lock = threading.Lock()
+        self._previous: dict[ProxyIdentity, _Built] = previous._copy_built() if previous is not None else {}
         self._built: dict[ProxyIdentity, _Built] = {}
 
     def __call__(self, identity: ProxyIdentity) -> Snapshot:
@@ -213,8 +217,26 @@ class SnapshotBuilder:
             raise IRValidationError(problems)
         snapshot = self._reuse(identity, self.memo.snapshot(config))
         snapshot.check_consistent()
-        self._built[identity] = _Built(config, snapshot)
+        with self._lock:
+            self._built[identity] = _Built(config, snapshot)
         return snapshot
+
+    def identities(self) -> frozenset[ProxyIdentity]:
+        """Every identity this builder keeps a snapshot for (built, or the previous builder's)."""
+        with self._lock:
+            return frozenset(self._built.keys() | self._previous.keys())
+
+    def forget(self, identities: Iterable[ProxyIdentity]) -> None:
+        """Drop the snapshots of ``identities`` (no stream holds them any more): the next
+        builder does not carry them, and asked for again they are built again."""
+        with self._lock:
+            for identity in identities:
+                self._built.pop(identity, None)
+                self._previous.pop(identity, None)
+
+    def _copy_built(self) -> dict[ProxyIdentity, _Built]:
+        with self._lock:
+            return dict(self._built)
 
     def _reuse(self, identity: ProxyIdentity, snapshot: Snapshot) -> Snapshot:
         """The previous snapshot of ``identity`` itself when every resource is the same."""
@@ -237,6 +259,7 @@ class SnapshotBuilder:
         nxt = SnapshotBuilder(
             replace(self.translation, resources=resources), previous=self, endpoints=endpoints
         )
+        # nxt is not published yet: no other thread reaches its dicts.
         for identity, built in nxt._previous.items():
             config = _with_endpoints(built.config, endpoints, services)
             if config is built.config:

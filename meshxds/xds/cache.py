@@ -13,6 +13,8 @@ names changed since another snapshot), so N proxies of one identity cost one bui
 ``SnapshotCache`` holds the current *builder* (identity -> snapshot), memoizes one snapshot per
 ``ProxyIdentity`` per generation and wakes waiters when a new generation is set. It knows
 nothing of gRPC: the server asks it for snapshots, the stream state machines decide what to send.
+What it keeps per identity is bounded by the identities in use: an identity no stream holds any
+more is forgotten (here and in the builder) after a grace period.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import asyncio
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -36,6 +39,7 @@ from google.protobuf.message import Message
 from meshxds.identity import ProxyIdentity
 
 __all__ = [
+    "DEFAULT_GRACE_S",
     "PUSH_ORDER",
     "TYPE_CLUSTER",
     "TYPE_ENDPOINT",
@@ -43,6 +47,7 @@ __all__ = [
     "TYPE_ROUTE",
     "TYPE_SECRET",
     "CachedResource",
+    "IdentityState",
     "InconsistentSnapshot",
     "Selection",
     "Snapshot",
@@ -510,15 +515,42 @@ def _sds_names(typed_config: any_pb2.Any) -> Iterator[str]:
 
 Builder = Callable[[ProxyIdentity], Snapshot]
 
+DEFAULT_GRACE_S = 60.0
+"""How long the snapshot of an identity outlives its last stream: long enough for a proxy
+that reconnects (a restart, a control-plane hiccup, a load balancer's idle timeout) to resync
+from what is built, short enough that a rollout's old label sets do not pile up."""
+
+
+@runtime_checkable
+class IdentityState(Protocol):
+    """A builder that keeps per-identity state of its own (``pipeline.SnapshotBuilder``): the
+    cache tells it which identities to forget."""
+
+    def identities(self) -> Collection[ProxyIdentity]:
+        """Every identity it keeps something for."""
+        ...
+
+    def forget(self, identities: Iterable[ProxyIdentity]) -> None:
+        """Drop what it keeps for ``identities``; they are built again if asked for."""
+        ...
+
 
 class SnapshotCache:
     """The current builder and one memoized snapshot per identity per generation; no gRPC.
 
     All methods run on the event loop; mutations are synchronous, so no ``await`` separates a
     read from a write (``snapshot`` builds in a thread, then writes on the loop).
+
+    Identities are held by the tasks that ask for them through ``snapshot``: the server runs
+    each stream (and each fetch) in a task of its own, so "a task that asked is still running"
+    is "the identity has a stream", without the cache knowing gRPC. An identity no task holds
+    is released ``grace`` seconds later (Istio drops a proxy's state when its stream closes;
+    the grace lets a reconnecting proxy resync from what is built): its snapshot, its last good
+    snapshot and the builder's state for it (``IdentityState``). Asked for again, it is built
+    again, with the same resource versions, so a Delta resync still sends only what differs.
     """
 
-    def __init__(self, builder: Builder | None = None) -> None:
+    def __init__(self, builder: Builder | None = None, *, grace: float = DEFAULT_GRACE_S) -> None:
         self._builder = builder
         self._generation = 0 if builder is None else 1
         self._memo: dict[ProxyIdentity, Snapshot | None] = {}
@@ -528,16 +560,43 @@ class SnapshotCache:
         # Builds running in worker threads, by generation and identity, shared by the streams
         # that ask for the same identity meanwhile.
         self._pending: dict[tuple[int, ProxyIdentity], asyncio.Future[Snapshot | None]] = {}
+        self._grace = grace
+        # Holders: the running tasks that asked for an identity, and how many hold each.
+        self._holders: dict[asyncio.Task[Any], ProxyIdentity] = {}
+        self._held: dict[ProxyIdentity, int] = {}
+        # Identities nobody holds, with the monotonic time they go at; the grace is constant, so
+        # insertion order is deadline order and a sweep stops at the first one still due later.
+        self._idle: dict[ProxyIdentity, float] = {}
+        self._sweep_timer: asyncio.TimerHandle | None = None
 
     @property
     def generation(self) -> int:
         return self._generation
+
+    @property
+    def grace(self) -> float:
+        return self._grace
+
+    def identities(self) -> frozenset[ProxyIdentity]:
+        """Every identity the cache (or its builder) keeps something for: held, or in grace."""
+        kept = set(self._memo) | set(self._last_good) | set(self._held) | set(self._idle)
+        if isinstance(self._builder, IdentityState):
+            kept.update(self._builder.identities())
+        return frozenset(kept)
+
+    def held(self) -> frozenset[ProxyIdentity]:
+        """The identities a running task (a stream) holds."""
+        return frozenset(self._held)
 
     def set_builder(self, builder: Builder) -> None:
         """Start a new configuration generation and wake every waiter."""
         self._builder = builder
         self._memo.clear()
         self._generation += 1
+        # A new builder may carry identities released while it was made (it copied the previous
+        # builder's state in a worker thread): forget those now.
+        if isinstance(builder, IdentityState):
+            builder.forget([i for i in builder.identities() if i not in self._held and i not in self._idle])
         # Swap the event so a waiter that wakes late still sees a set event, then new waiters block.
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -547,8 +606,10 @@ class SnapshotCache:
         """The snapshot of ``identity`` for this generation, built at most once.
 
         A builder that raises, or returns an inconsistent snapshot, is logged and the identity
-        keeps its previous snapshot: a broken generation never reaches a proxy.
+        keeps its previous snapshot: a broken generation never reaches a proxy. This does not
+        hold ``identity``: unless a stream holds it, it is released after the grace period.
         """
+        self._sweep()
         try:
             return self._memo[identity]
         except KeyError:
@@ -557,12 +618,17 @@ class SnapshotCache:
         self._memo[identity] = snapshot
         if snapshot is not None:
             self._last_good[identity] = snapshot
+        self._settle(identity)
         return snapshot
 
     async def snapshot(self, identity: ProxyIdentity) -> Snapshot | None:
         """``snapshot_for`` for the event loop: a snapshot not built yet is built in a worker
         thread (at 10,000 Services, one takes a quarter of a second), so the loop keeps serving
-        every other stream meanwhile; streams asking for the same identity share the build."""
+        every other stream meanwhile; streams asking for the same identity share the build.
+
+        The calling task holds ``identity`` until it ends (see the class docstring)."""
+        self._hold(identity)
+        self._sweep()
         if identity in self._memo:
             return self._memo[identity]
         builder, generation = self._builder, self._generation
@@ -574,7 +640,7 @@ class SnapshotCache:
             build = asyncio.to_thread(self._build_with, builder, identity, generation)
             pending = asyncio.ensure_future(build)
             self._pending[key] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+            pending.add_done_callback(lambda _: self._built(key))
         snapshot = await asyncio.shield(pending)
         if generation != self._generation:
             return snapshot  # a newer generation woke the stream already; it will ask again
@@ -583,6 +649,84 @@ class SnapshotCache:
             if snapshot is not None:
                 self._last_good[identity] = snapshot
         return self._memo[identity]
+
+    def _built(self, key: tuple[int, ProxyIdentity]) -> None:
+        self._pending.pop(key, None)
+        # Its streams may all have gone meanwhile: what the build left in the builder is theirs.
+        self._settle(key[1])
+
+    def _hold(self, identity: ProxyIdentity) -> None:
+        """Count the current task as a holder of ``identity`` until it ends."""
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:
+            task = None
+        if task is None:
+            return
+        held = self._holders.get(task)
+        if held == identity:
+            return
+        if held is None:
+            task.add_done_callback(self._task_done)
+        else:
+            self._unhold(held)  # a task serves one stream, so one identity: keep the latest
+        self._holders[task] = identity
+        self._held[identity] = self._held.get(identity, 0) + 1
+        self._idle.pop(identity, None)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        identity = self._holders.pop(task, None)
+        if identity is not None:
+            self._unhold(identity)
+
+    def _unhold(self, identity: ProxyIdentity) -> None:
+        left = self._held.get(identity, 0) - 1
+        if left > 0:
+            self._held[identity] = left
+            return
+        self._held.pop(identity, None)
+        self._settle(identity)
+
+    def _settle(self, identity: ProxyIdentity) -> None:
+        """Start the grace period of ``identity`` if nobody holds it (and it has not started)."""
+        if identity in self._held or identity in self._idle:
+            return
+        self._idle[identity] = time.monotonic() + self._grace
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        if self._sweep_timer is not None or not self._idle:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a synchronous caller): the next call sweeps
+        delay = max(0.0, next(iter(self._idle.values())) - time.monotonic())
+        self._sweep_timer = loop.call_later(delay, self._on_sweep_timer)
+
+    def _on_sweep_timer(self) -> None:
+        self._sweep_timer = None
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Release every identity whose grace period is over."""
+        if not self._idle:
+            return
+        now = time.monotonic()
+        due: list[ProxyIdentity] = []
+        for identity, deadline in self._idle.items():
+            if deadline > now:
+                break
+            due.append(identity)
+        if due:
+            for identity in due:
+                del self._idle[identity]
+                self._memo.pop(identity, None)
+                self._last_good.pop(identity, None)
+            if isinstance(self._builder, IdentityState):
+                self._builder.forget(due)
+            log.debug("released identities=%d idle=%d held=%d", len(due), len(self._idle), len(self._held))
+        self._schedule_sweep()
 
     def _build(self, identity: ProxyIdentity) -> Snapshot | None:
         if self._builder is None:
