@@ -33,6 +33,13 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _namespaced(text: str) -> tuple[str, str]:
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/SERVICE_ACCOUNT, got {text!r}")
+    return namespace, name
+
+
 def _milliseconds(text: str) -> float:
     """``100``, ``100ms`` or ``0.1s`` → seconds."""
     value = text.strip().lower()
@@ -147,6 +154,32 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument("--config-dir", required=True)
     va.add_argument("--output", choices=("text", "json"), default="text")
     _add_translate_flags(va)
+
+    cg = commands.add_parser(
+        "certgen", help="a self-signed CA, the xDS server certificate and proxy client certificates"
+    )
+    cg.add_argument(
+        "--out", required=True, metavar="DIR", help="ca.crt/ca.key (reused if present) and bundles"
+    )
+    cg.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name or IP of the server certificate (repeat; default: the deploy/ Service and loopback)",
+    )
+    cg.add_argument(
+        "--proxy",
+        action="append",
+        default=[],
+        type=_namespaced,
+        metavar="NS/SA",
+        help="a client certificate for proxies of namespace NS, service account SA (repeat)",
+    )
+    cg.add_argument(
+        "--trust-domain", default="cluster.local", help="of the SPIFFE IDs (default cluster.local)"
+    )
+    cg.add_argument("--days", type=int, default=365, help="validity of the leaf certificates (default 365)")
 
     st = commands.add_parser("status", help="one row per connected proxy and type: sent, acked, state")
     st.add_argument("--admin-address", default="127.0.0.1:18080")
@@ -291,6 +324,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certgen(args: argparse.Namespace) -> int:
+    """Write ``DIR/server/`` and ``DIR/proxy-NS-SA/`` bundles (tls.crt, tls.key, ca.crt)."""
+    from pathlib import Path
+
+    from meshxds.certgen import DEFAULT_SERVER_NAMES, issue_proxy, issue_server, load_or_make_ca, write_bundle
+
+    out = Path(args.out)
+    ca = load_or_make_ca(out)
+    names = args.server_name or list(DEFAULT_SERVER_NAMES)
+    written = [write_bundle(out / "server", issue_server(ca, names, days=args.days), ca)]
+    for namespace, account in args.proxy:
+        issued = issue_proxy(
+            ca, namespace=namespace, service_account=account, trust_domain=args.trust_domain, days=args.days
+        )
+        written.append(write_bundle(out / f"proxy-{namespace}-{account}", issued, ca))
+    for path in written:
+        print(path)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from meshxds.serve import ServeOptions, check_exposure, serve
 
@@ -374,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "translate": cmd_translate,
         "validate": cmd_validate,
         "status": cmd_status,
+        "certgen": cmd_certgen,
     }
     try:
         return handlers[args.command](args)

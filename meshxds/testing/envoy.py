@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -21,9 +22,11 @@ __all__ = [
     "HTTP_PROTOCOL_OPTIONS",
     "EnvoyError",
     "EnvoyProcess",
+    "XdsClientTls",
     "find_envoy",
     "http2_protocol_options",
     "render_bootstrap",
+    "with_xds_tls",
 ]
 
 T = TypeVar("T")
@@ -57,6 +60,60 @@ def http2_protocol_options() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class XdsClientTls:
+    """Files of the proxy's xDS client certificate (mTLS to meshxds), as a Secret mounts them."""
+
+    cert: str = "/etc/envoy/xds-tls/tls.crt"
+    """The proxy's certificate chain; its SPIFFE ID names the proxy's namespace."""
+    key: str = "/etc/envoy/xds-tls/tls.key"
+    ca: str = "/etc/envoy/xds-tls/ca.crt"
+    """The CA meshxds's server certificate chains to."""
+    server_name: str = "meshxds.meshxds-system.svc"
+    """SNI, and the DNS SAN meshxds's certificate must carry."""
+
+    @classmethod
+    def in_directory(cls, directory: str | Path, *, server_name: str = "meshxds.meshxds-system.svc") -> Self:
+        """``tls.crt``, ``tls.key``, ``ca.crt`` in ``directory`` (a ``meshxds certgen`` bundle)."""
+        folder = Path(directory)
+        return cls(
+            cert=str(folder / "tls.crt"),
+            key=str(folder / "tls.key"),
+            ca=str(folder / "ca.crt"),
+            server_name=server_name,
+        )
+
+    def transport_socket(self) -> dict[str, Any]:
+        return {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": self.server_name,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],  # gRPC servers may insist on ALPN h2
+                    "tls_certificates": [
+                        {"certificate_chain": {"filename": self.cert}, "private_key": {"filename": self.key}}
+                    ],
+                    "validation_context": {
+                        "trusted_ca": {"filename": self.ca},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": self.server_name}}
+                        ],
+                    },
+                },
+            },
+        }
+
+
+def with_xds_tls(bootstrap: Mapping[str, Any], tls: XdsClientTls) -> dict[str, Any]:
+    """A copy of ``bootstrap`` whose xDS cluster uses ``tls`` (e.g. to point its files elsewhere)."""
+    copy: dict[str, Any] = json.loads(json.dumps(bootstrap))
+    for cluster in copy["static_resources"]["clusters"]:
+        if cluster["name"] == XDS_CLUSTER:
+            cluster["transport_socket"] = tls.transport_socket()
+    return copy
+
+
 def render_bootstrap(
     *,
     node_id: str,
@@ -67,14 +124,16 @@ def render_bootstrap(
     admin_port: int = 19000,
     delta: bool = False,
     cluster: str = "meshxds-proxy",
+    xds_tls: XdsClientTls | None = None,
 ) -> dict[str, Any]:
-    """An Envoy v3 bootstrap that takes all its config over ADS from meshxds.
+    """An Envoy v3 bootstrap that takes all its config over ADS from meshxds (over mTLS with
+    ``xds_tls``, whose certificate must prove ``namespace``).
 
     ``node.metadata.namespace`` and ``node.metadata.labels`` are what meshxds matches against
     gateways (design.md, "Proxy identity"). ``admin_port=0`` lets Envoy pick; ``EnvoyProcess``
     then learns the port from ``--admin-address-path``. The xDS cluster must speak HTTP/2 (gRPC).
     """
-    return {
+    bootstrap = {
         "node": {
             "id": node_id,
             "cluster": cluster,
@@ -121,6 +180,7 @@ def render_bootstrap(
             ]
         },
     }
+    return with_xds_tls(bootstrap, xds_tls) if xds_tls is not None else bootstrap
 
 
 def find_envoy() -> str:
@@ -205,8 +265,9 @@ class EnvoyProcess(ManagedProcess):
         cluster: str = "meshxds-proxy",
         work_dir: str | Path | None = None,
         log_level: str = "info",
+        xds_tls: XdsClientTls | None = None,
     ) -> EnvoyProcess:
-        """An Envoy fed by meshxds at ``xds_host:xds_port`` (not started yet)."""
+        """An Envoy fed by meshxds at ``xds_host:xds_port`` (not started yet), over mTLS with ``xds_tls``."""
         bootstrap = render_bootstrap(
             node_id=node_id,
             namespace=namespace,
@@ -216,6 +277,7 @@ class EnvoyProcess(ManagedProcess):
             admin_port=admin_port,
             delta=delta,
             cluster=cluster,
+            xds_tls=xds_tls,
         )
         return cls(bootstrap, work_dir=work_dir, log_level=log_level)
 
