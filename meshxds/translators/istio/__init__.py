@@ -8,6 +8,7 @@ snapshot cache asks once per identity per generation). Pure: no I/O, no clock, n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from meshxds import ir, names
@@ -77,9 +78,17 @@ class IstioTranslator:
         """The proxy's gateway config (if any Istio Gateway selects it), else — when ``sidecar``
         — the mesh's outbound config."""
         key = (identity, sidecar)
-        if key not in self._configs:
-            self._configs[key] = self._build(identity, sidecar=sidecar)
-        return self._configs[key]
+        config = self._configs.get(key)
+        if config is None:
+            config = self._configs[key] = self._build(identity, sidecar=sidecar)
+        return config
+
+    def forget(self, identities: Iterable[ProxyIdentity]) -> None:
+        """Drop the memoized configs of ``identities`` (proxies gone for good); asked for
+        again, they are translated again."""
+        for identity in identities:
+            for sidecar in (False, True):
+                self._configs.pop((identity, sidecar), None)
 
     def _build(self, identity: ProxyIdentity, *, sidecar: bool) -> IstioConfig:
         selected = self.selected_gateways(identity)
