@@ -229,10 +229,13 @@ class SnapshotBuilder:
     def forget(self, identities: Iterable[ProxyIdentity]) -> None:
         """Drop the snapshots of ``identities`` (no stream holds them any more): the next
         builder does not carry them, and asked for again they are built again."""
+        identities = tuple(identities)
         with self._lock:
             for identity in identities:
                 self._built.pop(identity, None)
                 self._previous.pop(identity, None)
+        # The Istio translator memoizes one config per identity (a sidecar's is the whole mesh).
+        self.translation.istio.forget(identities)
 
     def _copy_built(self) -> dict[ProxyIdentity, _Built]:
         with self._lock:

@@ -36,6 +36,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from meshxds import memory
 from meshxds.identity import ProxyIdentity
 
 __all__ = [
@@ -520,6 +521,8 @@ DEFAULT_GRACE_S = 60.0
 that reconnects (a restart, a control-plane hiccup, a load balancer's idle timeout) to resync
 from what is built, short enough that a rollout's old label sets do not pile up."""
 
+_TRIM_DELAY_S = 0.5
+
 
 @runtime_checkable
 class IdentityState(Protocol):
@@ -568,6 +571,8 @@ class SnapshotCache:
         # insertion order is deadline order and a sweep stops at the first one still due later.
         self._idle: dict[ProxyIdentity, float] = {}
         self._sweep_timer: asyncio.TimerHandle | None = None
+        self._trim_timer: asyncio.TimerHandle | None = None
+        self._trimming: asyncio.Future[bool] | None = None
 
     @property
     def generation(self) -> int:
@@ -726,7 +731,27 @@ class SnapshotCache:
             if isinstance(self._builder, IdentityState):
                 self._builder.forget(due)
             log.debug("released identities=%d idle=%d held=%d", len(due), len(self._idle), len(self._held))
+            self._trim_soon()
         self._schedule_sweep()
+
+    def _trim_soon(self) -> None:
+        """Give what the released snapshots freed back to the OS, in a worker thread, at most
+        once per ``_TRIM_DELAY_S`` (releases come one by one as a rollout's proxies leave)."""
+        if self._trim_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._trim_timer = loop.call_later(_TRIM_DELAY_S, self._trim, loop)
+
+    def _trim(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._trim_timer = None
+        if self._trimming is not None:
+            self._trim_soon()  # one at a time; this release's turn comes next
+            return
+        self._trimming = trimming = loop.run_in_executor(None, memory.trim)
+        trimming.add_done_callback(lambda _: setattr(self, "_trimming", None))
 
     def _build(self, identity: ProxyIdentity) -> Snapshot | None:
         if self._builder is None:

@@ -3,7 +3,8 @@
 IR nodes are frozen and hashable, so an unchanged cluster, listener, route table or secret is
 found by value and its bytes (and version) are reused, whichever identity or generation asks.
 A memo keeps what it built plus a read-through to the previous generation's memo, so memory
-stays bounded by what the last two generations used.
+stays bounded by what the last two generations used: one entry per distinct value, whichever
+identities asked (it holds no identity's IR beyond the node that first brought a value).
 """
 
 from __future__ import annotations
@@ -59,12 +60,15 @@ class ResourceMemo:
                 return hit[1]
         by_value = (type_url, node if key is None else key(node))
         found = self._built.get(by_value)
+        if found is not None:
+            # An equal node of another identity (a sidecar's own copy of a mesh cluster): not
+            # indexed by id, or every identity's IR would stay alive here, released or not.
+            return found
+        found = self._previous.get(by_value)
         if found is None:
-            found = self._previous.get(by_value)
-            if found is None:
-                self.builds += 1
-                found = CachedResource.from_message(name, build(node))
-            self._built[by_value] = found
+            self.builds += 1
+            found = CachedResource.from_message(name, build(node))
+        self._built[by_value] = found
         self._by_id[by_id] = (node, found)
         return found
 
