@@ -28,6 +28,11 @@ class Metrics:
         self.config_loads = Counter(
             "meshxds_config_loads", "Reads of the configuration source", ["result"], registry=self.registry
         )
+        self.config_errors = Gauge(
+            "meshxds_config_errors",
+            "Invalid objects left out of (or served at their last good version in) the configuration",
+            registry=self.registry,
+        )
         self.config_generation = Gauge(
             "meshxds_config_generation",
             "Generation of the configuration being served",

@@ -27,7 +27,6 @@ from meshxds.metrics import Metrics
 from meshxds.model.manifests import ResourceSet
 from meshxds.pipeline import Pipeline, SnapshotBuilder
 from meshxds.sources.files import watch_directory
-from meshxds.sources.kube_store import KubeResourceSet
 from meshxds.translators.gatewayapi import TranslateOptions
 from meshxds.xds.auth import XdsSecurity, XdsTransport, is_loopback
 from meshxds.xds.cache import SnapshotCache
@@ -108,6 +107,7 @@ class Service:
         self._builder: SnapshotBuilder | None = None
         self._stop = asyncio.Event()
         self._kube: KubeSource | None = None
+        self._skipped: frozenset[str] = frozenset()
 
     def config_dump(self, node_id: str) -> dict[str, Any] | None:
         conn = self.registry.find(node_id)
@@ -115,9 +115,10 @@ class Service:
             return None
         return snapshot_to_json(self.cache.snapshot_for(conn.stream.identity))
 
-    def publish(self, builder: SnapshotBuilder) -> None:
-        """Serve ``builder``'s generation (on the loop: no await in between). The same builder
-        again means the read changed nothing: the errors it had are cleared, nothing is pushed."""
+    def publish(self, builder: SnapshotBuilder, read: ResourceSet | None = None) -> None:
+        """Serve ``builder``'s generation (on the loop: no await in between), showing ``read``'s
+        invalid objects. The same builder again means the read changed no object that is served:
+        nothing is pushed, but its errors (perhaps fewer, perhaps more) are shown."""
         translation = builder.translation
         if builder is not self._builder:
             self._builder = builder
@@ -130,9 +131,16 @@ class Service:
             if self._kube is not None:
                 self._kube.published(translation.statuses)
         self.state.generation = self.cache.generation
-        # The Kubernetes source skips invalid objects instead of rejecting the read: show them.
-        skipped = translation.resources.errors if isinstance(translation.resources, KubeResourceSet) else ()
+        # Both sources leave invalid objects out (or keep serving their last good version) instead
+        # of rejecting the read: show them, and log each once, when it appears.
+        # The read's own: a read that changes only which objects are invalid keeps the builder.
+        skipped = (read or translation.resources).errors
         self.state.errors = tuple(e.as_dict() for e in skipped)
+        texts = frozenset(str(e) for e in skipped)
+        for text in sorted(texts - self._skipped):
+            log.error("manifest error (object not served): %s", text)
+        self._skipped = texts
+        self.metrics.config_errors.set(len(skipped))
         self.state.warnings = translation.warnings
         self.state.statuses = tuple(s.as_dict() for s in translation.statuses)
         self.state.ready = True
@@ -171,7 +179,7 @@ class Service:
                 len(identities),
                 time.perf_counter() - started,
             )
-            self.publish(builder)
+            self.publish(builder, read)
 
     def _update(self, read: ResourceSet, identities: set[ProxyIdentity]) -> SnapshotBuilder:
         with building():

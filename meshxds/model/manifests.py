@@ -139,6 +139,8 @@ class ResourceSet:
     origins: Mapping[str, str] = field(default_factory=dict)
     """``Kind/namespace/name`` → the file (or URL) it came from."""
     warnings: tuple[str, ...] = ()
+    errors: tuple[ManifestError, ...] = ()
+    """Objects left out because they are invalid (or defined twice): reported, not served."""
     # Each kind sorted once: every translator (and each proxy's Istio build) asks for them.
     _sorted: dict[type[Resource], tuple[Resource, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False

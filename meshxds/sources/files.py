@@ -1,8 +1,11 @@
 """The directory source: every ``*.yaml``/``*.yml``/``*.json`` below a folder, multi-document,
 read as one consistent set; watched, and re-read incrementally.
 
-A read either yields a complete ``ResourceSet`` or raises ``ManifestErrors`` naming every bad
-file, object and field — never half a directory — so the server keeps the last good config.
+One bad object never holds back the rest, as with the Kubernetes source: an invalid object is
+left out and reported (``ResourceSet.errors``: file, ``Kind/namespace/name``, field); a file
+that no longer parses, or an object that turns invalid, keeps its last good version served
+until it is fixed; an object defined twice is reported and its first definition (in path order)
+is served. ``read_directory`` — the CLI's all-or-nothing read — raises ``ManifestErrors`` instead.
 
 ``DirectorySource`` keeps each file's parsed and validated objects keyed by path; a change
 re-reads only the files it names, and a file whose bytes are unchanged is not parsed again. YAML
@@ -153,6 +156,38 @@ def _validated(path: str, stamp: tuple[int, int, int], digest: bytes, bodies: li
     return _ParsedFile(stamp, digest, tuple(objects), tuple(errors), tuple(warnings))
 
 
+def _keeping_last_good(old: _ParsedFile, new: _ParsedFile) -> _ParsedFile:
+    """``new``, still serving ``old``'s version of each object ``new`` fails to define: all of
+    them when the file cannot be read or parsed, else those whose document is now invalid. A
+    document deleted from the file takes its object with it."""
+    # Unreadable, or a YAML syntax error (an error with no object): nothing of the file was read.
+    failed = None if any(not e.ref for e in new.errors) else {e.ref for e in new.errors}
+    defined = {obj.ref for obj, _ in new.objects}
+    kept = [
+        (obj, where)
+        for obj, where in old.objects
+        if obj.ref not in defined and (failed is None or obj.ref in failed)
+    ]
+    if not kept:
+        return new
+    kept_refs = {obj.ref for obj, _ in kept}
+    errors = tuple(
+        ManifestError(
+            f"{e.message} (still serving its last good version)",
+            path=e.path,
+            ref=e.ref,
+            field_path=e.field_path,
+        )
+        if e.ref in kept_refs
+        else e
+        for e in new.errors
+    )
+    if failed is None:
+        note = f"still serving the last good version of its {len(kept)} object(s)"
+        errors = tuple(ManifestError(f"{e.message} ({note})", path=e.path) for e in errors)
+    return replace(new, objects=new.objects + tuple(kept), errors=errors)
+
+
 def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
@@ -188,7 +223,8 @@ class DirectorySource:
         """How many file reads parsed their content (for tests and metrics)."""
 
     def read(self, changed: Iterable[str] | None = None) -> ResourceSet:
-        """The whole directory as one set; raise ``ManifestErrors`` listing every problem.
+        """The whole directory as one set, every problem in its ``errors`` (``ManifestErrors``
+        only when ``root`` is not a directory).
 
         ``changed`` names the paths a watcher saw change: only they are looked at. ``None``
         (the first read, or a change the watcher cannot pin down) rescans the tree and re-reads
@@ -287,6 +323,8 @@ class DirectorySource:
 
     def _store(self, key: str, parsed: _ParsedFile) -> None:
         old = self._files.get(key)
+        if old is not None and parsed.errors:
+            parsed = _keeping_last_good(old, parsed)
         self._files[key] = parsed
         self._replace(key, old, parsed)
 
@@ -370,11 +408,11 @@ class DirectorySource:
             claims = self._claims[ref]
             for path, position, _, where in claims[1:]:
                 first = claims[0][3]
-                error = ManifestError(f"defined twice (first in {first})", path=where, ref=ref)
+                error = ManifestError(
+                    f"defined twice (first in {first}, which is served)", path=where, ref=ref
+                )
                 errors.append((path, position, error))
-        if errors:
-            errors.sort(key=lambda e: (e[0], e[1]))
-            raise ManifestErrors([e for _, _, e in errors])
+        errors.sort(key=lambda e: (e[0], e[1]))
         for model in self._dirty:
             by_key = self._objects.get(model, {})
             if by_key:
@@ -385,12 +423,21 @@ class DirectorySource:
         if self._origins_dirty:
             self._handed_origins = MappingProxyType(dict(self._origins))
             self._origins_dirty = False
-        return ResourceSet(objects=dict(self._handed), origins=self._handed_origins, warnings=tuple(warnings))
+        return ResourceSet(
+            objects=dict(self._handed),
+            origins=self._handed_origins,
+            warnings=tuple(warnings),
+            errors=tuple(e for _, _, e in errors),
+        )
 
 
 def read_directory(root: str | Path) -> ResourceSet:
-    """Read and validate every manifest below ``root``; raise ``ManifestErrors`` listing all problems."""
-    return DirectorySource(root).read()
+    """Read and validate every manifest below ``root``; raise ``ManifestErrors`` listing all
+    problems, if there are any (``meshxds translate`` and ``validate`` want all or nothing)."""
+    resources = DirectorySource(root).read()
+    if resources.errors:
+        raise ManifestErrors(resources.errors)
+    return resources
 
 
 async def watch_directory(
@@ -402,9 +449,10 @@ async def watch_directory(
     source: DirectorySource | None = None,
 ) -> AsyncIterator[ResourceSet | ManifestErrors]:
     """Yield the directory's content now and after every burst of changes: a ``ResourceSet``
-    when it reads cleanly, the ``ManifestErrors`` when it does not (the caller keeps its last
-    good set). A burst ends ``debounce_ms`` after its last change, or ``max_wait_ms`` after its
-    first. Reading runs in a worker thread, so the event loop keeps serving streams meanwhile."""
+    (invalid objects in its ``errors``), or ``ManifestErrors`` when the folder itself is gone
+    (the caller keeps its last good set). A burst ends ``debounce_ms`` after its last change,
+    or ``max_wait_ms`` after its first. Reading runs in a worker thread, so the event loop keeps
+    serving streams meanwhile."""
     reader = source or DirectorySource(root)
 
     def read_building(changed: Iterable[str] | None) -> ResourceSet:

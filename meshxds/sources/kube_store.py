@@ -39,9 +39,7 @@ _ISTIO_GROUP = "networking.istio.io"
 
 @dataclass(frozen=True, slots=True)
 class KubeResourceSet(ResourceSet):
-    """A ``ResourceSet`` from the API, plus the objects left out because they are invalid."""
-
-    errors: tuple[ManifestError, ...] = ()
+    """A ``ResourceSet`` from the API (its ``errors``: the objects left out as invalid)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,16 +198,23 @@ async def test_watch_yields_errors_after_a_bad_write_then_recovers(
     tmp_path: Path, start_watch: Callable[[], Watch]
 ) -> None:
     write(tmp_path / "a.yaml", service_yaml("a"))
+    write(tmp_path / "b.yaml", service_yaml("b"))
     watch = start_watch()
-    assert names_are("a")(await asyncio.wait_for(anext(watch), WAIT_S))
+    assert names_are("a", "b")(await asyncio.wait_for(anext(watch), WAIT_S))
 
     write(tmp_path / "a.yaml", service_yaml("a", port=0))
-    bad = await next_until(watch, lambda item: isinstance(item, ManifestErrors))
-    assert isinstance(bad, ManifestErrors)
+    bad = await next_until(watch, lambda item: isinstance(item, ResourceSet) and bool(item.errors))
+    assert isinstance(bad, ResourceSet)
     assert [(e.ref, e.field_path) for e in bad.errors] == [("Service/default/a", "spec.ports[0].port")]
+    assert ports_of(bad, "a") == [80]  # the last good version is still served, and so is b
+    assert names_are("a", "b")(bad)
+
+    write(tmp_path / "b.yaml", service_yaml("b", port=82))  # other edits land meanwhile
+    assert ports_of(await next_until(watch, lambda item: ports_of(item, "b") == [82]), "a") == [80]
 
     write(tmp_path / "a.yaml", service_yaml("a", port=81))
-    await next_until(watch, lambda item: ports_of(item, "a") == [81])
+    fixed = await next_until(watch, lambda item: ports_of(item, "a") == [81])
+    assert isinstance(fixed, ResourceSet) and not fixed.errors
 
 
 async def test_a_change_right_after_the_first_read_is_not_lost(
@@ -225,8 +232,11 @@ async def test_watch_of_a_broken_directory_starts_with_its_errors(
     tmp_path: Path, start_watch: Callable[[], Watch]
 ) -> None:
     write(tmp_path / "a.yaml", "a: [\n")
+    write(tmp_path / "b.yaml", service_yaml("b"))
     first = await asyncio.wait_for(anext(start_watch()), WAIT_S)
-    assert isinstance(first, ManifestErrors)
+    assert isinstance(first, ResourceSet)
+    assert names_are("b")(first)  # the rest is served from the start
+    assert [e.path.split(":")[0] for e in first.errors] == [str(tmp_path / "a.yaml")]
 
 
 async def test_watch_ends_when_the_stop_event_is_set(tmp_path: Path) -> None:
@@ -320,11 +330,9 @@ def test_a_duplicate_takes_over_when_the_first_definition_goes(tmp_path: Path) -
     write(tmp_path / "a.yaml", service_yaml("web", port=81))
     write(tmp_path / "b.yaml", service_yaml("web", port=82))
     source = DirectorySource(tmp_path)
-    with pytest.raises(ManifestErrors) as raised:
-        source.read()
-    assert [(e.ref, e.path) for e in raised.value.errors] == [
-        ("Service/default/web", str(tmp_path / "b.yaml"))
-    ]
+    both = source.read()
+    assert [(e.ref, e.path) for e in both.errors] == [("Service/default/web", str(tmp_path / "b.yaml"))]
+    assert [p.port for p in both.all(core.Service)[0].spec.ports] == [81]  # the first definition
     (tmp_path / "a.yaml").unlink()
     resources = source.read([str(tmp_path / "a.yaml")])
     assert [p.port for p in resources.all(core.Service)[0].spec.ports] == [82]
@@ -356,6 +364,8 @@ def test_incremental_reads_equal_a_fresh_read(tmp_path: Path, seed: int) -> None
             resources = read()
         except ManifestErrors as exc:
             return sorted((e.path, e.ref, e.message) for e in exc.errors)
+        if resources.errors:
+            return sorted((e.path, e.ref, e.message) for e in resources.errors)
         return (
             {
                 m.KIND: sorted((k, o.model_dump_json()) for k, o in v.items())
@@ -376,17 +386,16 @@ def test_incremental_reads_equal_a_fresh_read(tmp_path: Path, seed: int) -> None
             names = rng.sample(["a", "b", "c", "d"], k=rng.randrange(1, 3))
             write(path, "---\n".join(service_yaml(n, port=rng.randrange(1, 4)) for n in names))
         incremental = outcome(lambda changed=str(path): source.read([changed]))
-        assert incremental == outcome(lambda: read_directory(tmp_path))
+        if not any(f.read_text() == "a: [\n" for f in tmp_path.glob("*.yaml")):
+            # A broken file keeps its last good objects, which a fresh read cannot know.
+            assert incremental == outcome(lambda: read_directory(tmp_path))
 
 
 # --- the YAML reader process (a first read of a large directory) ------------------------------------
 
 
-def _outcome(source: DirectorySource) -> object:
-    try:
-        resources = source.read()
-    except ManifestErrors as exc:
-        return sorted((e.path, e.ref, e.field_path, e.message) for e in exc.errors)
+def _outcome(source: DirectorySource) -> tuple[object, ...]:
+    resources = source.read()
     return (
         {
             m.KIND: sorted((k, o.model_dump_json()) for k, o in v.items())
@@ -394,6 +403,7 @@ def _outcome(source: DirectorySource) -> object:
         },
         dict(resources.origins),
         resources.warnings,
+        sorted((e.path, e.ref, e.field_path, e.message) for e in resources.errors),
     )
 
 
@@ -431,7 +441,7 @@ def test_the_reader_process_reports_problems_as_an_in_process_read_does(tmp_path
     (tmp_path / "e-binary.yaml").write_bytes(b"\xff\xfe\x00bad")
     (tmp_path / "f-unreadable.yaml").mkdir()  # a folder named like a manifest: scanned as a folder
     in_process = _outcome(DirectorySource(tmp_path, worker_min_files=10**9))
-    assert isinstance(in_process, list) and len(in_process) == 4
+    assert isinstance(in_process, tuple) and len(in_process[3]) == 4
     assert _outcome(DirectorySource(tmp_path, worker_min_files=1)) == in_process
 
 
@@ -474,3 +484,48 @@ def test_the_reader_process_answers_for_a_file_gone_before_it_was_read(tmp_path:
         (paths[2], yaml_worker.NOT_UTF8),
     ]
     assert batch[0][4][0]["metadata"]["name"] == "a"
+
+
+# --- one bad object never holds back the rest ---------------------------------------------------
+
+
+def test_an_invalid_object_is_left_out_and_reported_and_the_rest_is_served(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", service_yaml("good") + "---\n" + service_yaml("bad", port=0))
+    write(tmp_path / "b.yaml", service_yaml("other"))
+    resources = DirectorySource(tmp_path).read()
+    assert service_names(resources) == ["good", "other"]
+    assert [(e.path, e.ref, e.field_path) for e in resources.errors] == [
+        (f"{tmp_path / 'a.yaml'}#1", "Service/default/bad", "spec.ports[0].port")
+    ]
+    with pytest.raises(ManifestErrors):  # the CLI's read is all or nothing
+        read_directory(tmp_path)
+
+
+def test_an_object_turned_invalid_keeps_its_last_good_version(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", service_yaml("web", port=81) + "---\n" + service_yaml("api", port=90))
+    source = DirectorySource(tmp_path)
+    source.read()
+    write(tmp_path / "a.yaml", service_yaml("web", port=0) + "---\n" + service_yaml("api", port=91))
+    resources = source.read([str(tmp_path / "a.yaml")])
+    assert ports_of(resources, "web") == [81] and ports_of(resources, "api") == [91]
+    (error,) = resources.errors
+    assert error.ref == "Service/default/web" and "still serving its last good version" in error.message
+    # Deleting the document deletes the object: only an invalid document keeps the old one.
+    write(tmp_path / "a.yaml", service_yaml("api", port=91))
+    resources = source.read([str(tmp_path / "a.yaml")])
+    assert service_names(resources) == ["api"] and not resources.errors
+
+
+def test_a_file_that_no_longer_parses_keeps_its_last_good_objects(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", service_yaml("web") + "---\n" + service_yaml("api"))
+    source = DirectorySource(tmp_path)
+    source.read()
+    write(tmp_path / "a.yaml", "a: [\n")
+    resources = source.read([str(tmp_path / "a.yaml")])
+    assert service_names(resources) == ["api", "web"]
+    (error,) = resources.errors
+    assert (
+        error.message.startswith("invalid YAML") and "last good version of its 2 object(s)" in error.message
+    )
+    write(tmp_path / "a.yaml", service_yaml("web"))
+    assert service_names(source.read([str(tmp_path / "a.yaml")])) == ["web"]
