@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from meshxds import ir
@@ -63,12 +63,14 @@ class EndpointIndex:
     def __init__(self, resources: ResourceSet) -> None:
         slices: dict[ServiceKey, list[core.EndpointSlice]] = defaultdict(list)
         for eps in resources.all(core.EndpointSlice):
-            if eps.service_name:
-                slices[(eps.namespace, eps.service_name)].append(eps)
+            if service := eps.service_name:
+                slices[(eps.namespace, service)].append(eps)
         self._slices = dict(slices)
         self._pods = resources.objects.get(core.Pod, {})
         self._labelled: dict[tuple[ServiceKey, str, int | None], tuple[LabelledEndpoint, ...]] = {}
         self._endpoints: dict[ir.EndpointKey, tuple[ir.LbEndpoint, ...]] = {}
+        # One LbEndpoint per (address, port): Services that select the same Pods share them.
+        self._lb: dict[tuple[str, int], ir.LbEndpoint] = {}
 
     def labelled(
         self, namespace: str, service: str, port_name: str, target_port: int | None
@@ -80,19 +82,31 @@ class EndpointIndex:
             found = self._labelled[memo_key] = self._compute(namespace, service, port_name, target_port)
         return found
 
-    def _compute(
+    def _slices_of(
         self, namespace: str, service: str, port_name: str, target_port: int | None
-    ) -> tuple[LabelledEndpoint, ...]:
-        # Plain tuples while collecting: they hash and sort in C, dataclasses in Python.
-        found: set[tuple[str, int, tuple[tuple[str, str], ...]]] = set()
+    ) -> Iterator[tuple[core.EndpointSlice, int]]:
+        """The Service's address slices that serve this port, with the port their endpoints listen on."""
         for eps in self._slices.get((namespace, service), ()):
             if eps.address_type == "FQDN":
                 continue
             target = next((p.port for p in eps.ports if p.name == port_name and p.port), None)
             if target is None and target_port is not None and not eps.ports:
                 target = target_port
-            if target is None:
-                continue
+            if target is not None:
+                yield eps, target
+
+    def _lb_endpoint(self, address: str, port: int) -> ir.LbEndpoint:
+        found = self._lb.get((address, port))
+        if found is None:
+            found = self._lb[(address, port)] = ir.LbEndpoint(address=address, port=port)
+        return found
+
+    def _compute(
+        self, namespace: str, service: str, port_name: str, target_port: int | None
+    ) -> tuple[LabelledEndpoint, ...]:
+        # Plain tuples while collecting: they hash and sort in C, dataclasses in Python.
+        found: set[tuple[str, int, tuple[tuple[str, str], ...]]] = set()
+        for eps, target in self._slices_of(namespace, service, port_name, target_port):
             for ep in eps.endpoints:
                 if not ep.is_ready:
                     continue
@@ -105,17 +119,34 @@ class EndpointIndex:
                     if is_ip(address):
                         found.add((address, target, labels))
         return tuple(
-            LabelledEndpoint(endpoint=ir.LbEndpoint(address=address, port=port), labels=labels)
+            LabelledEndpoint(endpoint=self._lb_endpoint(address, port), labels=labels)
             for address, port, labels in sorted(found)
         )
+
+    def _ready(
+        self, namespace: str, service: str, port_name: str, target_port: int | None
+    ) -> tuple[ir.LbEndpoint, ...]:
+        """``_compute`` without Pod labels (no subset selects by them): each address once."""
+        found: set[tuple[str, int]] = set()
+        for eps, target in self._slices_of(namespace, service, port_name, target_port):
+            for ep in eps.endpoints:
+                if ep.is_ready:
+                    for address in ep.addresses:
+                        if is_ip(address):
+                            found.add((address, target))
+        # Tuples sort as LbEndpoint orders (address, then port).
+        return tuple([self._lb_endpoint(address, port) for address, port in sorted(found)])
 
     def endpoints(self, key: ir.EndpointKey) -> tuple[ir.LbEndpoint, ...]:
         """What a cluster of ``key`` balances over: sorted, each address once."""
         found = self._endpoints.get(key)
         if found is None:
-            labelled = self.labelled(key.namespace, key.service, key.port_name, key.target_port)
-            chosen = {e.endpoint for e in labelled if not key.subset or e.has(key.subset)}
-            found = tuple(sorted(chosen, key=lambda e: (e.address, e.port)))  # LbEndpoint's own order
+            if key.subset:
+                labelled = self.labelled(key.namespace, key.service, key.port_name, key.target_port)
+                chosen = {e.endpoint for e in labelled if e.has(key.subset)}
+                found = tuple(sorted(chosen, key=lambda e: (e.address, e.port)))  # LbEndpoint's own order
+            else:
+                found = self._ready(key.namespace, key.service, key.port_name, key.target_port)
             self._endpoints[key] = found
         return found
 
