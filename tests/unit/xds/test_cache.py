@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import itertools
 import logging
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterable
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -460,3 +464,185 @@ async def test_a_build_runs_in_a_worker_thread_shared_by_the_streams_asking() ->
     assert await asyncio.wait_for(second, 5) is built
     assert calls.count(slow) == 1
     assert cache.snapshot_for(slow) is built  # memoized for the generation
+
+
+# --- Bounded identities: released after the grace period once no stream holds them -------------
+
+
+class ForgetfulBuilder(CountingBuilder):
+    """A builder with per-identity state of its own, as ``pipeline.SnapshotBuilder`` has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: dict[ProxyIdentity, Snapshot] = {}
+
+    def __call__(self, identity: ProxyIdentity) -> Snapshot:
+        snapshot = self.kept.get(identity)
+        if snapshot is None:
+            snapshot = self.kept[identity] = super().__call__(identity)
+        return snapshot
+
+    def identities(self) -> frozenset[ProxyIdentity]:
+        return frozenset(self.kept)
+
+    def forget(self, identities: Iterable[ProxyIdentity]) -> None:
+        for identity in identities:
+            self.kept.pop(identity, None)
+
+
+class Streams:
+    """Each stream a task that asks the cache for its identity, then stays until told to leave
+    (the server runs every xDS stream in a task of its own)."""
+
+    def __init__(self, cache: SnapshotCache) -> None:
+        self.cache = cache
+        self._open: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._ids = itertools.count()
+        self.got: dict[int, Snapshot | None] = {}
+
+    async def connect(self, identity: ProxyIdentity) -> int:
+        stream_id, leave, asked = next(self._ids), asyncio.Event(), asyncio.Event()
+
+        async def run() -> None:
+            self.got[stream_id] = await self.cache.snapshot(identity)
+            asked.set()
+            await leave.wait()
+
+        task = asyncio.create_task(run(), name=f"stream-{stream_id}")
+        self._open[stream_id] = (task, leave)
+        await asyncio.wait_for(asked.wait(), 5)
+        return stream_id
+
+    async def leave(self, stream_id: int) -> None:
+        task, leave = self._open.pop(stream_id)
+        leave.set()
+        await asyncio.wait_for(task, 5)
+
+    async def close(self) -> None:
+        for stream_id in list(self._open):
+            await self.leave(stream_id)
+
+
+async def until_true(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_identities_without_streams_are_released_after_the_grace_period() -> None:
+    builder = ForgetfulBuilder()
+    cache = SnapshotCache(builder, grace=0.05)
+    streams = Streams(cache)
+    assert cache.identities() == frozenset()
+    kept = await streams.connect(WEST)
+    churn = [ProxyIdentity.of(namespace="east", labels={"pod-template-hash": f"h{i}"}) for i in range(20)]
+    ids = [await streams.connect(identity) for identity in churn]
+    assert cache.identities() == {WEST, *churn} == builder.identities()
+    assert cache.held() == {WEST, *churn}
+    for stream_id in ids:
+        await streams.leave(stream_id)
+    await until_true(lambda: cache.identities() == {WEST}, "the departed identities to be released")
+    assert builder.identities() == {WEST}
+    assert cache._memo.keys() == cache._last_good.keys() == {WEST}
+    assert not cache._idle and not cache._pending
+    # The connected identity kept its snapshot: asked again, nothing is built.
+    await asyncio.sleep(0.1)  # well past the grace period
+    assert await cache.snapshot(WEST) is streams.got[kept]
+    assert builder.calls.count(WEST) == 1
+    await streams.close()
+
+
+async def test_an_identity_stays_while_any_of_its_streams_is_open() -> None:
+    builder = ForgetfulBuilder()
+    cache = SnapshotCache(builder, grace=0.02)
+    streams = Streams(cache)
+    first, second = await streams.connect(EAST), await streams.connect(EAST)
+    await streams.leave(first)
+    await asyncio.sleep(0.1)
+    assert cache.identities() == {EAST} and cache.held() == {EAST}
+    assert streams.got[first] is streams.got[second]
+    await streams.leave(second)
+    await until_true(lambda: not cache.identities(), "EAST to be released")
+    assert builder.calls == [EAST]
+
+
+async def test_a_stream_back_within_the_grace_period_gets_the_same_snapshot() -> None:
+    builder = ForgetfulBuilder()
+    cache = SnapshotCache(builder, grace=60)
+    streams = Streams(cache)
+    before = await streams.connect(WEST)
+    await streams.leave(before)
+    assert cache.held() == frozenset() and cache.identities() == {WEST}  # in its grace period
+    again = await streams.connect(WEST)
+    assert streams.got[again] is streams.got[before]
+    assert builder.calls == [WEST]
+    await streams.close()
+
+
+async def test_a_released_identity_is_built_again_with_the_same_versions() -> None:
+    builder = ForgetfulBuilder()
+    cache = SnapshotCache(builder, grace=0)
+    streams = Streams(cache)
+    await streams.leave(first := await streams.connect(WEST))
+    await until_true(lambda: not cache.identities(), "WEST to be released")
+    second = await streams.connect(WEST)
+    old, new = streams.got[first], streams.got[second]
+    assert old is not None and new is not None and new is not old
+    assert builder.calls == [WEST, WEST]
+    assert all(old.version(t) == new.version(t) for t in PUSH_ORDER)
+    await streams.close()
+
+
+async def test_a_new_builder_forgets_identities_released_while_it_was_made() -> None:
+    """The pipeline makes the next builder in a worker thread from the current one's state; an
+    identity released meanwhile must not come back with it."""
+    old_builder = ForgetfulBuilder()
+    cache = SnapshotCache(old_builder, grace=0)
+    streams = Streams(cache)
+    stay = await streams.connect(WEST)
+    await streams.leave(await streams.connect(EAST))
+    carried = ForgetfulBuilder()
+    carried.kept = dict(old_builder.kept)  # copied before EAST goes
+    await until_true(lambda: EAST not in old_builder.identities(), "EAST to be released")
+    cache.set_builder(carried)
+    assert carried.identities() == {WEST} == cache.identities()
+    assert streams.got[stay] is carried(WEST)
+    await streams.close()
+
+
+async def test_a_build_finishing_after_its_streams_left_is_released_too() -> None:
+    import threading
+
+    class HeldBack(ForgetfulBuilder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def __call__(self, identity: ProxyIdentity) -> Snapshot:
+            self.release.wait(5)  # a big build, still running when its proxy leaves
+            return super().__call__(identity)
+
+    builder = HeldBack()
+    cache = SnapshotCache(builder, grace=0)
+    stream = asyncio.create_task(cache.snapshot(EAST))
+    await asyncio.sleep(0.05)
+    stream.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await stream
+    await until_true(lambda: not cache.identities(), "EAST to be released")  # before the build ends
+    builder.release.set()
+    await until_true(lambda: builder.calls == [EAST] and not cache._pending, "the build to finish")
+    # What the build left in the builder after the release is released in turn.
+    await until_true(lambda: not builder.identities() and not cache.identities(), "EAST released again")
+
+
+def test_a_synchronous_caller_does_not_hold_an_identity() -> None:
+    builder = ForgetfulBuilder()
+    cache = SnapshotCache(builder, grace=0)
+    assert cache.snapshot_for(WEST) is not None
+    assert cache.held() == frozenset()
+    # No loop to time the grace period: the next call releases what is due.
+    cache.snapshot_for(EAST)
+    assert WEST not in cache.identities()
