@@ -3,6 +3,8 @@
 Starts an HTTP/2-only upstream on 127.0.0.1:9080 (what ``examples/nginx-http2.yaml``'s
 EndpointSlice points at), ``meshxds serve --config-dir examples`` on 127.0.0.1:18000/18080, and
 the real Envoy on ``envoy-bootstrap.yaml`` (admin 127.0.0.1:19000, gateway on 127.0.0.1:8080).
+xDS runs over mTLS, as in production: fresh certificates (``meshxds certgen``'s layout) in a
+temporary directory, the bootstrap's certificate paths pointed at them.
 Sends one request through it, prints a ``curl`` to try, and runs until Ctrl-C (``--check``:
 stop after the request, exit 0 only if it reached the upstream over HTTP/2).
 
@@ -14,12 +16,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import yaml
 
-from meshxds.testing.envoy import EnvoyProcess
+from meshxds.testing.envoy import EnvoyProcess, with_xds_tls, write_xds_tls, xds_tls_server_args
 from meshxds.testing.server import MeshxdsProcess
 from meshxds.testing.upstreams import H2cOnlyServer, curl
 
@@ -37,15 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="stop after one request; exit 1 if it failed")
     args = parser.parse_args(argv)
 
-    bootstrap = yaml.safe_load(Path(args.bootstrap).read_text())
+    certs = tempfile.TemporaryDirectory(prefix="meshxds-demo-certs-")
+    node = yaml.safe_load(Path(args.bootstrap).read_text())["node"]
+    server_certs, proxy_tls = write_xds_tls(certs.name, namespace=node["metadata"]["namespace"])
+    bootstrap = with_xds_tls(yaml.safe_load(Path(args.bootstrap).read_text()), proxy_tls)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server_args = ("--listener-address", "127.0.0.1", *xds_tls_server_args(server_certs))
     with (
+        certs,
         H2cOnlyServer(name="nginx", port=UPSTREAM_PORT) as upstream,
-        MeshxdsProcess(
-            args.config_dir, xds_port=18000, admin_port=18080, extra_args=("--listener-address", "127.0.0.1")
-        ) as server,
+        MeshxdsProcess(args.config_dir, xds_port=18000, admin_port=18080, extra_args=server_args) as server,
     ):
         server.wait_ready()
         with EnvoyProcess(bootstrap, log_level="warning") as envoy:
@@ -55,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             result = curl(url, http2_prior_knowledge=True, headers={"host": HOST})
             h2 = envoy.stats().get(f"cluster.{CLUSTER}.upstream_cx_http2_total", 0)
             ok = result.status == 200 and result.json().get("protocol") == "HTTP/2" and h2 >= 1
-            print(f"meshxds is serving {args.config_dir} on 127.0.0.1:18000 (admin http://127.0.0.1:18080)")
+            print(
+                f"meshxds is serving {args.config_dir} on 127.0.0.1:18000 over mTLS "
+                f"(certificates in {certs.name}; admin http://127.0.0.1:18080)"
+            )
             print(f"Envoy (node {envoy.node_id}) admin http://127.0.0.1:{envoy.admin_port}, gateway {url}")
             print(f"HTTP/2-only upstream on 127.0.0.1:{upstream.port}; requests so far: {upstream.requests}")
             seen = result.json().get("protocol") if result.body else "-"

@@ -27,6 +27,8 @@ __all__ = [
     "http2_protocol_options",
     "render_bootstrap",
     "with_xds_tls",
+    "write_xds_tls",
+    "xds_tls_server_args",
 ]
 
 T = TypeVar("T")
@@ -112,6 +114,38 @@ def with_xds_tls(bootstrap: Mapping[str, Any], tls: XdsClientTls) -> dict[str, A
         if cluster["name"] == XDS_CLUSTER:
             cluster["transport_socket"] = tls.transport_socket()
     return copy
+
+
+def write_xds_tls(
+    directory: str | Path,
+    *,
+    namespace: str = "gateway-system",
+    service_account: str = "envoy-gateway-http",
+    server_name: str = "meshxds.meshxds-system.svc",
+) -> tuple[Path, XdsClientTls]:
+    """Fresh xDS certificates for one proxy identity (``meshxds certgen``'s layout) in ``directory``:
+    returns the server's bundle directory and the proxy's ``XdsClientTls``."""
+    from meshxds.certgen import issue_proxy, issue_server, load_or_make_ca, write_bundle
+
+    folder = Path(directory)
+    ca = load_or_make_ca(folder)
+    server = write_bundle(folder / "server", issue_server(ca, [server_name, "127.0.0.1", "localhost"]), ca)
+    issued = issue_proxy(ca, namespace=namespace, service_account=service_account)
+    proxy = write_bundle(folder / f"proxy-{namespace}-{service_account}", issued, ca)
+    return server, XdsClientTls.in_directory(proxy, server_name=server_name)
+
+
+def xds_tls_server_args(server: str | Path) -> tuple[str, ...]:
+    """``meshxds serve`` flags for mTLS with a ``write_xds_tls`` server bundle."""
+    folder = Path(server)
+    return (
+        "--xds-tls-cert",
+        str(folder / "tls.crt"),
+        "--xds-tls-key",
+        str(folder / "tls.key"),
+        "--xds-client-ca",
+        str(folder / "ca.crt"),
+    )
 
 
 def render_bootstrap(

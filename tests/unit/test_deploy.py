@@ -1,9 +1,13 @@
 """deploy/ agrees with the code: Docker cannot run here, so the manifests and the compose file are
 parsed and checked against the CLI's flags, envoy-bootstrap.yaml, examples/, the kinds meshxds
-watches (RBAC) and the statuses it writes; the real Envoy validates both bootstraps."""
+watches (RBAC) and the statuses it writes; the real Envoy validates both bootstraps. xDS is mTLS
+everywhere: the documented ``meshxds certgen`` + ``kubectl create secret`` flow makes the Secrets
+the Deployments mount, with the identities their proxies claim, and a NetworkPolicy admits only
+gateway pods to the xDS port."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -12,13 +16,15 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
-from meshxds.cli import _parser
+from meshxds.cli import _parser, main
 from meshxds.model.manifests import KINDS
 from meshxds.sources.kube_status import STATUS_MODELS
-from meshxds.testing.envoy import find_envoy
+from meshxds.testing.envoy import find_envoy, with_xds_tls, write_xds_tls
 from meshxds.testing.fake_apiserver import plural_of
 from meshxds.translators.gatewayapi import CONTROLLER_NAME, GATEWAY_NAME_LABEL
+from meshxds.xds.auth import is_loopback, peer_identity
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -161,7 +167,7 @@ def test_envoy_gateway_bootstrap_is_envoy_bootstrap_yaml_pointed_at_the_service(
         cluster["static_resources"]["clusters"],
     )
     assert (local_xds["type"], cluster_xds["type"]) == ("STATIC", "STRICT_DNS")
-    for key in ("name", "connect_timeout", "typed_extension_protocol_options"):
+    for key in ("name", "connect_timeout", "typed_extension_protocol_options", "transport_socket"):
         assert cluster_xds[key] == local_xds[key], key
     service = one(manifests, "Service", "meshxds")
     meta = service["metadata"]
@@ -187,6 +193,144 @@ def test_the_envoy_gateway_is_selected_by_the_deployed_gateway(manifests: list[d
     (listener,) = gateway["spec"]["listeners"]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": listener["port"]}
     assert envoy["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    mounted = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounted["/etc/envoy/envoy.yaml"]["subPath"] == "envoy.yaml"
+
+
+# --- xDS over mTLS: Secrets, identities, NetworkPolicy ---------------------------------------------
+
+
+def secret_mounts(deployment: dict[str, Any]) -> dict[str, str]:
+    """mount path → Secret name, for the deployment's Secret volumes."""
+    spec = deployment["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    return {
+        m["mountPath"]: secrets[m["name"]]
+        for m in container(deployment)["volumeMounts"]
+        if m["name"] in secrets
+    }
+
+
+def xds_tls_files(bootstrap: dict[str, Any]) -> dict[str, str]:
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "xds_cluster"]
+    common = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    (pair,) = common["tls_certificates"]
+    return {
+        "tls.crt": pair["certificate_chain"]["filename"],
+        "tls.key": pair["private_key"]["filename"],
+        "ca.crt": common["validation_context"]["trusted_ca"]["filename"],
+    }
+
+
+def sni(bootstrap: dict[str, Any]) -> str:
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "xds_cluster"]
+    return str(cluster["transport_socket"]["typed_config"]["sni"])
+
+
+def test_meshxds_serves_mtls_from_its_secret_and_admin_is_flagged(manifests: list[dict[str, Any]]) -> None:
+    deployment = one(manifests, "Deployment", "meshxds")
+    args = _parser().parse_args(container(deployment)["args"])
+    assert args.xds_client_ca and args.xds_tls_cert and args.xds_tls_key and not args.insecure_xds
+    assert not args.allow_insecure_secrets
+    assert args.insecure_admin and not is_loopback(args.admin_address)  # the kubelet probes the pod IP
+    (mount,) = secret_mounts(deployment).items()
+    assert mount[1] == "meshxds-xds-tls"
+    for path, key in (
+        (args.xds_tls_cert, "tls.crt"),
+        (args.xds_tls_key, "tls.key"),
+        (args.xds_client_ca, "ca.crt"),
+    ):
+        assert path == f"{mount[0]}/{key}"
+
+
+def test_the_envoy_gateway_reads_its_client_certificate_from_its_secret(
+    manifests: list[dict[str, Any]],
+) -> None:
+    envoy = one(manifests, "Deployment", "envoy-gateway-http")
+    files = xds_tls_files(in_cluster_bootstrap(manifests))
+    (mount,) = secret_mounts(envoy).items()
+    assert mount[1] == "envoy-gateway-http-xds-tls"
+    assert files == {key: f"{mount[0]}/{key}" for key in ("tls.crt", "tls.key", "ca.crt")}
+    account = envoy["spec"]["template"]["spec"]["serviceAccountName"]
+    assert (
+        one(manifests, "ServiceAccount", account)["metadata"]["namespace"] == envoy["metadata"]["namespace"]
+    )
+
+
+def documented_flow() -> list[list[str]]:
+    """The commands deployment.yaml's header documents, a trailing ``\\`` continuing a line."""
+    commands: list[str] = []
+    pending = ""
+    for line in (DEPLOY / "deployment.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = pending + line[1:].strip()
+        pending = text[:-1] if text.endswith("\\") else ""
+        if not pending and text.startswith(("meshxds certgen ", "kubectl ")):
+            commands.append(text)
+    return [shlex.split(c) for c in commands]
+
+
+def test_the_documented_certgen_flow_makes_the_secrets_the_deployments_mount(
+    manifests: list[dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flow = documented_flow()
+    certgen = [c for c in flow if c[:2] == ["meshxds", "certgen"]]
+    secrets = [c for c in flow if c[0] == "kubectl"]
+    assert len(certgen) == 1 and len(secrets) == 2, flow
+    monkeypatch.chdir(tmp_path)
+    assert main(certgen[0][1:]) == 0
+    created: dict[tuple[str, str], dict[str, bytes]] = {}
+    for command in secrets:
+        namespace, name = command[2], command[6]
+        (source,) = [a.removeprefix("--from-file=") for a in command if a.startswith("--from-file=")]
+        created[(namespace, name)] = {p.name: p.read_bytes() for p in (tmp_path / source).iterdir()}
+    for deployment in (
+        one(manifests, "Deployment", "meshxds"),
+        one(manifests, "Deployment", "envoy-gateway-http"),
+    ):
+        for secret in secret_mounts(deployment).values():
+            data = created[(deployment["metadata"]["namespace"], secret)]
+            assert set(data) == {"tls.crt", "tls.key", "ca.crt"}
+    server = created[("meshxds-system", "meshxds-xds-tls")]
+    proxy = created[("gateway-system", "envoy-gateway-http-xds-tls")]
+    # The proxy's certificate proves the namespace its bootstrap claims, under the trust domain meshxds pins.
+    args = _parser().parse_args(container(one(manifests, "Deployment", "meshxds"))["args"])
+    bootstrap = in_cluster_bootstrap(manifests)
+    peer = peer_identity(proxy["tls.crt"], trust_domain=args.xds_trust_domain)
+    envoy = one(manifests, "Deployment", "envoy-gateway-http")
+    assert peer.namespace == bootstrap["node"]["metadata"]["namespace"] == envoy["metadata"]["namespace"]
+    assert peer.service_account == envoy["spec"]["template"]["spec"]["serviceAccountName"]
+    # Each side trusts the other's issuer, and meshxds's certificate names the SNI Envoy checks.
+    assert server["ca.crt"] == proxy["ca.crt"]
+    leaf = x509.load_pem_x509_certificate(server["tls.crt"])
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert sni(bootstrap) in names
+    service = one(manifests, "Service", "meshxds")
+    assert f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc" == sni(bootstrap)
+
+
+def test_a_network_policy_admits_only_gateway_pods_to_xds(manifests: list[dict[str, Any]]) -> None:
+    (policy,) = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+    deployment = one(manifests, "Deployment", "meshxds")
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [
+        {"protocol": "TCP", "port": port_of(_parser().parse_args(container(deployment)["args"]).xds_address)}
+    ]
+    (peer,) = rule["from"]
+    assert peer["podSelector"] == {"matchExpressions": [{"key": GATEWAY_NAME_LABEL, "operator": "Exists"}]}
+    envoy_labels = one(manifests, "Deployment", "envoy-gateway-http")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert GATEWAY_NAME_LABEL in envoy_labels
 
 
 # --- docker-compose --------------------------------------------------------------------------------
@@ -207,12 +351,20 @@ def mounts(service: dict[str, Any]) -> dict[str, Path]:
 
 
 def published(service: dict[str, Any]) -> dict[int, int]:
-    return {int(p.split(":")[1]): int(p.split(":")[0]) for p in service["ports"]}
+    """container port → host port (``[HOST_IP:]HOST:CONTAINER``)."""
+    return {int(p.split(":")[-1]): int(p.split(":")[-2]) for p in service["ports"]}
+
+
+def published_on(service: dict[str, Any]) -> dict[int, str]:
+    """container port → host address it is published on (all addresses: ``0.0.0.0``)."""
+    return {
+        int(p.split(":")[-1]): (p.split(":")[0] if p.count(":") == 2 else "0.0.0.0") for p in service["ports"]
+    }
 
 
 def test_compose_meshxds_serves_examples_where_the_bootstrap_looks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"meshxds", "envoy", "upstream"}
+    assert set(services) == {"certs", "meshxds", "envoy", "upstream"}
     meshxds = services["meshxds"]
     assert (DEPLOY / meshxds["build"]["context"] / meshxds["build"]["dockerfile"]).resolve().is_file()
     args = _parser().parse_args(meshxds["command"])
@@ -233,6 +385,36 @@ def test_compose_meshxds_serves_examples_where_the_bootstrap_looks(compose: dict
         port_of(args.admin_address): port_of(args.admin_address),
         envoy_admin: envoy_admin,
     }
+
+
+def test_compose_serves_xds_over_mtls_with_the_certs_service_bundles(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    certs, meshxds, envoy = services["certs"], services["meshxds"], services["envoy"]
+    assert meshxds["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    (script,) = certs["command"]
+    certgen = shlex.split(script.split("&&")[0])
+    assert certgen[:2] == ["meshxds", "certgen"]
+    args = _parser().parse_args(certgen[1:])
+    (proxy,) = args.proxy
+    node = bootstrap_file()["node"]
+    assert proxy[0] == node["metadata"]["namespace"]
+    # certs copies server/ into xds-server and the proxy bundle into xds-proxy.
+    assert f"{args.out}/server/* /xds-server/" in script
+    assert f"{args.out}/proxy-{proxy[0]}-{proxy[1]}/* /xds-proxy/" in script
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in certs["volumes"]}
+    assert volumes == {"/xds-server": "xds-server", "/xds-proxy": "xds-proxy"}
+    serve = _parser().parse_args(meshxds["command"])
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in meshxds["volumes"]}
+    assert serve.xds_tls_cert == f"{mounted['xds-server']}/tls.crt"
+    assert serve.xds_tls_key == f"{mounted['xds-server']}/tls.key"
+    assert serve.xds_client_ca == f"{mounted['xds-server']}/ca.crt"
+    envoy_mounted = {v.split(":")[0]: v.split(":")[1] for v in envoy["volumes"]}
+    files = xds_tls_files(bootstrap_file())
+    assert files == {key: f"{envoy_mounted['xds-proxy']}/{key}" for key in ("tls.crt", "tls.key", "ca.crt")}
+    # The unauthenticated admin is flagged, and published on the host's loopback only.
+    assert serve.insecure_admin
+    assert published_on(meshxds)[port_of(serve.admin_address)] == "127.0.0.1"
+    assert set(compose["volumes"]) == {"xds-server", "xds-proxy"}
 
 
 def test_compose_envoy_is_the_official_image_on_envoy_bootstrap_yaml(compose: dict[str, Any]) -> None:
@@ -287,13 +469,20 @@ def envoy_validates(config: str, *extra: str) -> None:
     assert result.returncode == 0, f"{shlex.join(result.args)}:\n{result.stdout}\n{result.stderr}"
 
 
-def test_envoy_validates_the_compose_command(compose: dict[str, Any]) -> None:
+def with_certificates(bootstrap: dict[str, Any], tmp_path: Path) -> Path:
+    """``bootstrap`` with its xDS certificate paths pointed at fresh files (Envoy reads them)."""
+    _, tls = write_xds_tls(tmp_path / "certs")
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(with_xds_tls(bootstrap, tls)))
+    return path
+
+
+def test_envoy_validates_the_compose_command(compose: dict[str, Any], tmp_path: Path) -> None:
     command = compose["services"]["envoy"]["command"]
     override = command[command.index("--config-yaml") + 1]
-    envoy_validates(str(REPO / "envoy-bootstrap.yaml"), "--config-yaml", override)
+    envoy_validates(str(with_certificates(bootstrap_file(), tmp_path)), "--config-yaml", override)
 
 
 def test_envoy_validates_the_in_cluster_bootstrap(manifests: list[dict[str, Any]], tmp_path: Path) -> None:
-    path = tmp_path / "envoy.yaml"
-    path.write_text(one(manifests, "ConfigMap", "envoy-gateway-http")["data"]["envoy.yaml"])
+    path = with_certificates(in_cluster_bootstrap(manifests), tmp_path)
     envoy_validates(str(path), "--service-node", "envoy-gateway-http-abc12")

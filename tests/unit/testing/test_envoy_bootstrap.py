@@ -1,4 +1,5 @@
-"""render_bootstrap: the demo's envoy-bootstrap.yaml is its rendering, and real Envoy accepts it."""
+"""render_bootstrap: the demo's envoy-bootstrap.yaml is its rendering (xDS over mTLS), and real
+Envoy accepts it once its certificate files exist (pointed at a fresh ``meshxds certgen`` bundle)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from meshxds.testing.envoy import HTTP_PROTOCOL_OPTIONS, render_bootstrap
+from meshxds.testing.envoy import (
+    HTTP_PROTOCOL_OPTIONS,
+    XdsClientTls,
+    render_bootstrap,
+    with_xds_tls,
+    write_xds_tls,
+)
 from meshxds.testing.envoy_validate import validate_bootstrap
 
 REPO = Path(__file__).resolve().parents[3]
@@ -24,6 +31,7 @@ def render_demo(*, delta: bool = False, xds_port: int = 18000) -> dict[str, Any]
         admin_port=19000,
         delta=delta,
         xds_port=xds_port,
+        xds_tls=XdsClientTls(),
     )
 
 
@@ -34,15 +42,34 @@ def test_envoy_bootstrap_yaml_is_the_rendered_demo_bootstrap() -> None:
     assert yaml.safe_load(text) == render_demo()
 
 
-def test_envoy_bootstrap_yaml_validates_with_real_envoy() -> None:
-    result = validate_bootstrap(REPO / "envoy-bootstrap.yaml")
+def test_envoy_bootstrap_yaml_validates_with_real_envoy(tmp_path: Path) -> None:
+    bootstrap = yaml.safe_load((REPO / "envoy-bootstrap.yaml").read_text())
+    _, tls = write_xds_tls(tmp_path / "certs")
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(with_xds_tls(bootstrap, tls)))
+    result = validate_bootstrap(path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_envoy_bootstrap_yaml_speaks_mtls_to_meshxds() -> None:
+    (xds,) = yaml.safe_load((REPO / "envoy-bootstrap.yaml").read_text())["static_resources"]["clusters"]
+    context = xds["transport_socket"]["typed_config"]
+    assert context["sni"] == "meshxds.meshxds-system.svc"
+    common = context["common_tls_context"]
+    assert common["tls_certificates"] == [
+        {
+            "certificate_chain": {"filename": "/etc/envoy/xds-tls/tls.crt"},
+            "private_key": {"filename": "/etc/envoy/xds-tls/tls.key"},
+        }
+    ]
+    assert common["validation_context"]["trusted_ca"] == {"filename": "/etc/envoy/xds-tls/ca.crt"}
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 def test_rendered_bootstrap_validates_with_real_envoy(tmp_path: Path, delta: bool) -> None:
     path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(render_demo(delta=delta, xds_port=28000)))
+    _, tls = write_xds_tls(tmp_path / "certs")
+    path.write_text(json.dumps(with_xds_tls(render_demo(delta=delta, xds_port=28000), tls)))
     result = validate_bootstrap(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -63,6 +90,7 @@ def test_render_bootstrap_carries_identity_and_ads_settings() -> None:
     for key in ("cds_config", "lds_config"):
         assert boot["dynamic_resources"][key] == {"ads": {}, "resource_api_version": "V3"}
     (xds,) = boot["static_resources"]["clusters"]
+    assert "transport_socket" not in xds  # plaintext unless xds_tls is given
     assert xds["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS]["explicit_http_config"] == {
         "http2_protocol_options": {}
     }
