@@ -5,6 +5,7 @@ very snapshot."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from meshxds.identity import ProxyIdentity
@@ -12,7 +13,7 @@ from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_document
 from meshxds.pipeline import Pipeline, SnapshotBuilder, changes_between, translate
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs
 from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL, TranslateOptions
-from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE
+from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot, SnapshotCache
 from meshxds.xds.render import snapshot_to_json
 
 GW_A = ProxyIdentity.of(namespace="gateway-system", labels={GATEWAY_NAME_LABEL: "a"})
@@ -194,3 +195,74 @@ def test_a_route_edit_after_an_endpoint_edit_serves_the_current_endpoints() -> N
     for identity in (GW_A, GW_B):
         assert snapshot_to_json(builder(identity)) == snapshot_to_json(fresh(identity))
     assert addresses(snapshot_to_json(builder(GW_B)), CLUSTER_B) == ["127.0.0.7"]
+
+
+def sidecar(i: int) -> ProxyIdentity:
+    return ProxyIdentity.of(namespace="default", labels={"app": "web", "pod-template-hash": f"h{i}"})
+
+
+def gateway_pod(i: int) -> ProxyIdentity:
+    return ProxyIdentity.of(
+        namespace="gateway-system", labels={GATEWAY_NAME_LABEL: "a", "pod-template-hash": f"h{i}"}
+    )
+
+
+async def test_identities_that_left_leave_nothing_in_the_cache_the_builder_or_the_next_builder() -> None:
+    """A rollout: gateway pods and sidecars with new label sets connect and go; once their grace
+    period is over, no structure keeps them, across an endpoint and a route edit."""
+    import asyncio
+    import time
+
+    pipeline = Pipeline()
+    docs = mesh()
+    first = resource_set(docs)
+    cache = SnapshotCache(pipeline.update(first, [GW_A]), grace=0.05)
+    leave, stay = asyncio.Event(), asyncio.Event()
+    got: dict[ProxyIdentity, Snapshot | None] = {}
+
+    async def stream(identity: ProxyIdentity) -> None:
+        got[identity] = await cache.snapshot(identity)
+        await (stay if identity == GW_A else leave).wait()
+
+    async def until(predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 5
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.01)
+
+    staying = asyncio.create_task(stream(GW_A))
+    await until(lambda: GW_A in got, "GW_A served")
+    builder = pipeline.builder
+    assert builder is not None
+    churn = [gateway_pod(i) for i in range(10)] + [sidecar(i) for i in range(10)]
+    tasks = [asyncio.create_task(stream(identity)) for identity in churn]
+    await until(lambda: all(i in got for i in churn), "the churn served")
+    assert builder.identities() >= set(churn)
+    assert len(builder.translation.istio._configs) >= len(churn)
+
+    # An endpoint edit while they are connected: the fast path carries them into the next builder.
+    edited = copy.deepcopy(docs)
+    slice_of(edited, "svc-a")["endpoints"][0]["addresses"] = ["127.0.0.9"]
+    second = resource_set(edited, first)
+    carried = pipeline.update(second, [GW_A, *churn])
+    leave.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    cache.set_builder(carried)  # published after they left, within their grace period
+    assert carried.identities() >= set(churn)
+
+    await until(lambda: cache.identities() == {GW_A}, "the churn to be released")
+    assert carried.identities() == {GW_A}
+    # The Istio translator's per-identity memo is shared by the builders of one translation.
+    assert set(carried.translation.istio._configs) <= {(GW_A, False), (GW_A, True)}
+    # The staying gateway keeps its very snapshot; a route edit made now carries only it.
+    kept = carried(GW_A)
+    assert await cache.snapshot(GW_A) is kept
+    renamed = copy.deepcopy(edited)
+    route = next(d for d in renamed if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "svc-b")
+    route["spec"]["hostnames"] = ["b2.example.com"]
+    third = pipeline.update(resource_set(renamed, second), [GW_A])
+    cache.set_builder(third)
+    assert third.identities() == {GW_A}
+    assert all(third(GW_A).version(t) == kept.version(t) for t in kept.resources)  # a's did not change
+    stay.set()
+    await asyncio.wait_for(staying, 5)
