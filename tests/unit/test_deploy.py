@@ -314,6 +314,26 @@ def test_the_documented_certgen_flow_makes_the_secrets_the_deployments_mount(
     assert f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc" == sni(bootstrap)
 
 
+def test_readme_security_documents_the_flags_and_the_deployed_flow() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Security") :]
+    section = section[: section.index("\n## ", 1)].replace("\\\n  ", "")
+    for flag in (
+        "--xds-tls-cert",
+        "--xds-tls-key",
+        "--xds-client-ca",
+        "--xds-trust-domain",
+        "--insecure-xds",
+        "--allow-insecure-secrets",
+        "--insecure-admin",
+        "PERMISSION_DENIED",
+        "spiffe://DOMAIN/ns/NS/sa/SA",
+    ):
+        assert flag in section, flag
+    for command in documented_flow():
+        assert shlex.join(command) in section, shlex.join(command)
+
+
 def test_a_network_policy_admits_only_gateway_pods_to_xds(manifests: list[dict[str, Any]]) -> None:
     (policy,) = [m for m in manifests if m["kind"] == "NetworkPolicy"]
     deployment = one(manifests, "Deployment", "meshxds")
