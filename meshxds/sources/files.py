@@ -21,8 +21,6 @@ import hashlib
 import logging
 import os
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,15 +34,14 @@ from meshxds.errors import ManifestError, ManifestErrors
 from meshxds.memory import building
 from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_document
-from meshxds.sources import yaml_worker
+from meshxds.sources import manifest_reader
 
 __all__ = ["DirectorySource", "manifest_files", "read_directory", "watch_directory"]
 
 log = logging.getLogger(__name__)
 
-_SUFFIXES = (".yaml", ".yml", ".json")
+_SUFFIXES = manifest_reader.SUFFIXES
 _WATCH_STEP_MS = 10
-_WORKER_MIN_FILES = 2000
 _YAML_POSITION = re.compile(r"at line (\d+) column (\d+)")
 
 
@@ -60,23 +57,9 @@ def manifest_files(root: Path) -> list[Path]:
 
 
 def _manifest_paths(root: Path) -> list[str]:
-    # Strings, not Paths: at 30,000 files, building and sorting Path objects costs 0.5 s.
     if not root.is_dir():
         raise ManifestErrors([ManifestError("not a directory", path=str(root))])
-    found: list[str] = []
-    folders = [str(root)]
-    while folders:
-        folder = folders.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith("."):  # dotfiles and hidden folders (.git, k8s' ..data links)
-                    continue
-                if entry.is_dir():
-                    folders.append(entry.path)
-                elif name.endswith(_SUFFIXES) and not name.endswith("~") and entry.is_file():
-                    found.append(entry.path)
-    return sorted(found)
+    return manifest_reader.manifest_paths(str(root))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +178,18 @@ def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
 class DirectorySource:
     """The manifests below ``root``, cached per file; not thread-safe (one reader at a time)."""
 
-    def __init__(self, root: str | Path, *, worker_min_files: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        prefetch: manifest_reader.Prefetch | None = None,
+        worker_min_files: int | None = None,
+    ) -> None:
         self.root = Path(root)
-        # A first read of at least this many files reads and parses YAML in a second process;
-        # with one core to run on, that would only add the process's cost.
-        if worker_min_files is None:
-            worker_min_files = _WORKER_MIN_FILES if len(os.sched_getaffinity(0)) > 1 else sys.maxsize
+        # The first read takes its YAML from a child process: ``prefetch``, started by the caller
+        # before it imported the models, or one started then, when the directory is large
+        # enough (``worker_min_files``, default: ``manifest_reader.worth_a_child``).
+        self._prefetch = prefetch
         self._worker_min_files = worker_min_files
         self._files: dict[str, _ParsedFile] = {}
         # The merged view, kept up to date file by file so a read costs what changed, not the
@@ -242,54 +231,45 @@ class DirectorySource:
         for gone in self._files.keys() - set(present):
             self._forget(gone)
         loaded: set[str] = set()
-        if not self._files and len(present) >= self._worker_min_files:
-            loaded = self._load_in_worker(present)
+        prefetch, self._prefetch = self._prefetch, None
+        if not self._files:
+            if prefetch is None and self._wants_child(len(present)):
+                prefetch = manifest_reader.Prefetch.start(present)
+            if prefetch is not None:
+                loaded = self._take_all(prefetch, set(present))
+        elif prefetch is not None:
+            prefetch.close()
         for path in present:
             if path not in loaded:
                 self._load(path, known_stamp=True)
 
-    def _load_in_worker(self, paths: list[str]) -> set[str]:
-        """Load ``paths`` with reading and YAML in a child process, validating here as batches
-        arrive (see ``yaml_worker``); the paths it loaded. Whatever the child does not answer
-        for (it failed to start, died, or sent a torn frame) the caller loads in-process."""
+    def _wants_child(self, files: int) -> bool:
+        if self._worker_min_files is None:
+            return manifest_reader.worth_a_child(files)
+        return files >= self._worker_min_files
+
+    def _take_all(self, prefetch: manifest_reader.Prefetch, present: set[str]) -> set[str]:
+        """Validate what the child read, batch by batch as it arrives; the paths it answered for
+        (the caller reads the others itself)."""
         loaded: set[str] = set()
-        try:
-            child = subprocess.Popen(
-                [sys.executable, "-m", yaml_worker.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-            )
-        except OSError as exc:
-            log.warning("cannot start the YAML reader process (%s); reading in this one", exc)
-            return loaded
-        assert child.stdin is not None and child.stdout is not None
-        try:
-            child.stdin.write(b"\0".join(os.fsencode(p) for p in paths))
-            child.stdin.close()
-            for batch in yaml_worker.decode_frames(child.stdout):
-                for result in batch:
-                    if result[3] != yaml_worker.PARSE_HERE:
-                        self._take(result)
-                        loaded.add(result[0])
-        except (OSError, ValueError, EOFError, TypeError) as exc:
-            log.warning("the YAML reader process failed (%s); reading the rest in this one", exc)
-        finally:
-            child.stdout.close()
-            if child.poll() is None:
-                child.kill()
-            child.wait()
+        for result in prefetch.results():
+            if result[0] in present and result[3] != manifest_reader.PARSE_HERE:
+                self._take(result)
+                loaded.add(result[0])
         return loaded
 
-    def _take(self, result: yaml_worker.Result) -> None:
+    def _take(self, result: manifest_reader.Result) -> None:
         """One file as the YAML reader process read it (the cache is empty: a first read)."""
         key, stamp, digest, status, payload = result
-        if status == yaml_worker.GONE:
+        if status == manifest_reader.GONE:
             return
-        if status == yaml_worker.OS_ERROR:
+        if status == manifest_reader.OS_ERROR:
             self._store(key, _unreadable(key, (0, 0, 0), b"", payload))
             return
         self.parsed_files += 1
-        if status == yaml_worker.NOT_UTF8:
+        if status == manifest_reader.NOT_UTF8:
             self._store(key, _unreadable(key, stamp, digest, payload))
-        elif status == yaml_worker.YAML_ERROR:
+        elif status == manifest_reader.YAML_ERROR:
             self._store(key, _ParsedFile(stamp, digest, (), (_yaml_error(key, payload),), ()))
         else:
             self._store(key, _validated(key, stamp, digest, payload))
@@ -333,18 +313,34 @@ class DirectorySource:
         touched: set[str] = set()
         if old is not None:
             for obj, _ in old.objects:
-                self._claims[obj.ref] = [c for c in self._claims[obj.ref] if c[0] != key]
-                touched.add(obj.ref)
+                ref = obj.ref
+                self._claims[ref] = [c for c in self._claims[ref] if c[0] != key]
+                touched.add(ref)
         if new is not None:
             for position, (obj, where) in enumerate(new.objects):
-                self._claims.setdefault(obj.ref, []).append((key, position, obj, where))
-                touched.add(obj.ref)
+                ref = obj.ref
+                claims = self._claims.get(ref)
+                if claims is None and ref not in touched:
+                    # The first claim of a name nothing held: served as it is (a first read's case).
+                    self._claims[ref] = [(key, position, obj, where)]
+                    self._serve(ref, obj, where)
+                    continue
+                self._claims.setdefault(ref, []).append((key, position, obj, where))
+                touched.add(ref)
         if new is not None and (new.errors or new.warnings):
             self._noisy.add(key)
         else:
             self._noisy.discard(key)
         for ref in touched:
             self._elect(ref)
+
+    def _serve(self, ref: str, obj: Resource, where: str) -> None:
+        model = type(obj)
+        self._winners[ref] = obj
+        self._objects.setdefault(model, {})[obj.key] = obj
+        self._dirty.add(model)
+        self._origins[ref] = where
+        self._origins_dirty = True
 
     def _elect(self, ref: str) -> None:
         """Serve the first claim of ``ref`` in file order (or nothing, when none is left)."""
@@ -365,11 +361,7 @@ class DirectorySource:
             return
         claims.sort(key=lambda c: (c[0], c[1]))
         _, _, obj, where = claims[0]
-        self._winners[ref] = obj
-        self._objects.setdefault(type(obj), {})[obj.key] = obj
-        self._dirty.add(type(obj))
-        self._origins[ref] = where
-        self._origins_dirty = True
+        self._serve(ref, obj, where)
 
     def _load(self, key: str, *, known_stamp: bool) -> None:
         # Plain strings and os calls: at 30,000 files, Path objects cost a few hundred ms.
@@ -431,10 +423,11 @@ class DirectorySource:
         )
 
 
-def read_directory(root: str | Path) -> ResourceSet:
+def read_directory(root: str | Path, *, prefetch: manifest_reader.Prefetch | None = None) -> ResourceSet:
     """Read and validate every manifest below ``root``; raise ``ManifestErrors`` listing all
-    problems, if there are any (``meshxds translate`` and ``validate`` want all or nothing)."""
-    resources = DirectorySource(root).read()
+    problems, if there are any (``meshxds translate`` and ``validate`` want all or nothing).
+    ``prefetch``: the YAML of ``root``, already being read by a child process."""
+    resources = DirectorySource(root, prefetch=prefetch).read()
     if resources.errors:
         raise ManifestErrors(resources.errors)
     return resources

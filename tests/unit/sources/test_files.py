@@ -448,12 +448,12 @@ def test_the_reader_process_reports_problems_as_an_in_process_read_does(tmp_path
 def test_a_reader_process_that_fails_leaves_the_read_to_this_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from meshxds.sources import files
+    from meshxds.sources import manifest_reader
 
     _mixed_directory(tmp_path)
     expected = _outcome(DirectorySource(tmp_path, worker_min_files=10**9))
     # A child that answers for nothing and exits: everything is read here instead.
-    monkeypatch.setattr(files.sys, "executable", "/bin/true")
+    monkeypatch.setattr(manifest_reader.sys, "executable", "/bin/true")
     source = DirectorySource(tmp_path, worker_min_files=1)
     assert _outcome(source) == expected
     assert source.parsed_files == 44
@@ -463,13 +463,13 @@ def test_the_reader_process_answers_for_a_file_gone_before_it_was_read(tmp_path:
     import subprocess
     import sys
 
-    from meshxds.sources import yaml_worker
+    from meshxds.sources import manifest_reader
 
     write(tmp_path / "a.yaml", service_yaml("a"))
     (tmp_path / "b.yaml").write_bytes(b"\xff")
     paths = [str(tmp_path / "a.yaml"), str(tmp_path / "gone.yaml"), str(tmp_path / "b.yaml")]
     done = subprocess.run(
-        [sys.executable, "-m", yaml_worker.__name__],
+        [sys.executable, "-m", manifest_reader.__name__],
         input=b"\0".join(os.fsencode(p) for p in paths),
         capture_output=True,
         timeout=30,
@@ -477,11 +477,11 @@ def test_the_reader_process_answers_for_a_file_gone_before_it_was_read(tmp_path:
     )
     import io
 
-    (batch,) = list(yaml_worker.decode_frames(io.BytesIO(done.stdout)))
+    (batch,) = list(manifest_reader._frames(io.BytesIO(done.stdout)))
     assert [(path, status) for path, _, _, status, _ in batch] == [
-        (paths[0], yaml_worker.BODIES),
-        (paths[1], yaml_worker.GONE),
-        (paths[2], yaml_worker.NOT_UTF8),
+        (paths[0], manifest_reader.BODIES),
+        (paths[1], manifest_reader.GONE),
+        (paths[2], manifest_reader.NOT_UTF8),
     ]
     assert batch[0][4][0]["metadata"]["name"] == "a"
 
@@ -529,3 +529,18 @@ def test_a_file_that_no_longer_parses_keeps_its_last_good_objects(tmp_path: Path
     )
     write(tmp_path / "a.yaml", service_yaml("web"))
     assert service_names(source.read([str(tmp_path / "a.yaml")])) == ["web"]
+
+
+def test_a_prefetch_started_before_the_read_is_what_the_first_read_takes(tmp_path: Path) -> None:
+    from meshxds.sources import manifest_reader
+
+    _mixed_directory(tmp_path)
+    expected = _outcome(DirectorySource(tmp_path, worker_min_files=10**9))
+    prefetch = manifest_reader.Prefetch.start(manifest_reader.manifest_paths(str(tmp_path)))
+    child = prefetch.child
+    assert child is not None
+    source = DirectorySource(tmp_path, prefetch=prefetch, worker_min_files=10**9)
+    assert _outcome(source) == expected
+    assert child.returncode is not None  # waited for, not left behind
+    assert manifest_reader.prefetch(str(tmp_path / "absent")) is None
+    assert manifest_reader.prefetch(str(tmp_path)) is None  # 44 files: not worth a child
