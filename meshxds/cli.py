@@ -357,6 +357,15 @@ def cmd_certgen(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    prefetch = manifest_reader.prefetch(args.config_dir) if args.config_dir else None
+    try:
+        return _serve(args, prefetch)
+    finally:
+        if prefetch is not None:  # a bad flag, say: the child is not left behind
+            prefetch.close()
+
+
+def _serve(args: argparse.Namespace, prefetch: manifest_reader.Prefetch | None) -> int:
     from meshxds.serve import ServeOptions, check_exposure, serve
 
     debounce = {"debounce_s": args.debounce, "debounce_max_s": max(args.debounce, args.debounce_max)}
@@ -400,7 +409,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(options))
+        asyncio.run(serve(options, prefetch=prefetch))
     except MeshxdsError as exc:  # e.g. a kubeconfig that cannot be loaded
         print(f"error: {exc}", file=sys.stderr)
         return 1

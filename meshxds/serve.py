@@ -26,7 +26,8 @@ from meshxds.memory import building
 from meshxds.metrics import Metrics
 from meshxds.model.manifests import ResourceSet
 from meshxds.pipeline import Pipeline, SnapshotBuilder
-from meshxds.sources.files import watch_directory
+from meshxds.sources import manifest_reader
+from meshxds.sources.files import DirectorySource, watch_directory
 from meshxds.translators.gatewayapi import TranslateOptions
 from meshxds.xds.auth import XdsSecurity, XdsTransport, is_loopback
 from meshxds.xds.cache import SnapshotCache
@@ -90,8 +91,11 @@ def check_exposure(options: ServeOptions) -> list[str]:
 class Service:
     """The running parts of one server; ``run`` until ``stop`` is called."""
 
-    def __init__(self, options: ServeOptions) -> None:
+    def __init__(self, options: ServeOptions, *, prefetch: manifest_reader.Prefetch | None = None) -> None:
         self.options = options
+        # The config directory's YAML, already being read by a child process (``meshxds serve``
+        # starts it before importing this module).
+        self._prefetch = prefetch
         self.metrics = Metrics()
         self.registry = ConnectionRegistry()
         self.cache = SnapshotCache()
@@ -218,11 +222,13 @@ class Service:
                 self._kube = KubeSource(self.options.kube)
                 reads = self._kube.reads(self._stop)
             elif self.options.config_dir is not None:
+                prefetch, self._prefetch = self._prefetch, None
                 reads = watch_directory(
                     self.options.config_dir,
                     debounce_ms=round(self.options.debounce_s * 1000),
                     max_wait_ms=round(self.options.debounce_max_s * 1000),
                     stop_event=self._stop,
+                    source=DirectorySource(self.options.config_dir, prefetch=prefetch),
                 )
             else:
                 raise ValueError("ServeOptions needs config_dir or kube")
@@ -233,14 +239,16 @@ class Service:
                 await self._stop.wait()
                 watcher.cancel()
         finally:
+            if self._prefetch is not None:  # never used: do not leave the child behind
+                self._prefetch.close()
             self.state.ready = False
             await self.xds.stop(self.options.grace_s)
             await self.admin.stop()
 
 
-async def serve(options: ServeOptions) -> None:
+async def serve(options: ServeOptions, *, prefetch: manifest_reader.Prefetch | None = None) -> None:
     """Run until SIGINT/SIGTERM: health NOT_SERVING, drain streams, stop the source."""
-    service = Service(options)
+    service = Service(options, prefetch=prefetch)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)

@@ -1,6 +1,7 @@
-"""``meshxds serve`` on a directory with an invalid object: the object is left out and reported
-(log, ``/debug/config`` state, metric), everything else is served from the start, and fixing the
-file brings the object in (issue 10: one bad object never blocks the rest)."""
+"""``meshxds serve`` on a directory: an invalid object is left out and reported (log,
+``/debug/config`` state, metric), everything else is served from the start, and fixing the file
+brings the object in (issue 10: one bad object never blocks the rest); a first read handed over
+from a YAML reader process started before the server."""
 
 from __future__ import annotations
 
@@ -127,3 +128,29 @@ async def test_an_object_broken_while_serving_keeps_its_last_good_version(
     assert "bgood.example.com" in hostnames_of(service, GW_B)  # still served, as it was
     messages = {e["object"]: e["message"] for e in service.state.errors}
     assert "still serving its last good version" in messages["HTTPRoute/default/bgood"]
+
+
+async def test_a_first_read_started_before_the_server_is_what_it_serves(manifests: Path) -> None:
+    from meshxds.sources import manifest_reader
+
+    prefetch = manifest_reader.Prefetch.start(manifest_reader.manifest_paths(str(manifests)))
+    child = prefetch.child
+    assert child is not None
+    svc = Service(
+        ServeOptions(
+            config_dir=str(manifests),
+            xds_address="127.0.0.1:0",
+            admin_address="127.0.0.1:0",
+            translate=TranslateOptions(listener_address="127.0.0.1"),
+        ),
+        prefetch=prefetch,
+    )
+    task = asyncio.create_task(svc.run(), name="serve")
+    try:
+        await until(lambda: svc.state.ready or task.done(), what="first configuration served")
+        assert "bgood.example.com" in hostnames_of(svc, GW_B)
+        assert [e["object"] for e in svc.state.errors] == ["HTTPRoute/default/bbad"]
+        assert child.returncode is not None  # read to the end and reaped
+    finally:
+        svc.stop()
+        await asyncio.wait_for(task, TIMEOUT)
