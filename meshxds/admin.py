@@ -8,7 +8,9 @@
 ``/debug/config``  the source's last read: errors, warnings, status of every object.
 
 A small asyncio HTTP/1.1 server (GET only, one request per connection) is all this needs, and
-keeps the admin port free of another web framework.
+keeps the admin port free of another web framework. It has no authentication, so it belongs on
+loopback: ``meshxds serve`` needs ``--insecure-admin`` for any other address, and binding one
+logs a warning.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from meshxds.metrics import Metrics
+from meshxds.xds.auth import is_loopback
 from meshxds.xds.status import ConnectionRegistry
 
 __all__ = ["AdminServer", "AdminState"]
@@ -68,6 +71,12 @@ class AdminServer:
         self._server = await asyncio.start_server(self._handle, host.strip("[]") or "127.0.0.1", int(port))
         bound = int(self._server.sockets[0].getsockname()[1])
         log.info("admin listening address=%s:%d", host, bound)
+        if not is_loopback(address):
+            log.warning(
+                "admin endpoint on non-loopback %s: it is unauthenticated (status, config dumps, "
+                "metrics); restrict who reaches it (NetworkPolicy)",
+                address,
+            )
         return bound
 
     async def stop(self) -> None:

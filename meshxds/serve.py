@@ -204,12 +204,6 @@ class Service:
                 self.options.xds_address,
                 self.options.security.transport.value,
             )
-        if not is_loopback(self.options.admin_address):
-            log.warning(
-                "admin endpoint on non-loopback %s: it is unauthenticated (config dumps, status); "
-                "restrict who reaches it (NetworkPolicy)",
-                self.options.admin_address,
-            )
         self.xds_port = xds_port = await self.xds.start(self.options.xds_address)
         self.admin_port = admin_port = await self.admin.start(self.options.admin_address)
         source = "kubernetes" if self.options.kube is not None else f"config_dir={self.options.config_dir}"
