@@ -42,11 +42,15 @@ class SortableRoute:
     route: ir.Route
 
 
+_REFS_RESOLVED = condition("ResolvedRefs", True, "ResolvedRefs")
+"""Until a compiler says otherwise (immutable, so one instance serves every route)."""
+
+
 @dataclass(slots=True, kw_only=True)
 class CompiledRoute:
     routes: list[SortableRoute] = field(default_factory=list)
     clusters: list[ir.Cluster] = field(default_factory=list)
-    resolved_refs: Condition = field(default_factory=lambda: condition("ResolvedRefs", True, "ResolvedRefs"))
+    resolved_refs: Condition = _REFS_RESOLVED
     tcp_backends: tuple[ir.WeightedCluster, ...] = ()
     """TLSRoute/TCPRoute: where connections go (no HTTP routes)."""
     warnings: list[str] = field(default_factory=list)
