@@ -76,6 +76,8 @@ def header_matches(headers: Sequence[gatewayapi.HTTPHeaderMatch]) -> list[ir.Hea
 
 
 def _match(match: gatewayapi.HTTPRouteMatch) -> ir.RouteMatch:
+    if not match.headers and not match.method and not match.query_params:
+        return ir.RouteMatch(path=_path(match.path))  # the common case: a path alone
     headers = header_matches(match.headers)
     if match.method:
         headers.append(ir.HeaderMatch(name=":method", match=ir.StringMatch(kind="exact", value=match.method)))
@@ -88,9 +90,11 @@ def _match(match: gatewayapi.HTTPRouteMatch) -> ir.RouteMatch:
     )
 
 
+def _may_hold_regex(match: gatewayapi.HTTPRouteMatch) -> bool:
+    return match.path.type == "RegularExpression" or bool(match.headers) or bool(match.query_params)
+
+
 def _regex_problems(match: gatewayapi.HTTPRouteMatch, at: str) -> list[str]:
-    if match.path.type != "RegularExpression" and not match.headers and not match.query_params:
-        return []  # the common case: nothing for RE2 to check
     found: list[tuple[str, str]] = []
     if match.path.type == "RegularExpression":
         found.append((f"{at}.path.value", match.path.value))
@@ -108,17 +112,18 @@ def _regex_problems(match: gatewayapi.HTTPRouteMatch, at: str) -> list[str]:
 
 
 def _sort_key(
-    route: gatewayapi.HTTPRoute, match: gatewayapi.HTTPRouteMatch, rule_index: int, match_index: int
+    match: gatewayapi.HTTPRouteMatch, age: str, namespace: str, name: str, rule_index: int, match_index: int
 ) -> tuple[object, ...]:
+    path = match.path
     return (
-        _PATH_RANK[match.path.type],
-        -len(match.path.value),
+        _PATH_RANK[path.type],
+        -len(path.value),
         0 if match.method else 1,
         -len(match.headers),
         -len(match.query_params),
-        route.metadata.creation_timestamp or "~",  # routes without a timestamp sort after dated ones
-        route.namespace,
-        route.name,
+        age,
+        namespace,
+        name,
         rule_index,
         match_index,
     )
@@ -159,7 +164,7 @@ def _rewrite(f: gatewayapi.HTTPURLRewriteFilter) -> ir.UrlRewrite:
     return ir.UrlRewrite(host=f.hostname, full_path=full, prefix=prefix)
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RuleFilters:
     """What a rule's filters ask for (shared by HTTPRoute and GRPCRoute)."""
 
@@ -167,29 +172,44 @@ class RuleFilters:
     response_headers: ir.HeaderMutation = ir.NO_HEADER_CHANGES
     redirect: ir.Redirect | None = None
     rewrite: ir.UrlRewrite | None = None
-    mirrors: list[gatewayapi.HTTPRequestMirrorFilter] = field(default_factory=list)
+    mirrors: tuple[gatewayapi.HTTPRequestMirrorFilter, ...] = ()
+
+
+_NO_FILTERS = RuleFilters()
+"""What most rules have: one immutable instance."""
 
 
 def rule_filters(
     filters: list[gatewayapi.HTTPRouteFilter], *, at: str, out: CompiledRoute, allowed: tuple[str, ...]
 ) -> RuleFilters:
-    found = RuleFilters()
+    if not filters:
+        return _NO_FILTERS
+    request_headers = response_headers = ir.NO_HEADER_CHANGES
+    redirect: ir.Redirect | None = None
+    rewrite: ir.UrlRewrite | None = None
+    mirrors: list[gatewayapi.HTTPRequestMirrorFilter] = []
     for f_index, flt in enumerate(filters):
         if flt.type not in allowed:
             out.warnings.append(
                 f"{at}.filters[{f_index}]: filter type {flt.type} is not supported yet; ignored"
             )
         elif flt.type == "RequestHeaderModifier":
-            found.request_headers = _headers(flt.request_header_modifier)
+            request_headers = _headers(flt.request_header_modifier)
         elif flt.type == "ResponseHeaderModifier":
-            found.response_headers = _headers(flt.response_header_modifier)
+            response_headers = _headers(flt.response_header_modifier)
         elif flt.type == "RequestRedirect" and flt.request_redirect is not None:
-            found.redirect = _redirect(flt.request_redirect)
+            redirect = _redirect(flt.request_redirect)
         elif flt.type == "URLRewrite" and flt.url_rewrite is not None:
-            found.rewrite = _rewrite(flt.url_rewrite)
+            rewrite = _rewrite(flt.url_rewrite)
         elif flt.type == "RequestMirror" and flt.request_mirror is not None:
-            found.mirrors.append(flt.request_mirror)
-    return found
+            mirrors.append(flt.request_mirror)
+    return RuleFilters(
+        request_headers=request_headers,
+        response_headers=response_headers,
+        redirect=redirect,
+        rewrite=rewrite,
+        mirrors=tuple(mirrors),
+    )
 
 
 def _mirror_percent(mirror: gatewayapi.HTTPRequestMirrorFilter) -> float:
@@ -207,21 +227,30 @@ def _resolve(
     default_protocol: ir.UpstreamProtocol,
 ) -> ResolvedBackend:
     """Resolve one reference from ``route``; a resolved cluster joins the route's clusters."""
+    namespace = route.metadata.namespace
     resolved = backends.resolve_backend_ref(
         group=ref.group,
         kind=ref.kind,
         name=ref.name,
-        namespace=ref.namespace or route.namespace,
+        namespace=ref.namespace or namespace,
         port=ref.port,
         from_kind=route.KIND,
-        from_namespace=route.namespace,
+        from_namespace=namespace,
         force_protocol=force_protocol,
         default_protocol=default_protocol,
     )
-    out.warnings.extend(resolved.warnings)
-    if resolved.cluster is not None and resolved.cluster not in out.clusters:
-        out.clusters.append(resolved.cluster)
+    if resolved.warnings:
+        out.warnings.extend(resolved.warnings)
+    cluster = resolved.cluster
+    if cluster is not None and not _has_cluster(out.clusters, cluster):
+        out.clusters.append(cluster)
     return resolved
+
+
+def _has_cluster(clusters: list[ir.Cluster], cluster: ir.Cluster) -> bool:
+    # Clusters are memoized per run, so identity almost always decides; names spare the full
+    # comparison of two different clusters (a dataclass ``==`` compares every field).
+    return any(known is cluster or (known.name == cluster.name and known == cluster) for known in clusters)
 
 
 def forward_action(
@@ -294,7 +323,10 @@ def resolved_refs_condition(bad_refs: list[tuple[str, str]], generation: int) ->
 def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -> CompiledRoute:
     """Every rule and match of one HTTPRoute as IR routes (listener-independent)."""
     out = CompiledRoute()
-    source = ir.ObjectRef(kind="HTTPRoute", namespace=route.namespace, name=route.name)
+    meta = route.metadata
+    namespace, name = meta.namespace, meta.name
+    age = meta.creation_timestamp or "~"  # routes without a timestamp sort after dated ones
+    source = ir.ObjectRef(kind="HTTPRoute", namespace=namespace, name=name)
     bad_refs: list[tuple[str, str]] = []
     ref = route.ref
     for r_index, rule in enumerate(route.spec.rules):
@@ -323,15 +355,16 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                 mirrors=filters.mirrors,
             )
         for m_index, match in enumerate(rule.matches):
-            problems = _regex_problems(match, f"{at}.matches[{m_index}]")
-            if problems:
-                out.warnings.extend(f"{p}; this match is dropped" for p in problems)
-                continue
+            if _may_hold_regex(match):
+                problems = _regex_problems(match, f"{at}.matches[{m_index}]")
+                if problems:
+                    out.warnings.extend(f"{p}; this match is dropped" for p in problems)
+                    continue
             out.routes.append(
                 SortableRoute(
-                    key=_sort_key(route, match, r_index, m_index),
+                    key=_sort_key(match, age, namespace, name, r_index, m_index),
                     route=ir.Route(
-                        name=f"httproute/{route.namespace}/{route.name}/rule/{r_index}/match/{m_index}",
+                        name=f"httproute/{namespace}/{name}/rule/{r_index}/match/{m_index}",
                         match=_match(match),
                         action=action,
                         request_headers=filters.request_headers,
