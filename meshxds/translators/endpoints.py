@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from meshxds import ir
@@ -82,31 +82,25 @@ class EndpointIndex:
             found = self._labelled[memo_key] = self._compute(namespace, service, port_name, target_port)
         return found
 
-    def _slices_of(
-        self, namespace: str, service: str, port_name: str, target_port: int | None
-    ) -> Iterator[tuple[core.EndpointSlice, int]]:
-        """The Service's address slices that serve this port, with the port their endpoints listen on."""
-        for eps in self._slices.get((namespace, service), ()):
-            if eps.address_type == "FQDN":
-                continue
-            target = next((p.port for p in eps.ports if p.name == port_name and p.port), None)
-            if target is None and target_port is not None and not eps.ports:
-                target = target_port
-            if target is not None:
-                yield eps, target
-
-    def _lb_endpoint(self, address: str, port: int) -> ir.LbEndpoint:
-        found = self._lb.get((address, port))
-        if found is None:
-            found = self._lb[(address, port)] = ir.LbEndpoint(address=address, port=port)
-        return found
+    @staticmethod
+    def _target(eps: core.EndpointSlice, port_name: str, target_port: int | None) -> int | None:
+        """The port a slice's endpoints listen on for this Service port; ``None``: not served here."""
+        if eps.address_type == "FQDN":
+            return None
+        for p in eps.ports:
+            if p.name == port_name and p.port:
+                return p.port
+        return target_port if not eps.ports else None
 
     def _compute(
         self, namespace: str, service: str, port_name: str, target_port: int | None
     ) -> tuple[LabelledEndpoint, ...]:
         # Plain tuples while collecting: they hash and sort in C, dataclasses in Python.
         found: set[tuple[str, int, tuple[tuple[str, str], ...]]] = set()
-        for eps, target in self._slices_of(namespace, service, port_name, target_port):
+        for eps in self._slices.get((namespace, service), ()):
+            target = self._target(eps, port_name, target_port)
+            if target is None:
+                continue
             for ep in eps.endpoints:
                 if not ep.is_ready:
                     continue
@@ -123,19 +117,35 @@ class EndpointIndex:
             for address, port, labels in sorted(found)
         )
 
+    def _lb_endpoint(self, address: str, port: int) -> ir.LbEndpoint:
+        found = self._lb.get((address, port))
+        if found is None:
+            found = self._lb[(address, port)] = ir.LbEndpoint(address=address, port=port)
+        return found
+
     def _ready(
         self, namespace: str, service: str, port_name: str, target_port: int | None
     ) -> tuple[ir.LbEndpoint, ...]:
         """``_compute`` without Pod labels (no subset selects by them): each address once."""
-        found: set[tuple[str, int]] = set()
-        for eps, target in self._slices_of(namespace, service, port_name, target_port):
+        known = self._lb  # an address found there is an IP: no need to parse it again
+        found: dict[tuple[str, int], ir.LbEndpoint] = {}
+        for eps in self._slices.get((namespace, service), ()):
+            target = self._target(eps, port_name, target_port)
+            if target is None:
+                continue
             for ep in eps.endpoints:
-                if ep.is_ready:
-                    for address in ep.addresses:
-                        if is_ip(address):
-                            found.add((address, target))
-        # Tuples sort as LbEndpoint orders (address, then port).
-        return tuple([self._lb_endpoint(address, port) for address, port in sorted(found)])
+                if not ep.is_ready:
+                    continue
+                for address in ep.addresses:
+                    pair = (address, target)
+                    endpoint = known.get(pair)
+                    if endpoint is None:
+                        if not is_ip(address):
+                            continue
+                        endpoint = known[pair] = ir.LbEndpoint(address=address, port=target)
+                    found[pair] = endpoint
+        # Plain tuples sort in C, and as LbEndpoint orders (address, then port).
+        return tuple([found[pair] for pair in sorted(found)])
 
     def endpoints(self, key: ir.EndpointKey) -> tuple[ir.LbEndpoint, ...]:
         """What a cluster of ``key`` balances over: sorted, each address once."""
