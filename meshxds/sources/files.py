@@ -41,6 +41,7 @@ __all__ = ["DirectorySource", "manifest_files", "read_directory", "watch_directo
 log = logging.getLogger(__name__)
 
 _SUFFIXES = manifest_reader.SUFFIXES
+_CHILD_PARSES_BYTES = 512 * 1024
 _WATCH_STEP_MS = 10
 _YAML_POSITION = re.compile(r"at line (\d+) column (\d+)")
 
@@ -259,12 +260,18 @@ class DirectorySource:
         return loaded
 
     def _take(self, result: manifest_reader.Result) -> None:
-        """One file as the YAML reader process read it (the cache is empty: a first read)."""
+        """One file as the YAML reader process read it."""
         key, stamp, digest, status, payload = result
         if status == manifest_reader.GONE:
+            if key in self._files:
+                self._forget(key)
             return
         if status == manifest_reader.OS_ERROR:
             self._store(key, _unreadable(key, (0, 0, 0), b"", payload))
+            return
+        cached = self._files.get(key)
+        if cached is not None and cached.digest == digest:
+            self._files[key] = replace(cached, stamp=stamp)
             return
         self.parsed_files += 1
         if status == manifest_reader.NOT_UTF8:
@@ -384,6 +391,13 @@ class DirectorySource:
         if cached is not None and cached.digest == hashlib.sha256(data).digest():
             self._files[key] = replace(cached, stamp=_stamp(stat))
             return
+        if len(data) >= _CHILD_PARSES_BYTES:
+            # ryaml holds the GIL for the whole file (~60 ms a MB): a big one is parsed in a
+            # child, so the event loop (this runs in its worker thread) never waits that long.
+            results = list(manifest_reader.Prefetch.start([key]).results())
+            if results and results[0][3] != manifest_reader.PARSE_HERE:
+                self._take(results[0])
+                return
         self.parsed_files += 1
         self._store(key, _parse_file(key, _stamp(stat), data))
 

@@ -544,3 +544,50 @@ def test_a_prefetch_started_before_the_read_is_what_the_first_read_takes(tmp_pat
     assert child.returncode is not None  # waited for, not left behind
     assert manifest_reader.prefetch(str(tmp_path / "absent")) is None
     assert manifest_reader.prefetch(str(tmp_path)) is None  # 44 files: not worth a child
+
+
+def test_a_big_file_is_parsed_in_the_reader_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshxds.sources import manifest_reader
+
+    big = "---\n".join(service_yaml(f"s{i}", port=80 + i % 100) for i in range(5000))
+    assert len(big) > 512 * 1024
+    write(tmp_path / "big.yaml", big)
+    write(tmp_path / "small.yaml", service_yaml("small"))
+    expected = _outcome(DirectorySource(tmp_path, worker_min_files=10**9))
+    started: list[list[str]] = []
+    real_start = manifest_reader.Prefetch.start
+    monkeypatch.setattr(
+        manifest_reader.Prefetch,
+        "start",
+        classmethod(lambda cls, paths: started.append(paths) or real_start(paths)),
+    )
+    source = DirectorySource(tmp_path, worker_min_files=10**9)
+    assert _outcome(source) == expected
+    assert started == [[str(tmp_path / "big.yaml")]]  # the small file is parsed here
+    # An edit of the big file goes to the reader process again; the same bytes are not parsed.
+    write(tmp_path / "big.yaml", big.replace("name: s0\n", "name: renamed\n", 1))
+    assert "renamed" in service_names(source.read([str(tmp_path / "big.yaml")]))
+    write(tmp_path / "big.yaml", big.replace("name: s0\n", "name: renamed\n", 1))
+    source.read([str(tmp_path / "big.yaml")])
+    assert len(started) == 2
+
+
+async def test_reading_a_big_file_never_stalls_the_event_loop(tmp_path: Path) -> None:
+    """The reading runs in a worker thread; YAML parsing, which holds the GIL for a whole file,
+    runs in the reader process: the loop keeps ticking (issue 10: /healthz during a reload)."""
+    write(tmp_path / "big.yaml", "---\n".join(service_yaml(f"s{i}") for i in range(20000)))
+    source = DirectorySource(tmp_path, worker_min_files=10**9)
+    gaps: list[float] = []
+    reading = asyncio.ensure_future(asyncio.to_thread(source.read))
+    last = asyncio.get_running_loop().time()
+    for _ in range(5000):  # bounded: at 5 ms a tick, 25 s at most
+        if reading.done():
+            break
+        await asyncio.sleep(0.005)
+        now = asyncio.get_running_loop().time()
+        gaps.append(now - last)
+        last = now
+    resources = await asyncio.wait_for(reading, WAIT_S * 6)
+    assert len(resources.all(core.Service)) == 20000
+    assert len(gaps) >= 10, "the read was too quick to tell"
+    assert max(gaps) < 0.2, f"the loop stalled {max(gaps):.3f} s"
