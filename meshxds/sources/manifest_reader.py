@@ -60,9 +60,14 @@ OS_ERROR = 4
 """payload: the ``OSError``'s text."""
 PARSE_HERE = 5
 """The bodies hold something ``marshal`` cannot carry: the parent parses the file itself."""
+_PART = 6
+"""payload: the first documents of a big file; the rest follow (``results`` joins them)."""
 
 Result = tuple[str, tuple[int, int, int], bytes, int, Any]
 _BATCH = 128
+# Documents per frame: a frame is unmarshalled in one call holding the GIL, and a 20,000-document
+# file in one frame holds it ~0.1 s.
+_PART_DOCS = 500
 _HEADER = struct.Struct(">I")
 
 
@@ -122,9 +127,17 @@ class Prefetch:
         if child is None:
             return
         assert child.stdout is not None
+        parts: dict[str, list[Any]] = {}
         try:
             for batch in _frames(child.stdout):
-                yield from batch
+                for result in batch:
+                    path, stamp, digest, status, payload = result
+                    if status == _PART:
+                        parts.setdefault(path, []).extend(payload)
+                    elif path in parts:
+                        yield (path, stamp, digest, status, [*parts.pop(path), *payload])
+                    else:
+                        yield result
         except (OSError, ValueError, EOFError, TypeError) as exc:
             log.warning("the YAML reader process failed (%s); reading the rest in this one", exc)
         finally:
@@ -203,11 +216,33 @@ def _frames(stream: IO[bytes]) -> Iterator[list[Result]]:
         yield results
 
 
+def _split(result: Result) -> list[Result]:
+    """A big file's documents as parts of at most ``_PART_DOCS``, the last one ``BODIES``."""
+    path, stamp, digest, status, bodies = result
+    if status != BODIES or len(bodies) <= _PART_DOCS:
+        return [result]
+    cuts = range(0, len(bodies), _PART_DOCS)
+    return [
+        (path, stamp, digest, BODIES if i + _PART_DOCS >= len(bodies) else _PART, bodies[i : i + _PART_DOCS])
+        for i in cuts
+    ]
+
+
 def main() -> None:
     paths = [os.fsdecode(p) for p in sys.stdin.buffer.read().split(b"\0") if p]
     out = sys.stdout.buffer
-    for start in range(0, len(paths), _BATCH):
-        out.write(_frame([_load(p) for p in paths[start : start + _BATCH]]))
+    batch: list[Result] = []
+    documents = 0
+    for path in paths:
+        for result in _split(_load(path)):
+            batch.append(result)
+            documents += len(result[4]) if result[3] in (BODIES, _PART) else 1
+            if len(batch) >= _BATCH or documents >= _PART_DOCS:
+                out.write(_frame(batch))
+                out.flush()
+                batch, documents = [], 0
+    if batch:
+        out.write(_frame(batch))
         out.flush()
 
 

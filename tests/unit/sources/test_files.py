@@ -576,9 +576,16 @@ async def test_reading_a_big_file_never_stalls_the_event_loop(tmp_path: Path) ->
     """The reading runs in a worker thread; YAML parsing, which holds the GIL for a whole file,
     runs in the reader process: the loop keeps ticking (issue 10: /healthz during a reload)."""
     write(tmp_path / "big.yaml", "---\n".join(service_yaml(f"s{i}") for i in range(20000)))
+    from meshxds.memory import building
+
     source = DirectorySource(tmp_path, worker_min_files=10**9)
+
+    def read() -> ResourceSet:
+        with building():  # as watch_directory reads: no cyclic GC pass (a pause of its own)
+            return source.read()
+
     gaps: list[float] = []
-    reading = asyncio.ensure_future(asyncio.to_thread(source.read))
+    reading = asyncio.ensure_future(asyncio.to_thread(read))
     last = asyncio.get_running_loop().time()
     for _ in range(5000):  # bounded: at 5 ms a tick, 25 s at most
         if reading.done():
@@ -590,4 +597,4 @@ async def test_reading_a_big_file_never_stalls_the_event_loop(tmp_path: Path) ->
     resources = await asyncio.wait_for(reading, WAIT_S * 6)
     assert len(resources.all(core.Service)) == 20000
     assert len(gaps) >= 10, "the read was too quick to tell"
-    assert max(gaps) < 0.2, f"the loop stalled {max(gaps):.3f} s"
+    assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
