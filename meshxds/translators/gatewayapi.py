@@ -8,6 +8,7 @@ one ``ProxyConfig`` per Gateway and the status of every object read. Pure: no I/
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -474,8 +475,8 @@ def _more_specific(candidate: str | None, than: str | None) -> bool:
     return ("*" not in candidate and "*" in than) or len(candidate) > len(than)
 
 
-def _route_key(sortable: httproutes.SortableRoute) -> tuple[object, ...]:
-    return sortable.key
+_ROUTE_KEY = operator.attrgetter("key")
+"""A ``SortableRoute``'s precedence key (attrgetter: called in C when sorting)."""
 
 
 def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) -> HttpServer:
@@ -493,21 +494,47 @@ def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) 
         for hostname in hostnames:
             if claimed and claimed.covers(hostname):
                 continue
-            hosts.setdefault(hostname, {}).setdefault(id(sortable), sortable)
+            bucket = hosts.get(hostname)
+            if bucket is None:
+                hosts[hostname] = {id(sortable): sortable}
+            else:
+                bucket.setdefault(id(sortable), sortable)
     # Envoy serves a request from ONE virtual host, the most specific; the spec ranks the rules
     # of every route whose hostnames match. So a host's table also holds the rules of routes
     # attached by a wildcard (or no hostname) that covers it. Match precedence first (a longer
     # prefix on *.com beats "/" on example.com), then the more specific hostname, then age.
     # Sources covering a host are found by probing its few covering patterns, in host order.
-    order = {source: i for i, source in enumerate(hosts)}
     by_pattern: dict[str, list[str]] = defaultdict(list)
     for source in hosts:
         by_pattern[source.lower()].append(source)
+    merged: dict[str, list[httproutes.SortableRoute]]
+    if len(by_pattern) == len(hosts) and not any(pattern.startswith("*") for pattern in by_pattern):
+        # No source covers another (no wildcard, no two spellings of one name): each host's
+        # own routes, ranked by their keys alone. The common case, and linear.
+        merged = {hostname: sorted(bucket.values(), key=_ROUTE_KEY) for hostname, bucket in hosts.items()}
+    else:
+        merged = _merge_covered(hosts, by_pattern)
+    port = ctx.spec.port
+    if any(isinstance(s.route.action, ir.Redirect) for _, s in ctx.routes):
+        routes = tuple(
+            (hostname, tuple(_redirect_port(s.route, hostname, port) for s in bucket))
+            for hostname, bucket in merged.items()
+        )
+    else:
+        routes = tuple((hostname, tuple([s.route for s in bucket])) for hostname, bucket in merged.items())
+    return HttpServer(hostnames=(ctx.spec.hostname or "*",), routes=routes, tls=ctx.tls)
+
+
+def _merge_covered(
+    hosts: dict[str, dict[int, httproutes.SortableRoute]], by_pattern: dict[str, list[str]]
+) -> dict[str, list[httproutes.SortableRoute]]:
+    """Each host's table: its own routes and those of the sources covering it, ranked."""
+    order = {source: i for i, source in enumerate(hosts)}
     merged: dict[str, list[httproutes.SortableRoute]] = {}
     for hostname in hosts:
         covering = {hostname, *(s for p in covering_patterns(hostname) for s in by_pattern.get(p, ()))}
-        if len(covering) == 1:  # the common case: one specificity, so the route keys alone rank
-            merged[hostname] = sorted(hosts[hostname].values(), key=_route_key)
+        if len(covering) == 1:  # one specificity, so the route keys alone rank
+            merged[hostname] = sorted(hosts[hostname].values(), key=_ROUTE_KEY)
             continue
         ranked: list[tuple[tuple[object, ...], httproutes.SortableRoute]] = []
         seen: set[int] = set()
@@ -518,14 +545,7 @@ def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) 
                     seen.add(key)
                     ranked.append((sortable.key[:5] + specificity + sortable.key[5:], sortable))
         merged[hostname] = [s for _, s in sorted(ranked, key=lambda item: item[0])]
-    return HttpServer(
-        hostnames=(ctx.spec.hostname or "*",),
-        routes=tuple(
-            (hostname, tuple(_redirect_port(s.route, hostname, ctx.spec.port) for s in bucket))
-            for hostname, bucket in merged.items()
-        ),
-        tls=ctx.tls,
-    )
+    return merged
 
 
 def _tcp_servers(run: _Run, ctx: _ListenerContext) -> list[TcpServer]:
