@@ -262,6 +262,7 @@ class SnapshotBuilder:
         nxt = SnapshotBuilder(
             replace(self.translation, resources=resources), previous=self, endpoints=endpoints
         )
+        nxt.memo = self.memo.carried()
         # nxt is not published yet: no other thread reaches its dicts.
         for identity, built in nxt._previous.items():
             config = _with_endpoints(built.config, endpoints, services)

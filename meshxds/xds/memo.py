@@ -42,6 +42,15 @@ class ResourceMemo:
         self.builds = 0
         """Resources serialized by this memo (the rest were found): for tests and benchmarks."""
 
+    def carried(self) -> ResourceMemo:
+        """A memo for the next generation holding this one's entries (and what this one read
+        through to) as its own: the endpoint fast path reuses every resource but a few load
+        assignments without asking a memo, and the translation after it must still find them."""
+        memo = ResourceMemo()
+        memo._built = {**self._previous, **self._built}
+        memo._by_id = {**self._previous_by_id, **self._by_id}
+        return memo
+
     def _get(
         self,
         type_url: str,

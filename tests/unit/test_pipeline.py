@@ -134,6 +134,29 @@ def test_a_route_edit_translates_and_keeps_untouched_identities_snapshots() -> N
     assert after_a.get(TYPE_ENDPOINT)[CLUSTER_A] is snap_a.get(TYPE_ENDPOINT)[CLUSTER_A]
 
 
+def test_a_route_edit_after_an_endpoint_edit_builds_only_what_the_route_changed() -> None:
+    """The endpoint fast path's memo carries every resource it reused, so the translation after
+    it finds them: nothing of gateway b is built again, and b keeps its very snapshot."""
+    pipeline = Pipeline(options=TranslateOptions())
+    docs = mesh()
+    before = resource_set(docs)
+    pipeline.update(before, [GW_A, GW_B])
+    moved = copy.deepcopy(docs)
+    slice_of(moved, "svc-a")["endpoints"][0]["addresses"] = ["127.0.0.9"]
+    after_endpoints = resource_set(moved, before)
+    fast = pipeline.update(after_endpoints, [GW_A, GW_B])
+    assert pipeline.last_path == "endpoints"
+    snap_a, snap_b = fast(GW_A), fast(GW_B)
+    edited = copy.deepcopy(moved)
+    route = next(d for d in edited if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == "svc-a")
+    route["spec"]["hostnames"] = ["a2.example.com"]
+    new = pipeline.update(resource_set(edited, after_endpoints), [GW_A, GW_B])
+    assert pipeline.last_path == "translated"
+    assert new(GW_B) is snap_b
+    assert new.memo.builds == 2  # a's route table and the listener holding it, as without the fast path
+    assert new(GW_A).get(TYPE_ENDPOINT)[CLUSTER_A] is snap_a.get(TYPE_ENDPOINT)[CLUSTER_A]
+
+
 def test_changes_between_sees_added_removed_and_modified_objects() -> None:
     docs = mesh()
     before = resource_set(docs)
