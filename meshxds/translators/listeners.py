@@ -64,11 +64,20 @@ class RouteBucket:
 
     def __init__(self) -> None:
         self.routes: list[ir.Route] = []
-        self._by_name: dict[str, list[ir.Route]] = {}
+        self._by_name: dict[str, list[ir.Route]] | None = None
+        """Built when a second batch arrives: most buckets get one batch of distinct names."""
 
-    def extend(self, routes: Iterable[ir.Route]) -> None:
+    def extend(self, routes: Sequence[ir.Route]) -> None:
+        if not self.routes and len({route.name for route in routes}) == len(routes):
+            self.routes = list(routes)  # distinct names, so no two routes are equal
+            return
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = {}
+            for route in self.routes:
+                by_name.setdefault(route.name, []).append(route)
         for route in routes:
-            same = self._by_name.setdefault(route.name, [])
+            same = by_name.setdefault(route.name, [])
             if route not in same:
                 same.append(route)
                 self.routes.append(route)
@@ -96,6 +105,9 @@ def virtual_hosts(
     """One virtual host per hostname (catch-all ``*`` last) plus a 421 host for each of
     ``misdirected`` this table does not serve itself."""
     redirect = set(require_tls)
+    order = sorted(h for h in hosts if h != "*")
+    if "*" in hosts:
+        order.append("*")
     out = [
         ir.VirtualHost(
             name=names.virtual_host_name(h, port),
@@ -103,7 +115,7 @@ def virtual_hosts(
             routes=tuple(hosts[h]),
             require_tls=h in redirect,
         )
-        for h in sorted(hosts, key=lambda h: (h == "*", h))
+        for h in order
     ]
     for hostname in sorted(set(misdirected) - set(hosts) - {"*"}):
         out.append(
@@ -131,8 +143,12 @@ def _chains(servers: Sequence[HttpServer]) -> list[_Chain]:
     for server in servers:
         chain = chains.setdefault(server.tls, _Chain(tls=server.tls))
         chain.hostnames.update(dict.fromkeys(server.hostnames))
+        hosts = chain.hosts
         for hostname, routes in server.routes:
-            chain.hosts.setdefault(hostname, RouteBucket()).extend(routes)
+            bucket = hosts.get(hostname)
+            if bucket is None:
+                bucket = hosts[hostname] = RouteBucket()
+            bucket.extend(routes)
             if server.require_tls:
                 chain.require_tls.add(hostname)
     return list(chains.values())
