@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from meshxds.metrics import Metrics
 from meshxds.xds.auth import is_loopback
-from meshxds.xds.status import ConnectionRegistry
+from meshxds.xds.registry import ConnectionRegistry
 
 __all__ = ["AdminServer", "AdminState"]
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from meshxds.xds.status import Ack, Connection, Nack, Send
+from meshxds.xds.registry import Connection
+from meshxds.xds.stream import Ack, Nack, Send
 
 __all__ = ["Metrics"]
 

@@ -31,9 +31,9 @@ from meshxds.sources.files import DirectorySource, watch_directory
 from meshxds.translators.gatewayapi import TranslateOptions
 from meshxds.xds.auth import XdsSecurity, XdsTransport, is_loopback
 from meshxds.xds.cache import SnapshotCache
+from meshxds.xds.registry import ConnectionRegistry
 from meshxds.xds.render import snapshot_to_json
 from meshxds.xds.server import XdsServer
-from meshxds.xds.status import ConnectionRegistry
 
 if TYPE_CHECKING:
     from meshxds.sources.kube import KubeOptions, KubeSource

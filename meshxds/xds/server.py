@@ -49,18 +49,8 @@ from meshxds.xds.cache import (
     Snapshot,
     SnapshotCache,
 )
-from meshxds.xds.status import (
-    Ack,
-    Action,
-    Connection,
-    ConnectionRegistry,
-    Nack,
-    Send,
-    Stale,
-    StreamObserver,
-    XdsProtocolError,
-    XdsStream,
-)
+from meshxds.xds.registry import Connection, ConnectionRegistry, StreamObserver
+from meshxds.xds.stream import Ack, Action, Nack, Send, Stale, XdsProtocolError, XdsStream
 from meshxds.xds.stream_delta import DeltaAdsStream
 from meshxds.xds.stream_sotw import AdsStream
 

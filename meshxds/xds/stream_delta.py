@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshxds.xds.cache import CachedResource, Selection, Snapshot, delta_response, version_of
-from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream, intern_names, truncate
+from meshxds.xds.stream import Action, Send, Stale, TypeState, XdsStream, intern_names, truncate
 
 __all__ = ["DeltaAdsStream", "DeltaTypeState"]
 

@@ -32,7 +32,7 @@ from meshxds.xds.cache import (
     Snapshot,
     sotw_response,
 )
-from meshxds.xds.status import Action, Send, Stale, TypeState, XdsStream, intern_names, truncate
+from meshxds.xds.stream import Action, Send, Stale, TypeState, XdsStream, intern_names, truncate
 
 __all__ = ["AdsStream", "SotwTypeState"]
 

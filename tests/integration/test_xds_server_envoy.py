@@ -34,8 +34,8 @@ from meshxds.xds.cache import (
     Snapshot,
     SnapshotCache,
 )
+from meshxds.xds.registry import ConnectionRegistry
 from meshxds.xds.server import XdsServer
-from meshxds.xds.status import ConnectionRegistry
 
 T = TypeVar("T")
 TIMEOUT = 15.0

@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from xds_protos import cluster_name, mesh_snapshot, node
 
 from meshxds.xds.cache import PUSH_ORDER, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot
-from meshxds.xds.status import Ack, Action, Nack, Send, Stale, XdsStream
+from meshxds.xds.stream import Ack, Action, Nack, Send, Stale, XdsStream
 from meshxds.xds.stream_delta import DeltaAdsStream, DeltaTypeState
 from meshxds.xds.stream_sotw import AdsStream, SotwTypeState
 

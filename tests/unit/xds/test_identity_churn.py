@@ -26,8 +26,8 @@ from meshxds.identity import ProxyIdentity
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
 from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot, SnapshotCache
+from meshxds.xds.registry import ConnectionRegistry
 from meshxds.xds.server import XdsServer
-from meshxds.xds.status import ConnectionRegistry
 
 TIMEOUT = 10.0
 WATCHED = (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE)

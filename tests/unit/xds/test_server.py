@@ -28,8 +28,9 @@ from xds_protos import cluster_name, mesh_snapshot, node
 from meshxds.identity import ProxyIdentity
 from meshxds.metrics import Metrics
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot, SnapshotCache
+from meshxds.xds.registry import ConnectionRegistry
 from meshxds.xds.server import XdsServer
-from meshxds.xds.status import NACK_LOG_BURST, NACK_LOG_INTERVAL, NACK_MESSAGE_LIMIT, ConnectionRegistry
+from meshxds.xds.stream import NACK_LOG_BURST, NACK_LOG_INTERVAL, NACK_MESSAGE_LIMIT
 
 WEB, API, DB = cluster_name("web"), cluster_name("api"), cluster_name("db")
 READ_TIMEOUT = 5.0

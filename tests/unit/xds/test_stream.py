@@ -12,14 +12,13 @@ from xds_protos import cluster_name, mesh_snapshot, node
 
 from meshxds.identity import ProxyIdentity
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET, Snapshot
-from meshxds.xds.status import (
+from meshxds.xds.registry import Connection, ConnectionRegistry
+from meshxds.xds.stream import (
     NACK_LOG_BURST,
     NACK_MESSAGE_LIMIT,
     TYPES_PER_STREAM,
     Ack,
     Action,
-    Connection,
-    ConnectionRegistry,
     LogBudget,
     Nack,
     Send,
