@@ -19,22 +19,39 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import threading
 from collections.abc import Callable, Iterator
 
 __all__ = ["building", "trim"]
 
 
+_lock = threading.Lock()
+_builds = 0
+_reenable = False
+
+
 @contextlib.contextmanager
 def building() -> Iterator[None]:
-    """Pause the cyclic collector for a build; freeze what it left alive."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    """Pause the cyclic collector for a build; freeze what it left alive.
+
+    Builds overlap (a read, a translation and a snapshot build in three worker threads): the
+    collector comes back when the last one ends, not when the first does, or the others would
+    run with it on and a full pass would hold the GIL (and the event loop) for a quarter second.
+    """
+    global _builds, _reenable
+    with _lock:
+        if _builds == 0:
+            _reenable = gc.isenabled()
+            gc.disable()
+        _builds += 1
     try:
         yield
     finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
+        with _lock:
+            _builds -= 1
+            gc.freeze()
+            if _builds == 0 and _reenable:
+                gc.enable()
 
 
 @functools.cache

@@ -762,7 +762,8 @@ class SnapshotCache:
 
     def _build_with(self, builder: Builder, identity: ProxyIdentity, generation: int) -> Snapshot | None:
         try:
-            snapshot = builder(identity)
+            with memory.building():  # a snapshot is a big build too (see meshxds.memory)
+                snapshot = builder(identity)
             snapshot.check_consistent()
         except Exception:
             log.exception(
