@@ -14,7 +14,7 @@ keeps being served; on recovery the watches resume from their resourceVersions (
 Objects are validated one by one (:mod:`meshxds.sources.kube_store` explains why an invalid one
 is skipped rather than rejecting the read). Status is written by
 :class:`~meshxds.sources.kube_status.StatusWriter`, by the leader only when
-:class:`~meshxds.leader.LeaderElector` is on.
+:class:`~meshxds.sources.leader.LeaderElector` is on.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from kubernetes.config import list_kube_config_contexts
 from kubernetes.config.config_exception import ConfigException
 
 from meshxds.errors import ManifestErrors
-from meshxds.leader import LeaderElector, LeaseSettings, default_identity
+from meshxds.sources.leader import LeaderElector, LeaseSettings, default_identity
 from meshxds.model.base import Resource
 from meshxds.model.manifests import KINDS, ResourceSet
 from meshxds.sources.kube_api import ApiResource, Forbidden, KubeApi, NotFound, connect

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meshxds.leader import LeaderElector, LeaseSettings
+from meshxds.sources.leader import LeaderElector, LeaseSettings
 from meshxds.sources.kube_api import KubeApi, connect
 from meshxds.testing.fake_apiserver import FakeApiServer
 
