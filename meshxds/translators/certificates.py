@@ -11,7 +11,8 @@ import base64
 import binascii
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from meshxds import ir, names
 from meshxds.model import core, gatewayapi
@@ -34,16 +35,42 @@ def secret_value(secret: core.Secret, key: str) -> bytes | None:
         return None
 
 
+# What Envoy (BoringSSL) serves, measured with ``envoy --mode validate`` (1.40): RSA keys of 2048
+# bits or more, ECDSA on these curves, Ed25519. Anything else fails the whole listener.
+_RSA_MIN_BITS = 2048
+_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+
+
 def certificate_problem(chain: bytes, key: bytes) -> str | None:
-    """Why Envoy would reject this pair, or ``None``: both must parse as PEM."""
+    """Why Envoy would reject this pair, or ``None``: both must parse as PEM, the key must be one
+    Envoy serves, and it must be the first (leaf) certificate's key."""
     try:
-        x509.load_pem_x509_certificates(chain)
+        certificates = x509.load_pem_x509_certificates(chain)
     except ValueError as exc:
         return f"tls.crt is not a PEM certificate ({exc})"
     try:
-        load_pem_private_key(key, password=None)
+        private = load_pem_private_key(key, password=None)
     except (ValueError, TypeError) as exc:
         return f"tls.key is not an unencrypted PEM private key ({exc})"
+    except Exception as exc:  # an algorithm cryptography cannot load (UnsupportedAlgorithm)
+        return f"tls.key is a key Envoy cannot serve ({exc})"
+    if isinstance(private, rsa.RSAPrivateKey):
+        if private.key_size < _RSA_MIN_BITS:
+            return f"tls.key is a {private.key_size}-bit RSA key; Envoy needs {_RSA_MIN_BITS} bits or more"
+    elif isinstance(private, ec.EllipticCurvePrivateKey):
+        if private.curve.name not in _CURVES:
+            curve = private.curve.name
+            return f"tls.key is an ECDSA key on {curve}; Envoy serves P-256, P-384 and P-521 only"
+    elif not isinstance(private, ed25519.Ed25519PrivateKey):
+        kind = type(private).__name__.removeprefix("_")
+        return f"tls.key is a {kind} key; Envoy serves RSA, ECDSA and Ed25519"
+    try:
+        leaf_key = certificates[0].public_key()
+    except ValueError as exc:  # a certificate whose key cryptography cannot read
+        return f"tls.crt's first certificate has an unreadable key ({exc})"
+    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if leaf_key.public_bytes(*spki) != private.public_key().public_bytes(*spki):
+        return "tls.key does not match tls.crt (the private key is not the first certificate's)"
     return None
 
 
