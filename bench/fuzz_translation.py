@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--known",
         default="",
-        help="comma-separated Known flags to turn on (host_header, header_newline, mismatched_key, "
-        "small_rsa_key, or all)",
+        help="comma-separated Known flags to turn on (host_header, header_newline, percent_in_header_value, "
+        "empty_regex, invalid_cors_regex, or all)",
     )
     parser.add_argument("--out", type=Path, help="write each failing configuration here as YAML")
     args = parser.parse_args(argv)

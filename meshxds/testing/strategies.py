@@ -74,10 +74,6 @@ class Known:
     """A header modifier that sets/adds ``host`` (tests/fuzz/findings/header-modifier-host.yaml)."""
     header_newline: bool = False
     """A header value with a newline (tests/fuzz/findings/header-value-newline.yaml)."""
-    mismatched_key: bool = False
-    """A TLS Secret whose key is not its certificate's (tests/fuzz/findings/tls-key-mismatch.yaml)."""
-    small_rsa_key: bool = False
-    """A certificate with an RSA key < 2048 bits (tests/fuzz/findings/tls-rsa-1024.yaml)."""
     percent_in_header_value: bool = False
     """A header value with ``%``, which Envoy reads as a command operator unless escaped as ``%%``
     (tests/fuzz/findings/header-value-percent.yaml, istio-header-value-percent.yaml)."""
@@ -85,13 +81,16 @@ class Known:
     """An empty regex: a Gateway API RegularExpression path, an Istio ``{regex: ""}``
     (tests/fuzz/findings/path-regex-empty.yaml, istio-regex-empty.yaml, istio-cors-regex-empty.yaml)."""
 
+    invalid_cors_regex: bool = False
+    """An Istio ``corsPolicy.allowOrigins`` regex RE2 rejects: not checked, unlike match regexes
+    (tests/fuzz/findings/istio-cors-regex-invalid.yaml)."""
+
     @classmethod
     def all(cls) -> Known:
         return cls(
+            invalid_cors_regex=True,
             host_header=True,
             header_newline=True,
-            mismatched_key=True,
-            small_rsa_key=True,
             percent_in_header_value=True,
             empty_regex=True,
         )
@@ -292,6 +291,16 @@ def _istio_duration() -> st.SearchStrategy[str]:
     )
 
 
+def _re2_compiles(pattern: str) -> bool:
+    import re2  # google-re2, what Envoy uses
+
+    try:
+        re2.compile(pattern)
+    except re2.error:
+        return False
+    return True
+
+
 def _ipv4() -> st.SearchStrategy[str]:
     return st.tuples(st.integers(1, 223), st.integers(0, 255), st.integers(0, 255), st.integers(1, 254)).map(
         lambda t: ".".join(map(str, t))
@@ -404,12 +413,9 @@ def _service(draw: Draw) -> list[Doc]:
 
 
 def _secret_pair(draw: Draw, known: Known) -> str:
-    pairs = ["ec", "rsa"]
-    if known.mismatched_key:
-        pairs.append("mismatched")  # finding tls-key-mismatch
-    if known.small_rsa_key:
-        pairs.append("small-rsa")  # finding tls-rsa-1024
-    return str(draw(st.sampled_from(pairs)))
+    # A key that is not the certificate's and RSA 1024 were findings (fixed in 612251c): meshxds
+    # must refuse them with a condition, so they stay in the mix.
+    return str(draw(st.sampled_from(("ec", "ec", "rsa", "mismatched", "small-rsa"))))
 
 
 CERT_NAMES = ("cert-a", "cert-b")
@@ -1007,9 +1013,14 @@ def _istio_http_route(draw: Draw, world: _World) -> Doc:
     if draw(st.integers(0, 3)) == 0:
         cors: Doc = {}
         if draw(st.booleans()):
-            cors["allowOrigins"] = [
-                _string_match(draw, known, value=st.sampled_from(("https://a.example.com", "*", "http://x")))
-            ]
+            origin = _string_match(
+                draw, known, value=st.sampled_from(("https://a.example.com", "*", "http://x"))
+            )
+            if "regex" in origin and not known.invalid_cors_regex and not _re2_compiles(origin["regex"]):
+                # Finding istio-cors-regex-invalid: CORS origin regexes are not checked with RE2
+                # (lift when fixed).
+                origin = {"regex": "https://.*\\.example\\.com"}
+            cors["allowOrigins"] = [origin]
         if draw(st.booleans()):
             cors["allowMethods"] = draw(
                 st.lists(

@@ -15,17 +15,20 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from meshxds.testing.strategies import Verdict, check, manifests
 
 FINDINGS = Path(__file__).parent / "findings"
 
+# No shrinking: with an Envoy run per identity it takes minutes; a failure is printed as drawn
+# (minimise it by hand into tests/fuzz/findings/).
 CI = settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,
+    phases=(Phase.explicit, Phase.generate),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
