@@ -17,6 +17,7 @@ Every decision records the field that made it, so ``meshxds validate`` can expla
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -129,6 +130,19 @@ def decide_port_protocol(
     ``field_prefix`` is the path of the port object (``spec.ports[0]``) used in explanations;
     ``server_protocol`` is an Istio gateway server's explicit ``port.protocol``.
     """
+    return _decide(port_name, app_protocol, transport, field_prefix, server_protocol)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decide(
+    port_name: str | None,
+    app_protocol: str | None,
+    transport: str | None,
+    field_prefix: str,
+    server_protocol: str | None,
+) -> ProtocolDecision:
+    # Memoized: the (immutable) answer depends on these few strings only, and 10,000 Services
+    # name their ports with a handful of them.
     at = f"{field_prefix}." if field_prefix else ""
     if (transport or "TCP").upper() == "UDP":
         return ProtocolDecision(protocol=Protocol.UDP, source_field=f"{at}protocol", detail="the port is UDP")
