@@ -369,18 +369,21 @@ def _process_routes(run: _Run) -> None:
                 run.warnings.extend(compiled.warnings)
             accepted = _attach(run, route, ref, gw_key, compiled)
             resolved = compiled.resolved_refs
+            parent_ref: dict[str, Any] = {
+                "group": ref.group,
+                "kind": ref.kind,
+                "namespace": gw_key[0],
+                "name": ref.name,
+            }
+            if ref.section_name:
+                parent_ref["sectionName"] = ref.section_name
+            if ref.port:
+                parent_ref["port"] = ref.port
             parents.append(
                 {
-                    "parentRef": {
-                        "group": ref.group,
-                        "kind": ref.kind,
-                        "namespace": gw_key[0],
-                        "name": ref.name,
-                        **({"sectionName": ref.section_name} if ref.section_name else {}),
-                        **({"port": ref.port} if ref.port else {}),
-                    },
+                    "parentRef": parent_ref,
                     "controllerName": run.options.controller_name,
-                    "conditions": [c.as_dict() for c in merge_conditions([accepted, resolved])],
+                    "conditions": [c.as_dict() for c in merge_conditions((accepted, resolved))],
                 }
             )
         if parents:
@@ -428,18 +431,19 @@ def _attach(
             "Accepted", False, "NotAllowedByListeners", "no listener admits this route", generation=generation
         )
     attached = False
+    route_hostnames = _route_hostnames(route)
     for ctx in allowed:
-        hostnames = intersect_hostnames(ctx.spec.hostname, _route_hostnames(route))
+        hostnames = tuple(intersect_hostnames(ctx.spec.hostname, route_hostnames))
         if not hostnames:
             continue
         attached = True
         ctx.attached += 1
-        for sortable in compiled.routes:
-            ctx.routes.append((tuple(hostnames), sortable))
+        ctx.routes.extend([(hostnames, sortable) for sortable in compiled.routes])
         if compiled.tcp_backends:
-            ctx.tcp_routes.append((tuple(hostnames), compiled.tcp_backends))
+            ctx.tcp_routes.append((hostnames, compiled.tcp_backends))
+        clusters = run.clusters[gw_key]
         for cluster in compiled.clusters:
-            run.clusters[gw_key].setdefault(cluster.name, cluster)
+            clusters.setdefault(cluster.name, cluster)
     if not attached:
         return condition(
             "Accepted",

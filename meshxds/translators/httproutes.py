@@ -242,15 +242,21 @@ def _resolve(
     if resolved.warnings:
         out.warnings.extend(resolved.warnings)
     cluster = resolved.cluster
-    if cluster is not None and not _has_cluster(out.clusters, cluster):
-        out.clusters.append(cluster)
+    if cluster is not None:
+        _add_cluster(out.clusters, cluster)
     return resolved
 
 
-def _has_cluster(clusters: list[ir.Cluster], cluster: ir.Cluster) -> bool:
+def _add_cluster(clusters: list[ir.Cluster], cluster: ir.Cluster) -> None:
     # Clusters are memoized per run, so identity almost always decides; names spare the full
     # comparison of two different clusters (a dataclass ``==`` compares every field).
-    return any(known is cluster or (known.name == cluster.name and known == cluster) for known in clusters)
+    for known in clusters:
+        if known is cluster:
+            return
+    for known in clusters:
+        if known.name == cluster.name and known == cluster:
+            return
+    clusters.append(cluster)
 
 
 def forward_action(
