@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from meshxds.model.base import KubeModel, Resource
+
+# The CRDs' HTTPHeaderName / HTTPQueryParamName: an RFC 7230 token, so never ``:authority``-style
+# pseudo-headers (which Envoy refuses to match or modify); the API server refuses the rest.
+HeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")]
 
 __all__ = [
     "GROUP",
@@ -134,13 +138,13 @@ class HTTPPathMatch(KubeModel):
 
 class HTTPHeaderMatch(KubeModel):
     type: Literal["Exact", "RegularExpression"] = "Exact"
-    name: str = Field(min_length=1)
-    value: str
+    name: HeaderName
+    value: str = Field(min_length=1, max_length=4096)
 
 
 class HTTPQueryParamMatch(KubeModel):
     type: Literal["Exact", "RegularExpression"] = "Exact"
-    name: str = Field(min_length=1)
+    name: HeaderName
     value: str
 
 
@@ -154,14 +158,14 @@ class HTTPRouteMatch(KubeModel):
 
 
 class HTTPHeader(KubeModel):
-    name: str = Field(min_length=1)
-    value: str
+    name: HeaderName
+    value: str = Field(min_length=1, max_length=4096)
 
 
 class HTTPHeaderFilter(KubeModel):
     set: list[HTTPHeader] = Field(default_factory=list)
     add: list[HTTPHeader] = Field(default_factory=list)
-    remove: list[str] = Field(default_factory=list)
+    remove: list[HeaderName] = Field(default_factory=list)
 
 
 class HTTPPathModifier(KubeModel):

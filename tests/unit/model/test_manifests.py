@@ -407,3 +407,32 @@ def test_resource_set_is_sorted_and_indexed() -> None:
     assert resources.all(gatewayapi.Gateway) == []
     assert [o.key for o in resources] == [("x", "a"), ("x", "b"), ("y", "a")]
     assert resources.warnings == ("w",)
+
+
+@pytest.mark.parametrize(
+    ("where", "name"),
+    [("set", ":authority"), ("add", "x y"), ("set", "")],
+)
+def test_a_header_name_the_crd_refuses_is_an_error_with_its_path(where: str, name: str) -> None:
+    import copy
+
+    body = copy.deepcopy(HTTPROUTE)
+    modifier = {where: [{"name": name, "value": "v"}]}
+    body["spec"]["rules"][0]["filters"] = [
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": modifier}
+    ]
+    with pytest.raises(ManifestError) as raised:
+        parse_document(doc(body))
+    assert raised.value.field_path == f"spec.rules[0].filters[0].requestHeaderModifier.{where}[0].name"
+
+
+def test_header_names_the_crd_allows_parse() -> None:
+    import copy
+
+    body = copy.deepcopy(HTTPROUTE)
+    modifier = {"set": [{"name": "Host", "value": "v"}], "remove": ["x-a_b.c~"]}
+    body["spec"]["rules"][0]["filters"] = [
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": modifier}
+    ]
+    obj, _ = parse_document(doc(body))
+    assert obj is not None
