@@ -34,7 +34,6 @@ from kubernetes.config import list_kube_config_contexts
 from kubernetes.config.config_exception import ConfigException
 
 from meshxds.errors import ManifestErrors
-from meshxds.sources.leader import LeaderElector, LeaseSettings, default_identity
 from meshxds.model.base import Resource
 from meshxds.model.manifests import KINDS, ResourceSet
 from meshxds.sources.kube_api import ApiResource, Forbidden, KubeApi, NotFound, connect
@@ -49,6 +48,7 @@ from meshxds.sources.kube_watch import (
     continuous_watch,
     infinite_watch,
 )
+from meshxds.sources.leader import LeaderElector, LeaseSettings, default_identity
 from meshxds.translators.gatewayapi import CONTROLLER_NAME
 from meshxds.translators.status import ObjectStatus
 
