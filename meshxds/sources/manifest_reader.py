@@ -21,9 +21,11 @@ import hashlib
 import logging
 import marshal
 import os
+import queue
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -230,7 +232,11 @@ def _split(result: Result) -> list[Result]:
 
 def main() -> None:
     paths = [os.fsdecode(p) for p in sys.stdin.buffer.read().split(b"\0") if p]
-    out = sys.stdout.buffer
+    # A pipe holds 64 KB: written from this thread, parsing would stop whenever the parent is
+    # busy (importing the models, say). A writer thread takes the frames as they are made.
+    frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    writer = threading.Thread(target=_write, args=(frames, sys.stdout.buffer), daemon=True)
+    writer.start()
     batch: list[Result] = []
     documents = 0
     for path in paths:
@@ -238,12 +244,21 @@ def main() -> None:
             batch.append(result)
             documents += len(result[4]) if result[3] in (BODIES, _PART) else 1
             if len(batch) >= _BATCH or documents >= _PART_DOCS:
-                out.write(_frame(batch))
-                out.flush()
+                frames.put(_frame(batch))
                 batch, documents = [], 0
     if batch:
-        out.write(_frame(batch))
-        out.flush()
+        frames.put(_frame(batch))
+    frames.put(None)
+    writer.join()
+
+
+def _write(frames: queue.SimpleQueue[bytes | None], out: IO[bytes]) -> None:
+    while (frame := frames.get()) is not None:
+        try:
+            out.write(frame)
+            out.flush()
+        except OSError:  # the parent went away: nobody to answer
+            return
 
 
 if __name__ == "__main__":
