@@ -103,13 +103,11 @@ def parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
             ref=_ref_of(body),
             field_path="apiVersion",
         )
-    data = dict(body)
-    if (
-        model.NAMESPACED
-        and isinstance(data.get("metadata"), Mapping)
-        and not data["metadata"].get("namespace")
-    ):
-        data["metadata"] = {**data["metadata"], "namespace": "default"}
+    # The body is the source's (maybe cached): copied only when the namespace must be filled in.
+    data = body
+    meta = body.get("metadata")
+    if model.NAMESPACED and isinstance(meta, Mapping) and not meta.get("namespace"):
+        data = {**body, "metadata": {**meta, "namespace": "default"}}
     body = data
     known = validate_known(model, data)
     if known is not None:
