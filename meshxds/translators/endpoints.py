@@ -68,7 +68,9 @@ class EndpointIndex:
         self._slices = dict(slices)
         self._pods = resources.objects.get(core.Pod, {})
         self._labelled: dict[tuple[ServiceKey, str, int | None], tuple[LabelledEndpoint, ...]] = {}
-        self._endpoints: dict[ir.EndpointKey, tuple[ir.LbEndpoint, ...]] = {}
+        # Keyed by the EndpointKey's fields as a plain tuple: it hashes and compares in C, where
+        # the dataclass's __hash__ and __eq__ are Python (a lookup per cluster per proxy build).
+        self._endpoints: dict[tuple[object, ...], tuple[ir.LbEndpoint, ...]] = {}
         # One LbEndpoint per (address, port): Services that select the same Pods share them.
         self._lb: dict[tuple[str, int], ir.LbEndpoint] = {}
 
@@ -149,7 +151,8 @@ class EndpointIndex:
 
     def endpoints(self, key: ir.EndpointKey) -> tuple[ir.LbEndpoint, ...]:
         """What a cluster of ``key`` balances over: sorted, each address once."""
-        found = self._endpoints.get(key)
+        memo_key = (key.namespace, key.service, key.port_name, key.target_port, key.subset)
+        found = self._endpoints.get(memo_key)
         if found is None:
             if key.subset:
                 labelled = self.labelled(key.namespace, key.service, key.port_name, key.target_port)
@@ -157,7 +160,7 @@ class EndpointIndex:
                 found = tuple(sorted(chosen, key=lambda e: (e.address, e.port)))  # LbEndpoint's own order
             else:
                 found = self._ready(key.namespace, key.service, key.port_name, key.target_port)
-            self._endpoints[key] = found
+            self._endpoints[memo_key] = found
         return found
 
     def touched_services(self, changed: Iterable[Resource], before: ResourceSet) -> set[ServiceKey]:
