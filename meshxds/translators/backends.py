@@ -7,8 +7,9 @@ route or an Istio VirtualService points at it.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from meshxds import ir, names
 from meshxds.model import core, gatewayapi, kgateway
@@ -76,10 +77,15 @@ class BackendIndex:
     # many routes use it. Keyed by identity: the objects live as long as ``resources``.
     _ports: dict[tuple[int, int], tuple[ProtocolDecision, str]] = field(default_factory=dict)
     _resolved: dict[_BackendRef, ResolvedBackend] = field(default_factory=dict)
+    _services: Mapping[tuple[str, str], core.Service] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.endpoint_index is None:
             self.endpoint_index = EndpointIndex(self.resources)
+        # Services by (namespace, name), looked up once per distinct backendRef.
+        self._services = cast(
+            "Mapping[tuple[str, str], core.Service]", self.resources.objects.get(core.Service, {})
+        )
         grants: dict[str, list[gatewayapi.ReferenceGrant]] = defaultdict(list)
         for grant in self.resources.all(gatewayapi.ReferenceGrant):
             grants[grant.namespace].append(grant)
@@ -157,6 +163,8 @@ class BackendIndex:
             source=ir.ObjectRef(kind="Service", namespace=service.namespace, name=service.name),
         )
         self._clusters.setdefault(name, cluster)
+        if not decision.warnings:
+            return cluster, ()
         return cluster, tuple(f"{service.ref}: {w}" for w in decision.warnings)
 
     def resolve_backend_ref(
@@ -207,7 +215,7 @@ class BackendIndex:
             )
         if kind == "Backend":
             return self._kgateway_backend(name, namespace, default_protocol, force_protocol)
-        service = self.resources.get(core.Service, namespace, name)
+        service = self._services.get((namespace, name))
         if service is None:
             return ResolvedBackend(
                 cluster=None, reason="BackendNotFound", message=f"Service {namespace}/{name} not found"
@@ -218,7 +226,11 @@ class BackendIndex:
                 reason="BackendNotFound",
                 message=f"a port is required to use Service {namespace}/{name}",
             )
-        service_port = service.port(port)
+        service_port = None
+        for candidate in service.spec.ports:  # Service.port() without its generator
+            if candidate.port == port:
+                service_port = candidate
+                break
         if service_port is None:
             return ResolvedBackend(
                 cluster=None,
