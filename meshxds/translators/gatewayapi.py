@@ -383,7 +383,8 @@ def _process_routes(run: _Run) -> None:
                 {
                     "parentRef": parent_ref,
                     "controllerName": run.options.controller_name,
-                    "conditions": [c.as_dict() for c in merge_conditions((accepted, resolved))],
+                    # Accepted and ResolvedRefs: two types, so nothing for merge_conditions to merge.
+                    "conditions": [accepted.as_dict(), resolved.as_dict()],
                 }
             )
         if parents:

@@ -90,10 +90,6 @@ def _match(match: gatewayapi.HTTPRouteMatch) -> ir.RouteMatch:
     )
 
 
-def _may_hold_regex(match: gatewayapi.HTTPRouteMatch) -> bool:
-    return match.path.type == "RegularExpression" or bool(match.headers) or bool(match.query_params)
-
-
 def _regex_problems(match: gatewayapi.HTTPRouteMatch, at: str) -> list[str]:
     found: list[tuple[str, str]] = []
     if match.path.type == "RegularExpression":
@@ -361,7 +357,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                 mirrors=filters.mirrors,
             )
         for m_index, match in enumerate(rule.matches):
-            if _may_hold_regex(match):
+            if match.path.type == "RegularExpression" or match.headers or match.query_params:  # RE2 to check
                 problems = _regex_problems(match, f"{at}.matches[{m_index}]")
                 if problems:
                     out.warnings.extend(f"{p}; this match is dropped" for p in problems)
