@@ -495,9 +495,10 @@ def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) 
     # Keyed by identity: a route is compiled once, so the same rule reaching this listener twice
     # (two parentRefs) is the same object; a dict keeps first-seen order.
     hosts: dict[str, dict[int, httproutes.SortableRoute]] = {}
+    covers = claimed.covers if claimed else None
     for hostnames, sortable in ctx.routes:
         for hostname in hostnames:
-            if claimed and claimed.covers(hostname):
+            if covers is not None and covers(hostname):
                 continue
             bucket = hosts.get(hostname)
             if bucket is None:
