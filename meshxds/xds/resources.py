@@ -18,21 +18,20 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
-from envoy.extensions.filters.http.cors.v3 import cors_pb2
-from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from meshxds import ir
+from meshxds.xds import filters
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET
+from meshxds.xds.values import duration, pack, string_matcher
 
 __all__ = [
     "HTTP_PROTOCOL_OPTIONS_KEY",
@@ -58,18 +57,6 @@ _REDIRECT_CODES = {
     307: route_components_pb2.RedirectAction.TEMPORARY_REDIRECT,
     308: route_components_pb2.RedirectAction.PERMANENT_REDIRECT,
 }
-
-
-def _pack(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(round(seconds * 1e9))
-    return d
 
 
 def _ads_source() -> config_source_pb2.ConfigSource:
@@ -105,13 +92,13 @@ def _apply_upstream_protocol(
         return  # HTTP/1.1 and TCP: Envoy's default needs no options
     else:
         options.explicit_http_config.http_protocol_options.SetInParent()
-    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(_pack(options))
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(pack(options))
 
 
 def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
     out = cluster_pb2.Cluster(
         name=cluster.name,
-        connect_timeout=_duration(cluster.connect_timeout_s),
+        connect_timeout=duration(cluster.connect_timeout_s),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
     )
     if cluster.discovery == "EDS":
@@ -139,7 +126,7 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
         _apply_outlier_detection(out, cluster.outlier_detection)
     if cluster.upstream_tls is not None:
         out.transport_socket.name = "envoy.transport_sockets.tls"
-        out.transport_socket.typed_config.CopyFrom(_pack(_upstream_tls(cluster.upstream_tls)))
+        out.transport_socket.typed_config.CopyFrom(pack(_upstream_tls(cluster.upstream_tls)))
     return out
 
 
@@ -174,9 +161,9 @@ def _apply_outlier_detection(out: cluster_pb2.Cluster, od: ir.OutlierDetection) 
         detection.consecutive_gateway_failure.value = od.consecutive_gateway_errors
         detection.enforcing_consecutive_gateway_failure.value = 100
     if od.interval_s is not None:
-        detection.interval.CopyFrom(_duration(od.interval_s))
+        detection.interval.CopyFrom(duration(od.interval_s))
     if od.base_ejection_time_s is not None:
-        detection.base_ejection_time.CopyFrom(_duration(od.base_ejection_time_s))
+        detection.base_ejection_time.CopyFrom(duration(od.base_ejection_time_s))
     if od.max_ejection_percent is not None:
         detection.max_ejection_percent.value = od.max_ejection_percent
     if od.min_health_percent is not None:
@@ -254,16 +241,6 @@ def build_cluster_load_assignment(cluster: ir.Cluster) -> endpoint_pb2.ClusterLo
 # --- routes -----------------------------------------------------------------------------------
 
 
-def _string_matcher(match: ir.StringMatch) -> string_pb2.StringMatcher:
-    if match.kind == "regex":
-        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
-    if match.kind == "prefix":
-        return string_pb2.StringMatcher(prefix=match.value, ignore_case=match.ignore_case)
-    if match.kind == "suffix":
-        return string_pb2.StringMatcher(suffix=match.value, ignore_case=match.ignore_case)
-    return string_pb2.StringMatcher(exact=match.value, ignore_case=match.ignore_case)
-
-
 def _route_match(match: ir.RouteMatch) -> route_components_pb2.RouteMatch:
     out = route_components_pb2.RouteMatch()
     path = match.path
@@ -286,9 +263,9 @@ def _route_match(match: ir.RouteMatch) -> route_components_pb2.RouteMatch:
         if header.match.kind == "present":
             matcher.present_match = True
         else:
-            matcher.string_match.CopyFrom(_string_matcher(header.match))
+            matcher.string_match.CopyFrom(string_matcher(header.match))
     for param in match.query_params:
-        out.query_parameters.add(name=param.name).string_match.CopyFrom(_string_matcher(param.match))
+        out.query_parameters.add(name=param.name).string_match.CopyFrom(string_matcher(param.match))
     return out
 
 
@@ -339,7 +316,7 @@ def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.
             policy.runtime_fraction.default_value.numerator = round(mirror.percent * 10_000)
             policy.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.MILLION
     if action.timeout_s is not None:
-        ra.timeout.CopyFrom(_duration(action.timeout_s))
+        ra.timeout.CopyFrom(duration(action.timeout_s))
     if action.rewrite is not None:
         if action.rewrite.host:
             ra.host_rewrite_literal = action.rewrite.host
@@ -359,7 +336,7 @@ def _apply_hash_policy(out: route_components_pb2.RouteAction.HashPolicy, policy:
     elif policy.kind == "cookie":
         out.cookie.name = policy.name
         if policy.cookie_ttl_s is not None:
-            out.cookie.ttl.CopyFrom(_duration(policy.cookie_ttl_s))
+            out.cookie.ttl.CopyFrom(duration(policy.cookie_ttl_s))
         if policy.cookie_path:
             out.cookie.path = policy.cookie_path
     elif policy.kind == "query_parameter":
@@ -397,51 +374,13 @@ def _apply_headers(mutation: ir.HeaderMutation, options: Any) -> None:
             options.add(header=base_pb2.HeaderValue(key=key, value=value), append_action=append_action)
 
 
-FAULT_FILTER = "envoy.filters.http.fault"
-CORS_FILTER = "envoy.filters.http.cors"
-
-
-def _percent(value: float) -> percent_pb2.FractionalPercent:
-    return percent_pb2.FractionalPercent(
-        numerator=round(value * 10_000), denominator=percent_pb2.FractionalPercent.MILLION
-    )
-
-
 def _apply_retries(action: route_components_pb2.RouteAction, retries: ir.RetryPolicy) -> None:
     policy = action.retry_policy
     policy.retry_on = retries.retry_on
     policy.num_retries.value = retries.attempts
     if retries.per_try_timeout_s is not None:
-        policy.per_try_timeout.CopyFrom(_duration(retries.per_try_timeout_s))
+        policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_s))
     policy.retriable_status_codes.extend(retries.retriable_status_codes)
-
-
-def _fault(fault: ir.Fault) -> fault_pb2.HTTPFault:
-    out = fault_pb2.HTTPFault()
-    if fault.delay_s is not None:
-        out.delay.fixed_delay.CopyFrom(_duration(fault.delay_s))
-        out.delay.percentage.CopyFrom(_percent(fault.delay_percent))
-    if fault.abort_http_status is not None or fault.abort_grpc_status is not None:
-        if fault.abort_grpc_status is not None:
-            out.abort.grpc_status = fault.abort_grpc_status
-        else:
-            out.abort.http_status = fault.abort_http_status or 500
-        out.abort.percentage.CopyFrom(_percent(fault.abort_percent))
-    return out
-
-
-def _cors(cors: ir.Cors) -> cors_pb2.CorsPolicy:
-    out = cors_pb2.CorsPolicy(
-        allow_origin_string_match=[_string_matcher(m) for m in cors.allow_origins],
-        allow_methods=",".join(cors.allow_methods),
-        allow_headers=",".join(cors.allow_headers),
-        expose_headers=",".join(cors.expose_headers),
-    )
-    if cors.max_age_s is not None:
-        out.max_age = str(int(cors.max_age_s))
-    if cors.allow_credentials is not None:
-        out.allow_credentials.value = cors.allow_credentials
-    return out
 
 
 def build_route(route: ir.Route) -> route_components_pb2.Route:
@@ -457,10 +396,7 @@ def build_route(route: ir.Route) -> route_components_pb2.Route:
             out.direct_response.body.inline_string = action.body
     if route.retries is not None and isinstance(action, ir.ForwardAction):
         _apply_retries(out.route, route.retries)
-    if route.fault is not None:
-        out.typed_per_filter_config[FAULT_FILTER].CopyFrom(_pack(_fault(route.fault)))
-    if route.cors is not None:
-        out.typed_per_filter_config[CORS_FILTER].CopyFrom(_pack(_cors(route.cors)))
+    filters.patch_route(route, out)
     _apply_headers(route.request_headers, out.request_headers_to_add)
     out.request_headers_to_remove.extend(route.request_headers.remove)
     _apply_headers(route.response_headers, out.response_headers_to_add)
@@ -497,7 +433,7 @@ def build_access_log(log: ir.AccessLog) -> accesslog_pb2.AccessLog:
     elif log.text_format is not None:
         text = log.text_format if log.text_format.endswith("\n") else log.text_format + "\n"
         file_log.log_format.text_format_source.inline_string = text
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=_pack(file_log))
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=pack(file_log))
 
 
 def _http_connection_manager(listener: ir.Listener, table: ir.RouteTable) -> hcm_pb2.HttpConnectionManager:
@@ -508,23 +444,8 @@ def _http_connection_manager(listener: ir.Listener, table: ir.RouteTable) -> hcm
         # codec follows ALPN.
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads_source(), route_config_name=table.name),
-        http_filters=_http_filters(table),
+        http_filters=filters.http_filters(table),
     )
-
-
-def _http_filters(table: ir.RouteTable) -> list[hcm_pb2.HttpFilter]:
-    """The router, preceded by CORS and fault filters when a route of the table configures them
-    (per-route config needs the filter in the chain; unused filters only cost time)."""
-    routes = [r for vhost in table.virtual_hosts for r in vhost.routes]
-    filters = []
-    if any(r.cors is not None for r in routes):
-        filters.append(hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=_pack(cors_pb2.Cors())))
-    if any(r.fault is not None for r in routes):
-        filters.append(hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=_pack(fault_pb2.HTTPFault())))
-    filters.append(
-        hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))
-    )
-    return filters
 
 
 def _tcp_proxy(listener: ir.Listener, chain: ir.FilterChain) -> tcp_proxy_pb2.TcpProxy:
@@ -582,15 +503,15 @@ def _filter_chain(listener: ir.Listener, chain: ir.FilterChain) -> listener_comp
         )
     if chain.tls is not None:
         out.transport_socket.name = "envoy.transport_sockets.tls"
-        out.transport_socket.typed_config.CopyFrom(_pack(_downstream_tls(chain.tls)))
+        out.transport_socket.typed_config.CopyFrom(pack(_downstream_tls(chain.tls)))
     if chain.route_table is not None:
         out.filters.add(
             name="envoy.filters.network.http_connection_manager",
-            typed_config=_pack(_http_connection_manager(listener, chain.route_table)),
+            typed_config=pack(_http_connection_manager(listener, chain.route_table)),
         )
     else:
         out.filters.add(
-            name="envoy.filters.network.tcp_proxy", typed_config=_pack(_tcp_proxy(listener, chain))
+            name="envoy.filters.network.tcp_proxy", typed_config=pack(_tcp_proxy(listener, chain))
         )
     return out
 
@@ -599,7 +520,7 @@ def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
     out = listener_pb2.Listener(name=listener.name, address=_socket(listener.address, listener.port))
     if listener.inspects_tls:
         out.listener_filters.add(
-            name="envoy.filters.listener.tls_inspector", typed_config=_pack(tls_inspector_pb2.TlsInspector())
+            name="envoy.filters.listener.tls_inspector", typed_config=pack(tls_inspector_pb2.TlsInspector())
         )
     for chain in listener.chains:
         built = _filter_chain(listener, chain)

@@ -59,3 +59,21 @@ def test_only_server_admin_and_sources_open_transports(path: Path) -> None:
         return
     transports = {m for m in imports_of(path) if m.split(".")[0] in ("grpc", "http", "urllib", "aiohttp")}
     assert not transports, f"{path.relative_to(PACKAGE)} imports {sorted(transports)}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in PACKAGE.rglob("*.py") if not {"xds", "testing"} & set(p.relative_to(PACKAGE).parts)],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_only_xds_speaks_envoy_protos(path: Path) -> None:
+    protos = {m for m in imports_of(path) if m.split(".")[0] in ("envoy", "xds", "udpa", "validate")}
+    assert not protos, f"{path.relative_to(PACKAGE)} imports {sorted(protos)}"
+
+
+@pytest.mark.parametrize("path", modules("xds/filters"), ids=lambda p: p.name)
+def test_http_filters_know_the_registry_and_ir_only(path: Path) -> None:
+    # A filter is a module of the registry: it never reaches back into resources.py or the cache.
+    ours = {m for m in imports_of(path) if m.startswith("meshxds")}
+    allowed = ("meshxds.ir", "meshxds.xds.filters", "meshxds.xds.values")
+    assert all(m == "meshxds" or m.startswith(allowed) for m in ours), sorted(ours)
