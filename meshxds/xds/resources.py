@@ -13,7 +13,7 @@ from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -445,6 +445,11 @@ def _http_connection_manager(listener: ir.Listener, table: ir.RouteTable) -> hcm
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads_source(), route_config_name=table.name),
         http_filters=filters.http_filters(table),
+        # WebSocket on every route, as Istio, Envoy Gateway and kgateway do: HTTP/1.1 Upgrade,
+        # and over HTTP/2 the extended CONNECT of RFC 8441 (Envoy turns it into an HTTP/1.1
+        # Upgrade for an HTTP/1.1 upstream). A request that asks for no upgrade is unaffected.
+        upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions(allow_connect=True),
     )
 
 

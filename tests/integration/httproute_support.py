@@ -331,10 +331,12 @@ def run_stack(
     gateways: Mapping[str, int],
     namespace: str = NS,
     probes: Sequence[tuple[str, str, str]] = (),
+    delta: bool = False,
 ) -> Iterator[Stack]:
-    """Write ``files`` into ``base/manifests``, start ``meshxds serve`` and one SotW Envoy per Gateway
-    (``gateways``: name → listener port), wait until each is synced and every probe
-    ``(gateway, host, path)`` answers 200 from an upstream; stop everything on the way out."""
+    """Write ``files`` into ``base/manifests``, start ``meshxds serve`` and one Envoy per Gateway
+    (``gateways``: name → listener port; SotW, or Delta with ``delta``), wait until each is synced
+    and every probe ``(gateway, host, path)`` answers 200 from an upstream; stop everything on the
+    way out."""
     manifests = base / "manifests"
     manifests.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
@@ -349,6 +351,7 @@ def run_stack(
             labels={GATEWAY_LABEL: gw},
             xds_port=server.xds_port,
             work_dir=base / f"envoy-{gw}",
+            delta=delta,
         )
         for gw in gateways
     }

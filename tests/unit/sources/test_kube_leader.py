@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meshxds.sources.leader import LeaderElector, LeaseSettings
 from meshxds.sources.kube_api import KubeApi, connect
+from meshxds.sources.leader import LeaderElector, LeaseSettings
 from meshxds.testing.fake_apiserver import FakeApiServer
 
 

@@ -278,8 +278,12 @@ async def test_200_identities_connect_and_leave_and_rss_returns_within_10_percen
 
     waves = [round(c) for c in connected]
     print(f"RSS MB: baseline {baseline:.1f}, waves connected {waves}, after {after:.1f}")
-    # One wave alone costs more than the slack: keeping what the churn built would fail below.
-    assert min(connected) - baseline > SLACK * baseline, (baseline, waves)
+    # A wave is measurable, and less than one wave's worth stays after eight waves came and went
+    # (this holds whatever else the test process holds: a long pytest run makes the baseline, and
+    # so the 10%, large).
+    wave = min(connected) - baseline
+    assert wave > 5, (baseline, waves)
+    assert after - baseline < wave, (f"{after - baseline:.1f} MB kept after {CHURN} identities left", waves)
     assert after <= baseline * (1 + SLACK), (
         f"RSS {after:.1f} MB after {CHURN} identities left, {baseline:.1f} MB before"
     )
