@@ -16,8 +16,8 @@ DestinationRules), so translation goes deep, with a share that dangles.
 the snapshot of every gateway identity and of a sidecar, and have the real Envoy validate each
 snapshot (``envoy --mode validate``). A traceback, a snapshot Envoy rejects while meshxds reports
 nothing wrong, or a snapshot meshxds refuses to build while the Gateway says ``Programmed=True``
-is a failure. ``Known`` names the input classes meshxds does not handle yet
-(``tests/fuzz/findings/``): they are left out unless asked for, so a fix can lift them.
+is a failure. ``Known`` names the input classes the fuzzer once found mishandled: all fixed and
+generated now; a new one is left out until its fix lifts it (reproducers in ``tests/fuzz/findings/``).
 """
 
 from __future__ import annotations
@@ -64,26 +64,25 @@ Draw = Callable[[st.SearchStrategy[Any]], Any]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Known:
-    """Input classes meshxds does not handle yet (issue 10 point 5); off by default.
-
-    Each is schema-valid and makes Envoy reject a snapshot meshxds reports as fine. Turn one on
-    (``bench/fuzz_translation.py --known NAME``) to see it, and on for good once it is fixed.
+    """Input classes the fuzzer found meshxds mishandling (issue 10 point 5), each one fixed and
+    generated since (on by default). A new finding gets a flag here, off until it is fixed, and
+    its reproducer in ``tests/fuzz/findings/``; a run can turn a class off to narrow a search.
     """
 
-    host_header: bool = False
-    """A header modifier that sets/adds ``host`` (tests/fuzz/findings/header-modifier-host.yaml)."""
-    header_newline: bool = False
-    """A header value with a newline (tests/fuzz/findings/header-value-newline.yaml)."""
-    percent_in_header_value: bool = False
+    host_header: bool = True
+    """A header modifier that sets/adds ``host`` (fixed: the rule answers 500)."""
+    header_newline: bool = True
+    """A header value with a newline (fixed: the rule answers 500)."""
+    percent_in_header_value: bool = True
     """A header value with ``%``, which Envoy reads as a command operator unless escaped as ``%%``
-    (tests/fuzz/findings/header-value-percent.yaml, istio-header-value-percent.yaml)."""
-    empty_regex: bool = False
+    (fixed: escaped for Gateway API; kept only for Envoy's command operators in Istio)."""
+    empty_regex: bool = True
     """An empty regex: a Gateway API RegularExpression path, an Istio ``{regex: ""}``
-    (tests/fuzz/findings/path-regex-empty.yaml, istio-regex-empty.yaml, istio-cors-regex-empty.yaml)."""
+    (fixed: reported, the match is dropped)."""
 
-    invalid_cors_regex: bool = False
+    invalid_cors_regex: bool = True
     """An Istio ``corsPolicy.allowOrigins`` regex RE2 rejects: not checked, unlike match regexes
-    (tests/fuzz/findings/istio-cors-regex-invalid.yaml)."""
+    (fixed: the origin is left out, with a warning)."""
 
     @classmethod
     def all(cls) -> Known:

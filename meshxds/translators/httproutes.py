@@ -9,6 +9,7 @@ from meshxds import ir
 from meshxds.model import gatewayapi
 from meshxds.translators.backends import BackendIndex, ResolvedBackend
 from meshxds.translators.durations import parse_duration
+from meshxds.translators.headers import literal, mutation_problems
 from meshxds.translators.regex import re2_error
 from meshxds.translators.status import Condition, condition
 
@@ -54,6 +55,8 @@ class CompiledRoute:
     tcp_backends: tuple[ir.WeightedCluster, ...] = ()
     """TLSRoute/TCPRoute: where connections go (no HTTP routes)."""
     warnings: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    """Rules (or backends) that fail closed because a filter cannot be applied (PartiallyInvalid)."""
 
 
 def _path(match: gatewayapi.HTTPPathMatch) -> ir.PathMatch:
@@ -128,9 +131,10 @@ def _sort_key(
 def _headers(mod: gatewayapi.HTTPHeaderFilter | None) -> ir.HeaderMutation:
     if mod is None:
         return ir.NO_HEADER_CHANGES
+    # Gateway API values are literal: a '%' must not reach Envoy's substitution formatter.
     return ir.HeaderMutation(
-        set=tuple((h.name, h.value) for h in mod.set),
-        add=tuple((h.name, h.value) for h in mod.add),
+        set=tuple((h.name, literal(h.value)) for h in mod.set),
+        add=tuple((h.name, literal(h.value)) for h in mod.add),
         remove=tuple(mod.remove),
     )
 
@@ -169,6 +173,9 @@ class RuleFilters:
     redirect: ir.Redirect | None = None
     rewrite: ir.UrlRewrite | None = None
     mirrors: tuple[gatewayapi.HTTPRequestMirrorFilter, ...] = ()
+    invalid: tuple[str, ...] = ()
+    """Why a filter cannot be applied as written (Envoy would refuse it): the rule (or backend)
+    must fail closed, never run without the filter."""
 
 
 _NO_FILTERS = RuleFilters()
@@ -184,6 +191,7 @@ def rule_filters(
     redirect: ir.Redirect | None = None
     rewrite: ir.UrlRewrite | None = None
     mirrors: list[gatewayapi.HTTPRequestMirrorFilter] = []
+    invalid: list[str] = []
     for f_index, flt in enumerate(filters):
         if flt.type not in allowed:
             out.warnings.append(
@@ -191,14 +199,18 @@ def rule_filters(
             )
         elif flt.type == "RequestHeaderModifier":
             request_headers = _headers(flt.request_header_modifier)
+            invalid += [f"{at}.filters[{f_index}]: {p}" for p in mutation_problems(request_headers)]
         elif flt.type == "ResponseHeaderModifier":
             response_headers = _headers(flt.response_header_modifier)
+            invalid += [f"{at}.filters[{f_index}]: {p}" for p in mutation_problems(response_headers)]
         elif flt.type == "RequestRedirect" and flt.request_redirect is not None:
             redirect = _redirect(flt.request_redirect)
         elif flt.type == "URLRewrite" and flt.url_rewrite is not None:
             rewrite = _rewrite(flt.url_rewrite)
         elif flt.type == "RequestMirror" and flt.request_mirror is not None:
             mirrors.append(flt.request_mirror)
+    if invalid:  # nothing of it reaches Envoy, which would refuse the whole route table
+        return RuleFilters(invalid=tuple(invalid))
     return RuleFilters(
         request_headers=request_headers,
         response_headers=response_headers,
@@ -279,6 +291,13 @@ def forward_action(
             found = rule_filters(
                 filters, at=f"{at}.backendRefs[{b_index}]", out=out, allowed=_BACKEND_FILTERS
             )
+            if found.invalid:  # this backend's share fails closed (500), as an unresolved one
+                out.warnings.extend(
+                    f"{p}; this backend's share of requests answers 500" for p in found.invalid
+                )
+                out.invalid.extend(found.invalid)
+                invalid_weight += ref.weight
+                continue
             request_headers, response_headers = found.request_headers, found.response_headers
         resolved = _resolve(ref, route, backends, out, force_protocol, default_protocol)
         if resolved.cluster is None:
@@ -342,7 +361,12 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
             except ValueError as exc:
                 out.warnings.append(f"{at}.timeouts: {exc}; ignored")
         action: ir.ForwardAction | ir.DirectResponse | ir.Redirect
-        if filters.redirect is not None:
+        if filters.invalid:
+            # A filter that cannot be applied must not be skipped (the spec): the rule answers 500.
+            out.warnings.extend(f"{p}; this rule answers 500" for p in filters.invalid)
+            out.invalid.extend(filters.invalid)
+            action = ir.DirectResponse(status=500)
+        elif filters.redirect is not None:
             action = filters.redirect
         else:
             action = forward_action(

@@ -13,7 +13,9 @@ _QUIET.log_errors = False  # the complaint goes into our message, not onto stder
 
 
 def re2_error(pattern: str) -> str | None:
-    """``None`` when RE2 accepts the pattern, else RE2's complaint."""
+    """``None`` when RE2 (and Envoy) accept the pattern, else the complaint."""
+    if not pattern:  # RE2 compiles it; Envoy's RegexMatcher wants at least one character
+        return "an empty regex (Envoy needs at least one character)"
     try:
         re2.compile(pattern, _QUIET)
     except re2.error as exc:

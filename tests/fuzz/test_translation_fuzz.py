@@ -3,9 +3,9 @@ become config the real Envoy accepts (``envoy --mode validate``) or get a clear 
 traceback, never config Envoy rejects while meshxds reports it as fine.
 
 Bounded and deterministic for CI (``derandomize``, no example database); the long run is
-``bench/fuzz_translation.py``. The known input classes meshxds does not handle yet are left out
-by ``Known()`` (see ``meshxds.testing.strategies.Known`` and ``tests/fuzz/findings/``);
-``test_known_findings_still_fail`` keeps their reproducers honest.
+``bench/fuzz_translation.py``. An input class meshxds does not handle yet is left out by
+``Known()`` until fixed (see ``meshxds.testing.strategies.Known``), with its reproducer in
+``tests/fuzz/findings/``, which ``test_known_findings_still_fail`` keeps honest (none is open now).
 """
 
 from __future__ import annotations

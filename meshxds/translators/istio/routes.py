@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, replace
 
 from meshxds import ir
 from meshxds.model import istio
+from meshxds.translators.headers import envoy_value, mutation_problems
 from meshxds.translators.istio.clusters import ClusterBuilder
 from meshxds.translators.istio.registry import ServiceRegistry
-from meshxds.translators.regex import route_match_regex_problems
+from meshxds.translators.regex import re2_error, route_match_regex_problems
 
 __all__ = ["RouteContext", "http_routes", "l4_backends", "vs_gateways"]
 
@@ -106,11 +107,24 @@ def _route_match(match: istio.HTTPMatchRequest | None) -> ir.RouteMatch:
     return ir.RouteMatch(path=path, headers=tuple(headers), query_params=tuple(params))
 
 
-def _mutation(ops: istio.HeaderOperations | None) -> ir.HeaderMutation:
+def _mutation(ops: istio.HeaderOperations | None, at: str, warnings: list[str]) -> ir.HeaderMutation:
+    """The header operations as Envoy takes them: Envoy's command operators kept (Istio users rely
+    on ``%DOWNSTREAM_REMOTE_ADDRESS%``), any other ``%`` sent literally, with a warning."""
     if ops is None:
         return ir.NO_HEADER_CHANGES
+
+    def value(verb: str, name: str, raw: str) -> str:
+        sent, escaped = envoy_value(raw)
+        if escaped:
+            warnings.append(
+                f"{at}.{verb}[{name!r}]: '%' that starts no Envoy command operator is sent literally"
+            )
+        return sent
+
     return ir.HeaderMutation(
-        set=tuple(sorted(ops.set.items())), add=tuple(sorted(ops.add.items())), remove=tuple(ops.remove)
+        set=tuple((n, value("set", n, v)) for n, v in sorted(ops.set.items())),
+        add=tuple((n, value("add", n, v)) for n, v in sorted(ops.add.items())),
+        remove=tuple(ops.remove),
     )
 
 
@@ -183,10 +197,21 @@ def _fault(rule: istio.HTTPRoute, at: str, warnings: list[str]) -> ir.Fault | No
     )
 
 
-def _cors(policy: istio.CorsPolicy | None) -> ir.Cors | None:
+def _cors(policy: istio.CorsPolicy | None, at: str, warnings: list[str]) -> ir.Cors | None:
     if policy is None:
         return None
-    origins = [m for sm in policy.allow_origins if (m := _string(sm)) is not None]
+    origins = []
+    for index, sm in enumerate(policy.allow_origins):
+        match = _string(sm)
+        if match is None:
+            continue
+        if match.kind == "regex" and (err := re2_error(match.value)) is not None:
+            # Left out, so that origin is not allowed: CORS fails closed, the route still serves.
+            warnings.append(
+                f"{at}.corsPolicy.allowOrigins[{index}]: {match.value!r}: {err}; this origin is not allowed"
+            )
+            continue
+        origins.append(match)
     origins += [ir.StringMatch(kind="exact", value=o) for o in policy.allow_origin]
     return ir.Cors(
         allow_origins=tuple(origins),
@@ -220,12 +245,17 @@ def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute,
             continue
         if weight > 0:
             headers = dest.headers
+            where = f"{at}.route[{index}].headers"
+            request = _mutation(headers.request if headers else None, f"{where}.request", ctx.warnings)
+            response = _mutation(headers.response if headers else None, f"{where}.response", ctx.warnings)
+            problems = [*mutation_problems(request), *mutation_problems(response)]
+            if problems:  # this destination's share fails closed (500), as an unknown one
+                ctx.warnings.extend(f"{where}: {p}; this destination's share answers 500" for p in problems)
+                invalid += weight
+                continue
             backends.append(
                 ir.WeightedCluster(
-                    cluster=cluster.name,
-                    weight=weight,
-                    request_headers=_mutation(headers.request if headers else None),
-                    response_headers=_mutation(headers.response if headers else None),
+                    cluster=cluster.name, weight=weight, request_headers=request, response_headers=response
                 )
             )
     mirrors = []
@@ -317,6 +347,20 @@ def http_routes(
             continue
         action = _action(ctx, vs, rule, at)
         headers = rule.headers
+        request_headers = _mutation(
+            headers.request if headers else None, f"{at}.headers.request", ctx.warnings
+        )
+        response_headers = _mutation(
+            headers.response if headers else None, f"{at}.headers.response", ctx.warnings
+        )
+        invalid = [f"{at}.headers.request: {p}" for p in mutation_problems(request_headers)]
+        invalid += [f"{at}.headers.response: {p}" for p in mutation_problems(response_headers)]
+        if invalid:
+            # Never served without its header operations, never sent where Envoy refuses them.
+            ctx.warnings.extend(f"{p}; this rule answers 500" for p in invalid)
+            action = ir.DirectResponse(status=500)
+            request_headers = response_headers = ir.NO_HEADER_CHANGES
+        cors = _cors(rule.cors_policy, at, ctx.warnings)
         for m_index, match in enumerate(applicable):
             route_match = _route_match(match)
             problems = route_match_regex_problems(route_match)
@@ -330,11 +374,11 @@ def http_routes(
                     action=_with_exact_rewrite(action, route_match)
                     if isinstance(action, ir.ForwardAction)
                     else action,
-                    request_headers=_mutation(headers.request if headers else None),
-                    response_headers=_mutation(headers.response if headers else None),
+                    request_headers=request_headers,
+                    response_headers=response_headers,
                     retries=_retries(rule) if isinstance(action, ir.ForwardAction) else None,
                     fault=_fault(rule, at, ctx.warnings),
-                    cors=_cors(rule.cors_policy),
+                    cors=cors,
                     source=ir.ObjectRef(kind="VirtualService", namespace=vs.namespace, name=vs.name),
                 )
             )
