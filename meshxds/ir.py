@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, TypeVar
 
 __all__ = [
     "NO_HEADER_CHANGES",
@@ -50,6 +50,7 @@ __all__ = [
     "UrlRewrite",
     "VirtualHost",
     "WeightedCluster",
+    "describe_difference",
 ]
 
 
@@ -452,10 +453,14 @@ class ProxyConfig:
     clusters: tuple[Cluster, ...] = ()
     secrets: tuple[TlsSecret, ...] = ()
     ca_secrets: tuple[CaSecret, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    """Two different values under one name, found by ``merge`` (only one of them could be kept):
+    ``validate()`` reports them, so such a config is never served."""
 
     def validate(self) -> list[str]:
-        """Every broken invariant (empty when fine): unique names, routes point at known clusters."""
-        problems: list[str] = []
+        """Every broken invariant (empty when fine): no conflicting definitions, unique names,
+        routes point at known clusters."""
+        problems: list[str] = list(self.conflicts)
         cluster_names = [c.name for c in self.clusters]
         if len(set(cluster_names)) != len(cluster_names):
             problems.append("cluster names are not unique")
@@ -507,28 +512,66 @@ class ProxyConfig:
 
     @staticmethod
     def merge(configs: list[ProxyConfig]) -> ProxyConfig:
-        """Union of several groups' config (a proxy selected by more than one gateway)."""
+        """Union of several groups' config (a proxy selected by more than one gateway).
+
+        The same value under one name is shared; two different values under one name are a
+        conflict, recorded in ``conflicts`` (the first is kept, and ``validate()`` fails), never
+        a silent pick."""
         if len(configs) == 1:
             return configs[0]
+        conflicts: list[str] = [c for config in configs for c in config.conflicts]
         clusters: dict[str, Cluster] = {}
         listeners: dict[str, Listener] = {}
         secrets: dict[str, TlsSecret] = {}
         ca_secrets: dict[str, CaSecret] = {}
         for config in configs:
             for ca in config.ca_secrets:
-                ca_secrets.setdefault(ca.name, ca)
+                _merge_one(ca_secrets, ca, "CA secret", conflicts)
             for cluster in config.clusters:
-                clusters.setdefault(cluster.name, cluster)
+                _merge_one(clusters, cluster, "cluster", conflicts)
             for listener in config.listeners:
-                listeners.setdefault(listener.name, listener)
+                _merge_one(listeners, listener, "listener", conflicts)
             for secret in config.secrets:
-                secrets.setdefault(secret.name, secret)
+                _merge_one(secrets, secret, "secret", conflicts)
         return ProxyConfig(
             listeners=tuple(listeners[k] for k in sorted(listeners)),
             clusters=tuple(clusters[k] for k in sorted(clusters)),
             secrets=tuple(secrets[k] for k in sorted(secrets)),
             ca_secrets=tuple(ca_secrets[k] for k in sorted(ca_secrets)),
+            conflicts=tuple(conflicts),
         )
+
+
+_Named = TypeVar("_Named", "Cluster", "Listener", "TlsSecret", "CaSecret")
+
+
+def _merge_one(by_name: dict[str, _Named], value: _Named, what: str, conflicts: list[str]) -> None:
+    """Add ``value`` under its name; a different value already there is a conflict."""
+    known = by_name.setdefault(value.name, value)
+    if known is not value and known != value:
+        conflicts.append(
+            f"{what} {value.name} is defined twice, differently ({describe_difference(known, value)})"
+        )
+
+
+def describe_difference(first: object, second: object) -> str:
+    """Which fields of two values of one dataclass differ, and where each came from."""
+    if not dataclasses.is_dataclass(first) or type(first) is not type(second):
+        return "different kinds"
+    fields = [f.name for f in dataclasses.fields(first) if getattr(first, f.name) != getattr(second, f.name)]
+    parts = [f"{', '.join(fields)} differ"]
+    origins = [_origin(first), _origin(second)]
+    if all(origins) and origins[0] != origins[1]:
+        parts.append(f"from {origins[0]} and {origins[1]}")
+    return "; ".join(parts)
+
+
+def _origin(value: object) -> str:
+    source = getattr(value, "source", None)
+    if source is not None:
+        return str(source)
+    sources = getattr(value, "sources", ())
+    return ", ".join(str(s) for s in sources)
 
 
 def _store_slots_directly(cls: type) -> None:

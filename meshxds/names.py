@@ -7,6 +7,7 @@ dashboards and habits carry over.
 from __future__ import annotations
 
 __all__ = [
+    "VARIANT_SEPARATOR",
     "cluster_name",
     "https_route_config_name",
     "listener_name",
@@ -35,8 +36,23 @@ def route_config_name(port: int) -> str:
     return f"http.{port}"
 
 
-def cluster_name(host: str, port: int, *, subset: str = "", direction: str = "outbound") -> str:
-    """``outbound|8080||nginx.default.svc.cluster.local`` (``direction|PORT|SUBSET|HOST``)."""
+VARIANT_SEPARATOR = "~"
+"""Joins a protocol variant to the SUBSET part. Istio subset names are DNS-1123 labels
+(``[a-z0-9-]``), so a name holding ``~`` is never a real subset's; a clash would still be
+reported (``ir.ProxyConfig.merge``), never served silently."""
+
+
+def cluster_name(
+    host: str, port: int, *, subset: str = "", variant: str = "", direction: str = "outbound"
+) -> str:
+    """``outbound|8080||nginx.default.svc.cluster.local`` (``direction|PORT|SUBSET|HOST``).
+
+    ``variant``: a protocol other than the port's own, e.g. the HTTP/2 cluster a GRPCRoute needs
+    for an HTTP/1.1 port, ``outbound|8080|~http2|nginx.default.svc.cluster.local`` (after a subset:
+    ``outbound|8080|v1~http2|...``). The port's own protocol keeps the plain name.
+    """
+    if variant:
+        subset = f"{subset}{VARIANT_SEPARATOR}{variant}"
     return f"{direction}|{port}|{subset}|{host}"
 
 

@@ -38,6 +38,30 @@ def upstream_protocol_for(
     return default, f"{decision.detail}: using the default, {default.value}"
 
 
+_VARIANT_TAGS: dict[ir.UpstreamProtocol, str] = {
+    ir.UpstreamProtocol.HTTP1: "http",
+    ir.UpstreamProtocol.HTTP2: "http2",
+    ir.UpstreamProtocol.DOWNSTREAM: "auto",
+    ir.UpstreamProtocol.TCP: "tcp",
+}
+"""The cluster-name tag of a protocol variant, in Istio's lower-case protocol spellings."""
+
+
+def _choose_protocol(
+    decision: ProtocolDecision,
+    default: ir.UpstreamProtocol,
+    force: tuple[ir.UpstreamProtocol, str] | None,
+) -> tuple[ir.UpstreamProtocol, str, str]:
+    """``(protocol, reason, variant)``: the port's own protocol keeps the plain cluster name
+    (``variant`` empty); a route kind that forces another (a GRPCRoute's HTTP/2 on an HTTP/1.1
+    port) gets a variant cluster of its own, so neither overwrites the other."""
+    own, own_reason = upstream_protocol_for(decision, default=default)
+    if force is None:
+        return own, own_reason, ""
+    protocol, reason = force
+    return protocol, reason, "" if protocol == own else _VARIANT_TAGS[protocol]
+
+
 class _BackendRef(NamedTuple):
     """One backendRef as resolved: routes that share it share the answer."""
 
@@ -72,8 +96,8 @@ class BackendIndex:
     endpoint_index: EndpointIndex | None = None
     """Shared with the other frontends; built from ``resources`` when not given."""
     _grants: dict[str, list[gatewayapi.ReferenceGrant]] = field(default_factory=dict)
-    _clusters: dict[str, ir.Cluster] = field(default_factory=dict)
-    # Per (Service, port) object: its protocol decision and cluster name, decided once however
+    _clusters: dict[tuple[str, ir.UpstreamProtocol], ir.Cluster] = field(default_factory=dict)
+    # Per (Service, port) object: its protocol decision and cluster host, decided once however
     # many routes use it. Keyed by identity: the objects live as long as ``resources``.
     _ports: dict[tuple[int, int], tuple[ProtocolDecision, str]] = field(default_factory=dict)
     _resolved: dict[_BackendRef, ResolvedBackend] = field(default_factory=dict)
@@ -132,7 +156,7 @@ class BackendIndex:
         default_protocol: ir.UpstreamProtocol,
         force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
     ) -> tuple[ir.Cluster, tuple[str, ...]]:
-        """The cluster for one Service port (memoized by name), and protocol warnings."""
+        """The cluster for one Service port in one protocol (memoized), and protocol warnings."""
         memo = self._ports.get((id(service), id(port)))
         if memo is None:
             index = service.spec.ports.index(port)
@@ -143,14 +167,14 @@ class BackendIndex:
                 field_prefix=f"spec.ports[{index}]",
             )
             host = names.service_fqdn(service.name, service.namespace, domain=self.cluster_domain)
-            memo = self._ports[(id(service), id(port))] = (decision, names.cluster_name(host, port.port))
-        decision, name = memo
-        if force_protocol is not None:
-            protocol, reason = force_protocol
-        else:
-            protocol, reason = upstream_protocol_for(decision, default=default_protocol)
-        cached = self._clusters.get(name)
-        if cached is not None and cached.upstream_protocol == protocol:
+            memo = self._ports[(id(service), id(port))] = (decision, host)
+        decision, host = memo
+        protocol, reason, variant = _choose_protocol(decision, default_protocol, force_protocol)
+        name = names.cluster_name(host, port.port, variant=variant)
+        # Keyed by protocol too: an HTTP/1.1 and a TCP cluster of an undecided port share the
+        # plain name, and both are kept so the clash is reported where they meet, not dropped here.
+        cached = self._clusters.get((name, protocol))
+        if cached is not None:
             return cached, decision.warnings
         key = self.endpoint_key(service, port)
         assert self.endpoint_index is not None
@@ -158,11 +182,12 @@ class BackendIndex:
             name=name,
             upstream_protocol=protocol,
             protocol_reason=f"{service.ref} {reason}",
+            # Every variant reads the same endpoints: one EndpointKey per Service port.
             endpoints=self.endpoint_index.endpoints(key),
             endpoint_key=key,
             source=ir.ObjectRef(kind="Service", namespace=service.namespace, name=service.name),
         )
-        self._clusters.setdefault(name, cluster)
+        self._clusters[(name, protocol)] = cluster
         if not decision.warnings:
             return cluster, ()
         return cluster, tuple(f"{service.ref}: {w}" for w in decision.warnings)
@@ -265,15 +290,16 @@ class BackendIndex:
         decision = decide_port_protocol(
             port_name=None, app_protocol=static.app_protocol, field_prefix="spec.static"
         )
-        protocol, reason = force_protocol or upstream_protocol_for(decision, default=default_protocol)
+        protocol, reason, variant = _choose_protocol(decision, default_protocol, force_protocol)
         endpoints = tuple(ir.LbEndpoint(address=h.host, port=h.port) for h in static.hosts)
         cluster = ir.Cluster(
-            name=names.cluster_name(kgateway_backend_host(name, namespace), static.hosts[0].port),
+            name=names.cluster_name(
+                kgateway_backend_host(name, namespace), static.hosts[0].port, variant=variant
+            ),
             discovery="STATIC" if all(is_ip(h.host) for h in static.hosts) else "STRICT_DNS",
             upstream_protocol=protocol,
             protocol_reason=f"{backend.ref} {reason}",
             endpoints=endpoints,
             source=ir.ObjectRef(kind="Backend", namespace=namespace, name=name),
         )
-        self._clusters.setdefault(cluster.name, cluster)
         return ResolvedBackend(cluster=cluster)

@@ -367,8 +367,11 @@ def _process_routes(run: _Run) -> None:
             if compiled is None:
                 compiled = _compiled(run, route)
                 run.warnings.extend(compiled.warnings)
-            accepted = _attach(run, route, ref, gw_key, compiled)
+            clashes: list[str] = []
+            accepted = _attach(run, route, ref, gw_key, compiled, clashes)
             resolved = compiled.resolved_refs
+            if clashes:
+                resolved = _clash_condition(route, clashes, resolved)
             parent_ref: dict[str, Any] = {
                 "group": ref.group,
                 "kind": ref.kind,
@@ -401,7 +404,10 @@ def _attach(
     ref: gatewayapi.ParentReference,
     gw_key: tuple[str, str],
     compiled: httproutes.CompiledRoute,
+    clashes: list[str],
 ) -> Condition:
+    """Attach ``route`` to the Gateway's listeners; a cluster of the route that differs from
+    one the Gateway already has under its name joins ``clashes``."""
     generation = route.metadata.generation
     contexts = run.listeners.get(gw_key)
     if contexts is None:
@@ -444,7 +450,15 @@ def _attach(
             ctx.tcp_routes.append((hostnames, compiled.tcp_backends))
         clusters = run.clusters[gw_key]
         for cluster in compiled.clusters:
-            clusters.setdefault(cluster.name, cluster)
+            known = clusters.setdefault(cluster.name, cluster)
+            # Protocol variants have names of their own (backends.py), so a clash left here is a
+            # value only one of two routes can have (an undecided port as HTTP/1.1 and as TCP).
+            if known is not cluster and known != cluster and cluster.name not in clashes:
+                clashes.append(cluster.name)
+                run.warnings.append(
+                    f"{route.ref}: Gateway {gw_key[0]}/{gw_key[1]}: cluster {cluster.name} is defined "
+                    f"twice, differently ({ir.describe_difference(known, cluster)}); the first is served"
+                )
     if not attached:
         return condition(
             "Accepted",
@@ -454,6 +468,18 @@ def _attach(
             generation=generation,
         )
     return condition("Accepted", True, "Accepted", "attached to the Gateway", generation=generation)
+
+
+def _clash_condition(route: _Route, clashes: list[str], resolved: Condition) -> Condition:
+    """ResolvedRefs=False for a route whose backend cluster another route defined differently."""
+    message = (
+        f"cluster {', '.join(clashes)} is already defined differently by another route to the "
+        "same backend port; that definition is served"
+    )
+    reason = "BackendConflict"
+    if not resolved.status:  # the earlier problem keeps its reason
+        reason, message = resolved.reason, f"{resolved.message.rstrip('.')}; {message}"
+    return condition("ResolvedRefs", False, reason, message, generation=route.metadata.generation)
 
 
 def _redirect_port(route: ir.Route, hostname: str, listener_port: int) -> ir.Route:

@@ -16,7 +16,8 @@ from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import GrpcEchoServer, echo_call
 
 LABELS = {"gateway.networking.k8s.io/gateway-name": "grpc"}
-CLUSTER = "outbound|9000||echo.default.svc.cluster.local"
+# The port says HTTP/1.1, so the GRPCRoute gets the HTTP/2 variant cluster of its own (names.py).
+CLUSTER = "outbound|9000|~http2|echo.default.svc.cluster.local"
 
 
 def manifests(listener_port: int, upstream_port: int) -> str:
