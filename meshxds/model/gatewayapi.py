@@ -108,9 +108,17 @@ class GatewayAddress(KubeModel):
     value: str
 
 
+class GatewaySpecTLS(KubeModel):
+    """Gateway-wide TLS (Gateway API v1.4 ``spec.tls``). Only ``frontend`` is read, to refuse it:
+    client-certificate validation meshxds cannot enforce must never be silently skipped."""
+
+    frontend: dict[str, object] | None = None
+
+
 class GatewaySpec(KubeModel):
     gateway_class_name: str = Field(min_length=1)
     listeners: list[GatewayListener] = Field(min_length=1)
+    tls: GatewaySpecTLS | None = None
     addresses: list[GatewayAddress] = Field(default_factory=list)
     infrastructure: dict[str, object] | None = None
 

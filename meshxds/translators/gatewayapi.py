@@ -257,6 +257,20 @@ def _resolve_listener_tls(run: _Run, gw: gatewayapi.Gateway, ctx: _ListenerConte
                 )
             )
         return
+    if gw.spec.tls is not None and gw.spec.tls.frontend is not None:
+        # Security settings fail closed: serving this listener without the client-certificate
+        # validation it asks for would admit every client.
+        ctx.conditions.append(
+            condition(
+                "Accepted",
+                False,
+                "UnsupportedValue",
+                "spec.tls.frontend (client certificate validation) is not supported by meshxds yet; "
+                "the listener is not programmed rather than served without it",
+                generation=generation,
+            )
+        )
+        return
     if not tls.certificate_refs:
         ctx.conditions.append(
             condition(
@@ -386,8 +400,12 @@ def _process_routes(run: _Run) -> None:
                 {
                     "parentRef": parent_ref,
                     "controllerName": run.options.controller_name,
-                    # Accepted and ResolvedRefs: two types, so nothing for merge_conditions to merge.
-                    "conditions": [accepted.as_dict(), resolved.as_dict()],
+                    # Accepted, ResolvedRefs (and PartiallyInvalid): distinct types, nothing to merge.
+                    "conditions": [
+                        accepted.as_dict(),
+                        resolved.as_dict(),
+                        *_partially_invalid(route, compiled),
+                    ],
                 }
             )
         if parents:
@@ -396,6 +414,18 @@ def _process_routes(run: _Run) -> None:
                     kind=route.KIND, namespace=route.namespace, name=route.name, status={"parents": parents}
                 )
             )
+
+
+def _partially_invalid(route: _Route, compiled: httproutes.CompiledRoute) -> list[dict[str, Any]]:
+    """GEP-1364's condition for a route some of whose rules fail closed (their filter cannot be
+    applied, so they answer 500): the rest of the route is served."""
+    if not compiled.invalid:
+        return []
+    message = "; ".join(compiled.invalid) + "; those rules answer 500"
+    found = condition(
+        "PartiallyInvalid", True, "UnsupportedValue", message, generation=route.metadata.generation
+    )
+    return [found.as_dict()]
 
 
 def _attach(

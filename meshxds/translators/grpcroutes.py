@@ -68,16 +68,22 @@ def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -
     for r_index, rule in enumerate(route.spec.rules):
         at = f"{route.ref}: spec.rules[{r_index}]"
         filters = rule_filters(rule.filters, at=at, out=out, allowed=_GRPC_FILTERS)
-        action = forward_action(
-            rule.backend_refs,
-            route=route,
-            at=at,
-            backends=backends,
-            out=out,
-            bad_refs=bad_refs,
-            force_protocol=_FORCE_HTTP2,
-            mirrors=filters.mirrors,
-        )
+        action: ir.ForwardAction | ir.DirectResponse
+        if filters.invalid:  # a filter that cannot be applied is never skipped: 500, as HTTPRoute
+            out.warnings.extend(f"{p}; this rule answers 500" for p in filters.invalid)
+            out.invalid.extend(filters.invalid)
+            action = ir.DirectResponse(status=500)
+        else:
+            action = forward_action(
+                rule.backend_refs,
+                route=route,
+                at=at,
+                backends=backends,
+                out=out,
+                bad_refs=bad_refs,
+                force_protocol=_FORCE_HTTP2,
+                mirrors=filters.mirrors,
+            )
         for m_index, match in enumerate(rule.matches):
             route_match = ir.RouteMatch(
                 path=grpc_path_match(match.method), headers=tuple(header_matches(match.headers))
