@@ -453,13 +453,16 @@ class XdsServer:
         if isinstance(action, Send):
             async with asyncio.timeout(self._write_timeout):
                 await context.write(action.response)
-            log.info(
+            # Per stream at DEBUG (--verbose): a change fans out to thousands of streams, and two
+            # INFO lines each (push, ACK) cost the loop more than the pushes do. /debug/syncz,
+            # `meshxds status` and the metrics show every stream's state at any time.
+            log.debug(
                 "push node=%s type=%s version=%s nonce=%s resources=%d removed=%d",
                 node, type_name, action.version, action.nonce, len(action.resources), len(action.removed),
             )  # fmt: skip
             self._notify(lambda o: o.on_response(conn, action))
         elif isinstance(action, Ack):
-            log.info("ACK node=%s type=%s version=%s nonce=%s", node, type_name, action.version, action.nonce)
+            log.debug("ACK node=%s type=%s version=%s nonce=%s", node, type_name, action.version, action.nonce)
             self._notify(lambda o: o.on_ack(conn, action))
         elif isinstance(action, Nack):
             if action.log:  # rate-limited per stream and type; the message is already truncated
