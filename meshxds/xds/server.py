@@ -462,7 +462,9 @@ class XdsServer:
             )  # fmt: skip
             self._notify(lambda o: o.on_response(conn, action))
         elif isinstance(action, Ack):
-            log.debug("ACK node=%s type=%s version=%s nonce=%s", node, type_name, action.version, action.nonce)
+            log.debug(
+                "ACK node=%s type=%s version=%s nonce=%s", node, type_name, action.version, action.nonce
+            )
             self._notify(lambda o: o.on_ack(conn, action))
         elif isinstance(action, Nack):
             if action.log:  # rate-limited per stream and type; the message is already truncated
