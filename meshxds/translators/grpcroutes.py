@@ -11,6 +11,7 @@ from meshxds.translators.backends import BackendIndex
 from meshxds.translators.httproutes import (
     CompiledRoute,
     SortableRoute,
+    fail_closed,
     forward_action,
     header_matches,
     resolved_refs_condition,
@@ -69,10 +70,8 @@ def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -
         at = f"{route.ref}: spec.rules[{r_index}]"
         filters = rule_filters(rule.filters, at=at, out=out, allowed=_GRPC_FILTERS)
         action: ir.ForwardAction | ir.DirectResponse
-        if filters.invalid:  # a filter that cannot be applied is never skipped: 500, as HTTPRoute
-            out.warnings.extend(f"{p}; this rule answers 500" for p in filters.invalid)
-            out.invalid.extend(filters.invalid)
-            action = ir.DirectResponse(status=500)
+        if filters.invalid:
+            action = fail_closed(filters, out)
         else:
             action = forward_action(
                 rule.backend_refs,

@@ -220,6 +220,14 @@ def rule_filters(
     )
 
 
+def fail_closed(filters: RuleFilters, out: CompiledRoute) -> ir.DirectResponse:
+    """A rule whose filter cannot be applied: never served without it (the spec), so it answers
+    500, and the route reports it (``PartiallyInvalid``). HTTPRoute and GRPCRoute alike."""
+    out.warnings.extend(f"{p}; this rule answers 500" for p in filters.invalid)
+    out.invalid.extend(filters.invalid)
+    return ir.DirectResponse(status=500)
+
+
 def _mirror_percent(mirror: gatewayapi.HTTPRequestMirrorFilter) -> float:
     if mirror.fraction is not None:
         return 100.0 * mirror.fraction.numerator / mirror.fraction.denominator
@@ -362,10 +370,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                 out.warnings.append(f"{at}.timeouts: {exc}; ignored")
         action: ir.ForwardAction | ir.DirectResponse | ir.Redirect
         if filters.invalid:
-            # A filter that cannot be applied must not be skipped (the spec): the rule answers 500.
-            out.warnings.extend(f"{p}; this rule answers 500" for p in filters.invalid)
-            out.invalid.extend(filters.invalid)
-            action = ir.DirectResponse(status=500)
+            action = fail_closed(filters, out)
         elif filters.redirect is not None:
             action = filters.redirect
         else:
