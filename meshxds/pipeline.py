@@ -314,7 +314,7 @@ class Pipeline:
                 self.last_path = "unchanged"
                 return previous
             if changes.endpoints_only:
-                endpoints = EndpointIndex(resources)
+                endpoints = EndpointIndex.updated(previous.endpoints, resources, changes.objects)
                 touched = endpoints.touched_services(changes.objects, previous.translation.resources)
                 builder = previous.with_new_endpoints(resources, endpoints, touched)
                 self.fast_updates += 1

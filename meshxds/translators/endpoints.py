@@ -74,6 +74,34 @@ class EndpointIndex:
         # One LbEndpoint per (address, port): Services that select the same Pods share them.
         self._lb: dict[tuple[str, int], ir.LbEndpoint] = {}
 
+    @classmethod
+    def updated(
+        cls, previous: EndpointIndex, resources: ResourceSet, changed: Iterable[Resource]
+    ) -> EndpointIndex:
+        """The index of ``resources``, made from ``previous`` (the index of the set before) and
+        ``changed`` (old and new versions of what moved), in the time of the change, not of the
+        10,000 EndpointSlices (the endpoint fast path). Answers are computed afresh, lazily."""
+        index = cls.__new__(cls)
+        slices = dict(previous._slices)
+        for obj in changed:
+            if not isinstance(obj, core.EndpointSlice) or not (service := obj.service_name):
+                continue
+            key = (obj.namespace, service)
+            kept = [s for s in slices.get(key, ()) if s.key != obj.key]
+            current = resources.get(core.EndpointSlice, obj.namespace, obj.name)
+            if current is not None and current.service_name == service:
+                kept.append(current)
+            if kept:
+                slices[key] = kept
+            else:
+                slices.pop(key, None)
+        index._slices = slices
+        index._pods = resources.objects.get(core.Pod, {})
+        index._labelled = {}
+        index._endpoints = {}
+        index._lb = {}
+        return index
+
     def labelled(
         self, namespace: str, service: str, port_name: str, target_port: int | None
     ) -> tuple[LabelledEndpoint, ...]:

@@ -289,3 +289,35 @@ async def test_identities_that_left_leave_nothing_in_the_cache_the_builder_or_th
     assert all(third(GW_A).version(t) == kept.version(t) for t in kept.resources)  # a's did not change
     stay.set()
     await asyncio.wait_for(staying, 5)
+
+
+def test_an_updated_endpoint_index_answers_as_a_fresh_one() -> None:
+    """The fast path's index is made from the last one and the change; it must equal a fresh one:
+    a slice edited, one added, one moved to another Service, one deleted."""
+    from meshxds.translators.endpoints import EndpointIndex
+
+    docs = mesh()
+    before = resource_set(docs)
+    edited = copy.deepcopy(docs)
+    slice_of(edited, "svc-a")["endpoints"][0]["addresses"] = ["127.0.0.9"]
+    extra = copy.deepcopy(slice_of(edited, "svc-a"))
+    extra["metadata"]["name"] = "svc-a-2"
+    extra["endpoints"][0]["addresses"] = ["127.0.0.7"]
+    moved = slice_of(edited, "svc-b")
+    moved["metadata"]["labels"]["kubernetes.io/service-name"] = "svc-a"
+    edited.append(extra)
+    after = resource_set(edited, before)
+    changes = changes_between(before, after)
+    updated = EndpointIndex.updated(EndpointIndex(before), after, changes.objects)
+    fresh = EndpointIndex(after)
+    for service in ("svc-a", "svc-b"):
+        key = ("default", service)
+        assert sorted(s.name for s in updated._slices.get(key, [])) == sorted(
+            s.name for s in fresh._slices.get(key, [])
+        )
+        assert updated.labelled("default", service, "", 80) == fresh.labelled("default", service, "", 80)
+    deleted = [d for d in edited if d is not extra]
+    after_delete = resource_set(deleted, after)
+    changes = changes_between(after, after_delete)
+    again = EndpointIndex.updated(updated, after_delete, changes.objects)
+    assert sorted(s.name for s in again._slices[("default", "svc-a")]) == ["svc-a-1", "svc-b-1"]
