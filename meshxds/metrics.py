@@ -16,6 +16,7 @@ __all__ = ["Metrics"]
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, str], Counter] = {}
         self.connected = Gauge(
             "meshxds_xds_connected_streams", "Open xDS streams", ["mode"], registry=self.registry
         )
@@ -48,10 +49,21 @@ class Metrics:
         pass
 
     def on_response(self, conn: Connection, send: Send) -> None:
-        self.responses.labels(type_url=send.type_url).inc()
+        self._child(self.responses, send.type_url).inc()
 
     def on_ack(self, conn: Connection, ack: Ack) -> None:
-        self.acks.labels(type_url=ack.type_url).inc()
+        self._child(self.acks, ack.type_url).inc()
+
+    def _child(self, counter: Counter, type_url: str) -> Counter:
+        # A change fans out to thousands of streams: labels() (a lock, a label check) once per
+        # counter and type, not per response and ACK; bounded, whatever type URLs clients send.
+        key = (id(counter), type_url)
+        child = self._children.get(key)
+        if child is None:
+            child = counter.labels(type_url=type_url)
+            if len(self._children) < 64:
+                self._children[key] = child
+        return child
 
     def on_nack(self, conn: Connection, nack: Nack) -> None:
         self.nacks.labels(type_url=nack.type_url).inc()
