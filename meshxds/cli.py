@@ -21,8 +21,8 @@ from meshxds.sources import manifest_reader
 # The models, translators and Envoy protos take ~0.4 s to import: each command imports what it
 # needs, after it has started what can run meanwhile (a large directory's YAML, in a child).
 if TYPE_CHECKING:
+    from meshxds.options import TranslateOptions
     from meshxds.pipeline import Translation
-    from meshxds.translators.gatewayapi import TranslateOptions
     from meshxds.xds.auth import XdsSecurity
 
 __all__ = ["main"]
@@ -198,7 +198,7 @@ def _add_translate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> TranslateOptions:
-    from meshxds.translators.gatewayapi import TranslateOptions
+    from meshxds.options import TranslateOptions
 
     return TranslateOptions(listener_address=args.listener_address)
 

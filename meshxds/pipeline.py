@@ -16,20 +16,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from meshxds import ir
+from meshxds.conditions import ObjectStatus
 from meshxds.errors import IRValidationError
 from meshxds.identity import ProxyIdentity
 from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet
+from meshxds.options import TranslateOptions, gateway_for_proxy
 from meshxds.translators.endpoints import ENDPOINT_KINDS, EndpointIndex
-from meshxds.translators.gatewayapi import (
-    GatewayAPIResult,
-    TranslateOptions,
-    gateway_for_proxy,
-    translate_gateway_api,
-)
+from meshxds.translators.gatewayapi import GatewayAPIResult, translate_gateway_api
 from meshxds.translators.istio import IstioTranslator
-from meshxds.translators.status import ObjectStatus
 from meshxds.xds.cache import TYPE_ENDPOINT, Snapshot
 from meshxds.xds.memo import ResourceMemo
 

@@ -25,10 +25,10 @@ from meshxds.identity import ProxyIdentity
 from meshxds.memory import building
 from meshxds.metrics import Metrics
 from meshxds.model.manifests import ResourceSet
+from meshxds.options import TranslateOptions
 from meshxds.pipeline import Pipeline, SnapshotBuilder
 from meshxds.sources import manifest_reader
 from meshxds.sources.files import DirectorySource, watch_directory
-from meshxds.translators.gatewayapi import TranslateOptions
 from meshxds.xds.auth import XdsSecurity, XdsTransport, is_loopback
 from meshxds.xds.cache import SnapshotCache
 from meshxds.xds.registry import ConnectionRegistry

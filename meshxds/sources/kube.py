@@ -33,9 +33,11 @@ from typing import Any
 from kubernetes.config import list_kube_config_contexts
 from kubernetes.config.config_exception import ConfigException
 
+from meshxds.conditions import ObjectStatus
 from meshxds.errors import ManifestErrors
 from meshxds.model.base import Resource
 from meshxds.model.manifests import KINDS, ResourceSet
+from meshxds.options import CONTROLLER_NAME
 from meshxds.sources.kube_api import ApiResource, Forbidden, KubeApi, NotFound, connect
 from meshxds.sources.kube_status import StatusWriter
 from meshxds.sources.kube_store import KubeResourceSet, ObjectStore
@@ -49,8 +51,6 @@ from meshxds.sources.kube_watch import (
     infinite_watch,
 )
 from meshxds.sources.leader import LeaderElector, LeaseSettings, default_identity
-from meshxds.translators.gatewayapi import CONTROLLER_NAME
-from meshxds.translators.status import ObjectStatus
 
 __all__ = ["KubeOptions", "KubeSource", "debounce", "default_namespace", "kube_options"]
 

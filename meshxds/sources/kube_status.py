@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from meshxds.conditions import ObjectStatus
 from meshxds.errors import SourceError
 from meshxds.model import gatewayapi
 from meshxds.model.base import Resource
 from meshxds.sources.kube_api import ApiResource, Conflict, KubeApi, NotFound
 from meshxds.sources.kube_store import ObjectStore
-from meshxds.translators.status import ObjectStatus
 
 __all__ = ["STATUS_MODELS", "StatusWriter", "WriteReport", "status_patch"]
 

@@ -1398,9 +1398,9 @@ def check(docs: Sequence[Doc], workdir: Path) -> Verdict:
     """The property over one configuration (see the module docstring)."""
     from meshxds.errors import ManifestError, MeshxdsError
     from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_document
+    from meshxds.options import TranslateOptions
     from meshxds.pipeline import SnapshotBuilder, translate
     from meshxds.testing.envoy_validate import static_bootstrap, validate_bootstrap
-    from meshxds.translators.gatewayapi import TranslateOptions
     from meshxds.xds.cache import InconsistentSnapshot
     from meshxds.xds.resources import build_resources
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshxds import ir, names
+from meshxds.conditions import Condition, ObjectStatus, condition, merge_conditions
 from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
+from meshxds.options import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.translators import httproutes
 from meshxds.translators.backends import BackendIndex
 from meshxds.translators.certificates import resolve_certificate_ref
@@ -24,21 +26,13 @@ from meshxds.translators.grpcroutes import compile_grpc_route
 from meshxds.translators.hostnames import HostnamePatterns, covering_patterns, intersect_hostnames
 from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
 from meshxds.translators.policies import ListenerPolicies, listener_policies
-from meshxds.translators.status import Condition, ObjectStatus, condition, merge_conditions
 from meshxds.translators.tcproutes import compile_tcp_route
 
 __all__ = [
-    "CONTROLLER_NAME",
-    "GATEWAY_NAME_LABEL",
     "GatewayAPIMemo",
     "GatewayAPIResult",
-    "TranslateOptions",
-    "gateway_for_proxy",
     "translate_gateway_api",
 ]
-
-CONTROLLER_NAME = "meshxds.io/gateway-controller"
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 
 # Listener protocol → route kinds it can carry (the spec's defaults for allowedRoutes.kinds).
 _ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
@@ -50,14 +44,6 @@ _ROUTE_KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
 # A TLS listener that terminates can hand the decrypted stream to a TCPRoute too.
 _TLS_TERMINATE_KINDS = ("TLSRoute", "TCPRoute")
 _HTTP_PROTOCOLS = ("HTTP", "HTTPS")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TranslateOptions:
-    listener_address: str = "0.0.0.0"
-    """Where listeners bind when the manifest does not say (tests and the demo use 127.0.0.1)."""
-    controller_name: str = CONTROLLER_NAME
-    cluster_domain: str = names.CLUSTER_DOMAIN
 
 
 @dataclass(slots=True)
@@ -79,12 +65,6 @@ class GatewayAPIResult:
     statuses: tuple[ObjectStatus, ...]
     warnings: tuple[str, ...]
     memo: GatewayAPIMemo = field(default_factory=GatewayAPIMemo, compare=False, repr=False)
-
-
-def gateway_for_proxy(namespace: str, labels: dict[str, str]) -> tuple[str, str] | None:
-    """The Gateway a proxy serves: its namespace plus the ``gateway-name`` label."""
-    name = labels.get(GATEWAY_NAME_LABEL)
-    return (namespace, name) if name else None
 
 
 @dataclass(slots=True)

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meshxds import ir
+from meshxds.conditions import Condition, condition
 from meshxds.model import gatewayapi
 from meshxds.translators.backends import BackendIndex, ResolvedBackend
 from meshxds.translators.durations import parse_duration
 from meshxds.translators.headers import literal, mutation_problems
 from meshxds.translators.regex import re2_error
-from meshxds.translators.status import Condition, condition
 
 __all__ = [
     "CompiledRoute",

@@ -32,6 +32,7 @@ from test_gateway_http2_scenario import (
 
 from meshxds.identity import ProxyIdentity
 from meshxds.model.manifests import KINDS
+from meshxds.options import TranslateOptions
 from meshxds.pipeline import SnapshotBuilder, translate
 from meshxds.sources.files import read_directory
 from meshxds.testing.envoy import EnvoyProcess
@@ -40,7 +41,6 @@ from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import MeshxdsProcess
 from meshxds.testing.stack import attached
 from meshxds.testing.upstreams import H2cOnlyServer, Http1OnlyServer, curl
-from meshxds.translators.gatewayapi import TranslateOptions
 from meshxds.xds.render import dumps, snapshot_to_json
 
 GW = "gateway.networking.k8s.io"

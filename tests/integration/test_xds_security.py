@@ -33,13 +33,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from meshxds.certgen import Authority, issue_proxy, issue_server, make_ca, write_bundle
+from meshxds.options import GATEWAY_NAME_LABEL
 from meshxds.testing.certs import CertificateAuthority, issue, issue_client, tls_secret_manifest
 from meshxds.testing.envoy import EnvoyProcess, XdsClientTls
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import CDS, LDS, MeshxdsProcess
 from meshxds.testing.upstreams import H2cOnlyServer, curl
-from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL
 from meshxds.xds.cache import TYPE_SECRET
 
 SERVER_NAME = "meshxds.meshxds-system.svc"

@@ -77,3 +77,21 @@ def test_http_filters_know_the_registry_and_ir_only(path: Path) -> None:
     ours = {m for m in imports_of(path) if m.startswith("meshxds")}
     allowed = ("meshxds.ir", "meshxds.xds.filters", "meshxds.xds.values")
     assert all(m == "meshxds" or m.startswith(allowed) for m in ours), sorted(ours)
+
+
+@pytest.mark.parametrize("path", modules("sources"), ids=lambda p: p.name)
+def test_sources_never_import_translators(path: Path) -> None:
+    # What sources share with translators (status conditions, the controller name) lives in
+    # meshxds.conditions and meshxds.options, below both.
+    bad = {
+        m
+        for m in imports_of(path)
+        if m.startswith(("meshxds.translators", "meshxds.xds", "meshxds.pipeline"))
+    }
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", ["conditions.py", "options.py"])
+def test_shared_modules_import_nothing_above_them(module: str) -> None:
+    ours = {m for m in imports_of(PACKAGE / module) if m.startswith("meshxds")}
+    assert ours <= {"meshxds", "meshxds.names"}, sorted(ours)

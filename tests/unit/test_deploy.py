@@ -20,10 +20,10 @@ from cryptography import x509
 
 from meshxds.cli import _parser, main
 from meshxds.model.manifests import KINDS
+from meshxds.options import CONTROLLER_NAME, GATEWAY_NAME_LABEL
 from meshxds.sources.kube_status import STATUS_MODELS
 from meshxds.testing.envoy import find_envoy, with_xds_tls, write_xds_tls
 from meshxds.testing.fake_apiserver import plural_of
-from meshxds.translators.gatewayapi import CONTROLLER_NAME, GATEWAY_NAME_LABEL
 from meshxds.xds.auth import is_loopback, peer_identity
 
 REPO = Path(__file__).resolve().parents[2]

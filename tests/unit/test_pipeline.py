@@ -10,9 +10,9 @@ from typing import Any
 
 from meshxds.identity import ProxyIdentity
 from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_documents
+from meshxds.options import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.pipeline import Pipeline, SnapshotBuilder, changes_between, translate
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs
-from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot, SnapshotCache
 from meshxds.xds.render import snapshot_to_json
 

@@ -19,11 +19,11 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
+from meshxds.options import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.pipeline import Pipeline, SnapshotBuilder
 from meshxds.serve import ServeOptions, Service
 from meshxds.sources.files import DirectorySource
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
-from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE
 
 TIMEOUT = 10.0

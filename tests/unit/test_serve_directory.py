@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from meshxds.identity import ProxyIdentity
+from meshxds.options import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.serve import ServeOptions, Service
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
-from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.xds.cache import TYPE_ROUTE
 
 TIMEOUT = 10.0

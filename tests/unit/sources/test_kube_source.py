@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from meshxds.cli import main
+from meshxds.conditions import ObjectStatus
 from meshxds.errors import ManifestErrors
 from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import KINDS, ResourceSet
@@ -23,7 +24,6 @@ from meshxds.sources.kube import KubeOptions, KubeSource, debounce, default_name
 from meshxds.sources.kube_store import KubeResourceSet
 from meshxds.sources.kube_watch import WatchSettings
 from meshxds.testing.fake_apiserver import FakeApiServer
-from meshxds.translators.status import ObjectStatus
 
 GW = "gateway.networking.k8s.io"
 FAST = WatchSettings(

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from meshxds.conditions import ObjectStatus
 from meshxds.model import gatewayapi
 from meshxds.sources.kube_api import ApiResource, KubeApi, connect
 from meshxds.sources.kube_status import StatusWriter, status_patch
 from meshxds.sources.kube_store import ObjectStore
 from meshxds.testing.fake_apiserver import FakeApiServer
-from meshxds.translators.status import ObjectStatus
 
 GW = "gateway.networking.k8s.io"
 OURS = "meshxds.io/gateway-controller"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from meshxds.identity import ProxyIdentity
 from meshxds.model.manifests import SourcedDocument, parse_documents
+from meshxds.options import GATEWAY_NAME_LABEL
 from meshxds.pipeline import translate
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs
-from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL
 
 
 def _gateway_api_only() -> list[SourcedDocument]:

@@ -26,8 +26,8 @@ from xds_protos import mesh_snapshot
 
 from meshxds import serve
 from meshxds.identity import ProxyIdentity
+from meshxds.options import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
-from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL, TranslateOptions
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, Snapshot, SnapshotCache
 from meshxds.xds.registry import ConnectionRegistry
 from meshxds.xds.server import XdsServer

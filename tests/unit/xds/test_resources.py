@@ -17,10 +17,10 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from meshxds import ir
 from meshxds.identity import ProxyIdentity
+from meshxds.options import GATEWAY_NAME_LABEL
 from meshxds.pipeline import translate
 from meshxds.sources.files import read_directory
 from meshxds.testing.envoy_validate import envoy_validate
-from meshxds.translators.gatewayapi import GATEWAY_NAME_LABEL
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET
 from meshxds.xds.resources import (
     HTTP_PROTOCOL_OPTIONS_KEY,

@@ -1,4 +1,5 @@
-"""Status conditions as data (Gateway API style), computed by translators, written by sources.
+"""Kubernetes status conditions as data (Gateway API style): computed by translators, written by
+sources (which import this module, never a translator).
 
 Translators never read the clock: ``lastTransitionTime`` is set by whoever writes status.
 """
