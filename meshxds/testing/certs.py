@@ -24,17 +24,20 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "CertificateAuthority",
     "ClientCertificate",
     "ServerCertificate",
+    "SigningKey",
     "issue",
     "issue_client",
     "make_ca",
     "opaque_secret_manifest",
+    "private_key_pem",
+    "self_signed",
     "tls_secret_manifest",
     "write_pem_files",
 ]
@@ -246,7 +249,37 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def self_signed(
+    key: SigningKey, *, common_name: str = "web.example.com", sans: Sequence[x509.GeneralName] = ()
+) -> bytes:
+    """A self-signed certificate (PEM) for ``key`` of any type Envoy may or may not serve: for
+    tests of what a key or a SAN makes of a certificate, where no CA is wanted."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:_CN_MAX])])
+    not_before, not_after = _validity()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return _cert_pem(builder.sign(key, algorithm))
+
+
+def private_key_pem(key: SigningKey) -> bytes:
+    """``key`` as unencrypted PKCS#8 PEM, the form ``tls.key`` holds."""
+    return _key_pem(key)
+
+
+def _key_pem(key: SigningKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

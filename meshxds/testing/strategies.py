@@ -35,12 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
-from meshxds.testing.certs import _validity, issue, make_ca
+from meshxds.testing.certs import issue, make_ca, private_key_pem, self_signed
 
 __all__ = [
     "CONTROLLER",
@@ -116,23 +114,8 @@ class TlsMaterial:
 def _rsa_pair(bits: int, hostnames: Sequence[str]) -> tuple[bytes, bytes]:
     """A self-signed RSA certificate of ``bits`` for ``hostnames``."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
-    not_before, not_after = _validity()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    sans = [x509.DNSName(h) for h in hostnames]
+    return self_signed(key, common_name=hostnames[0], sans=sans), private_key_pem(key)
 
 
 @functools.cache

@@ -6,55 +6,27 @@ verdict cannot drift apart (issue 10: config Envoy rejects, reported as fine).""
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
 
-from meshxds.testing.certs import issue, make_ca
+from meshxds.testing.certs import SigningKey, issue, make_ca, private_key_pem, self_signed
 from meshxds.testing.envoy_validate import validate_bootstrap
 from meshxds.translators.certificates import certificate_problem
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
-
-def self_signed(key: PrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "web.example.com")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def pair(make: Callable[[], PrivateKey]) -> tuple[bytes, bytes]:
+def pair(make: Callable[[], SigningKey]) -> tuple[bytes, bytes]:
     key = make()
-    return self_signed(key), pem(key)
+    return self_signed(key), private_key_pem(key)
 
 
 def mismatched() -> tuple[bytes, bytes]:
     chain, _ = pair(lambda: ec.generate_private_key(ec.SECP256R1()))
-    return chain, pem(ec.generate_private_key(ec.SECP256R1()))
+    return chain, private_key_pem(ec.generate_private_key(ec.SECP256R1()))
 
 
 def ca_issued() -> tuple[bytes, bytes]:

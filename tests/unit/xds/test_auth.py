@@ -3,20 +3,18 @@ reload, which Secrets an unauthenticated stream gets; and the serve flags that c
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from meshxds.certgen import issue_proxy, issue_server, make_ca, write_bundle
 from meshxds.cli import _parser, _security
 from meshxds.identity import ProxyIdentity
 from meshxds.serve import ServeOptions, check_exposure
+from meshxds.testing.certs import self_signed
 from meshxds.xds.auth import (
     PeerIdentity,
     PeerIdentityError,
@@ -34,21 +32,7 @@ from meshxds.xds.cache import TYPE_SECRET, CachedResource, Snapshot
 
 
 def cert_with(*sans: x509.GeneralName) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy")])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    return self_signed(ec.generate_private_key(ec.SECP256R1()), common_name="proxy", sans=sans)
 
 
 URI, DNS = x509.UniformResourceIdentifier, x509.DNSName
