@@ -269,9 +269,7 @@ class DirectorySource:
         if status == manifest_reader.OS_ERROR:
             self._store(key, _unreadable(key, (0, 0, 0), b"", payload))
             return
-        cached = self._files.get(key)
-        if cached is not None and cached.digest == digest:
-            self._files[key] = replace(cached, stamp=stamp)
+        if self._same_bytes(key, stamp, digest):
             return
         self.parsed_files += 1
         if status == manifest_reader.NOT_UTF8:
@@ -280,6 +278,14 @@ class DirectorySource:
             self._store(key, _ParsedFile(stamp, digest, (), (_yaml_error(key, payload),), ()))
         else:
             self._store(key, _validated(key, stamp, digest, payload))
+
+    def _same_bytes(self, key: str, stamp: tuple[int, int, int], digest: bytes) -> bool:
+        """Whether ``key`` holds the bytes already parsed (then only its stamp is refreshed)."""
+        cached = self._files.get(key)
+        if cached is None or cached.digest != digest:
+            return False
+        self._files[key] = replace(cached, stamp=stamp)
+        return True
 
     def _refresh(self, path: Path) -> None:
         if not path.is_relative_to(self.root) or path == self.root:
@@ -387,9 +393,7 @@ class DirectorySource:
         except OSError as exc:
             self._store(key, _unreadable(key, (0, 0, 0), b"", str(exc)))
             return
-        cached = self._files.get(key)
-        if cached is not None and cached.digest == hashlib.sha256(data).digest():
-            self._files[key] = replace(cached, stamp=_stamp(stat))
+        if self._same_bytes(key, _stamp(stat), hashlib.sha256(data).digest()):
             return
         if len(data) >= _CHILD_PARSES_BYTES:
             # ryaml holds the GIL for the whole file (~60 ms a MB): a big one is parsed in a
