@@ -17,6 +17,7 @@ files each), then exits. A result is ``(path, stamp, digest, status, payload)``;
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import marshal
@@ -231,6 +232,10 @@ def _split(result: Result) -> list[Result]:
 
 
 def main() -> None:
+    # Parsing is background work: on a busy machine the server's event loop (streams, /healthz)
+    # comes first. On an idle one a niced process still gets its core.
+    with contextlib.suppress(OSError):
+        os.nice(5)
     paths = [os.fsdecode(p) for p in sys.stdin.buffer.read().split(b"\0") if p]
     # A pipe holds 64 KB: written from this thread, parsing would stop whenever the parent is
     # busy (importing the models, say). A writer thread takes the frames as they are made.
