@@ -22,10 +22,12 @@ generated now; a new one is left out until its fix lifts it (reproducers in ``te
 
 from __future__ import annotations
 
+import atexit
 import base64
 import functools
 import json
 import re
+import shutil
 import string
 import tempfile
 import traceback
@@ -127,6 +129,7 @@ def tls_material() -> TlsMaterial:
     rsa_chain, rsa_key = _rsa_pair(2048, hosts)
     small_chain, small_key = _rsa_pair(1024, hosts)
     directory = Path(tempfile.mkdtemp(prefix="meshxds-fuzz-tls-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # one per process, gone with it
     (directory / "server.crt").write_bytes(ec.chain_pem)
     (directory / "server.key").write_bytes(ec.key_pem)
     (directory / "ca.crt").write_bytes(ca.cert_pem)
