@@ -217,6 +217,12 @@ class SnapshotBuilder:
             self._built[identity] = _Built(config, snapshot)
         return snapshot
 
+    def ready(self, identity: ProxyIdentity) -> Snapshot | None:
+        """The snapshot of ``identity`` if already built (``prebuild``, or carried by the fast
+        path), without building it: the cache takes it on the loop."""
+        built = self._built.get(identity)
+        return None if built is None else built.snapshot
+
     def identities(self) -> frozenset[ProxyIdentity]:
         """Every identity this builder keeps a snapshot for (built, or the previous builder's)."""
         with self._lock:

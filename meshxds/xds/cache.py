@@ -11,7 +11,7 @@ what many streams ask of it alike (a selection of resources with its version and
 names changed since another snapshot), so N proxies of one identity cost one build.
 
 ``SnapshotCache`` holds the current *builder* (identity -> snapshot), memoizes one snapshot per
-``ProxyIdentity`` per generation and wakes waiters when a new generation is set. It knows
+``ProxyIdentity`` per generation and calls its listeners when a new generation is set. It knows
 nothing of gRPC: the server asks it for snapshots, the stream state machines decide what to send.
 What it keeps per identity is bounded by the identities in use: an identity no stream holds any
 more is forgotten (here and in the builder) after a grace period.
@@ -540,6 +540,17 @@ class IdentityState(Protocol):
         ...
 
 
+@runtime_checkable
+class Prebuilt(Protocol):
+    """A builder that may have built an identity's snapshot already (``pipeline.SnapshotBuilder``
+    builds the identities with streams before it is published): the cache takes such a snapshot
+    on the loop, without a worker thread's round trip for every stream of a push."""
+
+    def ready(self, identity: ProxyIdentity) -> Snapshot | None:
+        """The snapshot of ``identity`` if built (and checked for consistency), else ``None``."""
+        ...
+
+
 class SnapshotCache:
     """The current builder and one memoized snapshot per identity per generation; no gRPC.
 
@@ -557,11 +568,16 @@ class SnapshotCache:
 
     def __init__(self, builder: Builder | None = None, *, grace: float = DEFAULT_GRACE_S) -> None:
         self._builder = builder
+        self._ready: Callable[[ProxyIdentity], Snapshot | None] | None = (
+            builder.ready if isinstance(builder, Prebuilt) else None
+        )
         self._generation = 0 if builder is None else 1
         self._memo: dict[ProxyIdentity, Snapshot | None] = {}
         # The last snapshot each identity was served, the fallback when a builder fails.
         self._last_good: dict[ProxyIdentity, Snapshot] = {}
-        self._changed = asyncio.Event()
+        # Called on every new generation (the streams' wake-ups): one call each, no task per stream.
+        self._listeners: dict[int, Callable[[], None]] = {}
+        self._listener_ids = itertools.count(1)
         # Builds running in worker threads, by generation and identity, shared by the streams
         # that ask for the same identity meanwhile.
         self._pending: dict[tuple[int, ProxyIdentity], asyncio.Future[Snapshot | None]] = {}
@@ -596,18 +612,33 @@ class SnapshotCache:
         return frozenset(self._held)
 
     def set_builder(self, builder: Builder) -> None:
-        """Start a new configuration generation and wake every waiter."""
+        """Start a new configuration generation and call every listener."""
         self._builder = builder
+        self._ready = builder.ready if isinstance(builder, Prebuilt) else None
         self._memo.clear()
         self._generation += 1
         # A new builder may carry identities released while it was made (it copied the previous
         # builder's state in a worker thread): forget those now.
         if isinstance(builder, IdentityState):
             builder.forget([i for i in builder.identities() if i not in self._held and i not in self._idle])
-        # Swap the event so a waiter that wakes late still sees a set event, then new waiters block.
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        for listener in tuple(self._listeners.values()):
+            try:
+                listener()
+            except Exception:
+                log.exception("generation listener %r failed", listener)
         log.debug("snapshot generation=%d", self._generation)
+
+    def listen(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the loop, synchronously) on every new generation; returns the
+        function that stops it. A push to thousands of streams wakes each handler directly,
+        instead of waking a watcher task per stream that then wakes the handler."""
+        key = next(self._listener_ids)
+        self._listeners[key] = listener
+
+        def stop() -> None:
+            self._listeners.pop(key, None)
+
+        return stop
 
     def snapshot_for(self, identity: ProxyIdentity) -> Snapshot | None:
         """The snapshot of ``identity`` for this generation, built at most once.
@@ -641,6 +672,11 @@ class SnapshotCache:
         builder, generation = self._builder, self._generation
         if builder is None:
             return None
+        if self._ready is not None:
+            ready = self._ready(identity)
+            if ready is not None:
+                self._memo[identity] = self._last_good[identity] = ready
+                return ready
         key = (generation, identity)
         pending = self._pending.get(key)
         if pending is None:
@@ -773,9 +809,3 @@ class SnapshotCache:
             )
             return self._last_good.get(identity)
         return snapshot
-
-    async def wait_for_generation(self, after: int) -> int:
-        """Return the current generation as soon as it is greater than ``after``."""
-        while self._generation <= after:
-            await self._changed.wait()
-        return self._generation

@@ -1,9 +1,10 @@
 """The ``grpc.aio`` xDS server: ADS (SotW and Delta), the per-type services, gRPC health.
 
 Every RPC goes through one ``_serve_stream``: a reader task drains the request iterator into a
-bounded queue, a watcher task turns new cache generations into wake-ups on the same queue, and
-the handler alone feeds the sans-IO stream (``AdsStream``/``DeltaAdsStream``) and writes what it
-says to send. Protocol decisions live in those state machines, not here.
+bounded queue, the cache's generation listener puts a wake-up on the same queue, and the
+handler alone feeds the sans-IO stream (``AdsStream``/``DeltaAdsStream``) and writes what it
+says to send. Protocol decisions live in those state machines, not here. One watchdog task
+ends the streams whose client stops reading (a write pending past ``write_timeout``).
 
 Responses arrive as bytes (assembled from pre-serialized resources, shared across streams) and
 are written as they are: the response serializer passes bytes through.
@@ -72,6 +73,26 @@ _TYPED_SERVICES: Final = (
 @dataclass(frozen=True, slots=True)
 class _Wake:
     """A new cache generation: ask the cache for this proxy's snapshot again."""
+
+
+_WAKE: Final = _Wake()
+
+
+@dataclass(slots=True)
+class _Waker:
+    """The cache's generation listener for one stream: at most one wake-up queued at a time."""
+
+    events: asyncio.Queue[_Event]
+    pending: bool = False
+
+    def __call__(self) -> None:
+        if self.pending:
+            return
+        try:
+            self.events.put_nowait(_WAKE)
+        except asyncio.QueueFull:
+            return  # the handler has events to take, and asks the cache for a snapshot after each
+        self.pending = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +189,10 @@ class XdsServer:
         self._views: dict[ProxyIdentity, tuple[Snapshot, Snapshot, tuple[str, ...]]] = {}
         self._view_users: dict[ProxyIdentity, int] = {}
         self._server: grpc.aio.Server | None = None
+        # Handlers inside a write, with its deadline; those the watchdog cancelled for it.
+        self._writes: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._watchdog_task: asyncio.Task[None] | None = None
         self.health = health.aio.HealthServicer()
         """The ``grpc.health.v1`` servicer: SERVING once started, NOT_SERVING from ``stop``."""
 
@@ -194,6 +219,7 @@ class XdsServer:
             raise OSError(f"cannot bind the xDS server to {address}")
         await server.start()
         self._server = server
+        self._watchdog_task = asyncio.create_task(self._watchdog(), name="xds-write-watchdog")
         for service in ("", ADS_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -237,6 +263,10 @@ class XdsServer:
             return
         await self.health.enter_graceful_shutdown()
         await server.stop(grace)
+        watchdog, self._watchdog_task = self._watchdog_task, None
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
         log.info("xDS server stopped")
 
     def _handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
@@ -327,16 +357,16 @@ class XdsServer:
         assert isinstance(trust, _Trust)
         conn = Connection(id=next(self._ids), stream=stream, peer=context.peer() or "")
         events: asyncio.Queue[_Event] = asyncio.Queue(maxsize=self._queue_size)
-        tasks = (
-            asyncio.create_task(self._read(requests, events), name=f"xds-read-{conn.id}"),
-            asyncio.create_task(self._watch(events), name=f"xds-watch-{conn.id}"),
-        )
+        waker = _Waker(events)
+        stop_listening = self._cache.listen(waker)
+        tasks = (asyncio.create_task(self._read(requests, events), name=f"xds-read-{conn.id}"),)
         self._notify(lambda o: o.on_stream_open(conn))
         log.debug("stream open id=%d mode=%s peer=%s", conn.id, stream.mode, conn.peer)
         try:
-            abort = await self._run(conn, events, context, trust)
+            abort = await self._run(conn, events, context, trust, waker)
         finally:
             # Synchronous cleanup first: gRPC may cancel this handler again while it awaits below.
+            stop_listening()
             for task in tasks:
                 task.cancel()
             self._notify(lambda o: o.on_stream_close(conn))
@@ -354,12 +384,15 @@ class XdsServer:
         events: asyncio.Queue[_Event],
         context: _Context,
         trust: _Trust,
+        waker: _Waker,
     ) -> _Abort | None:
         """The handler loop: the only place that feeds the state machine and writes."""
         stream = conn.stream
         while True:
             event = await events.get()
-            if isinstance(event, _Closed):
+            if event is _WAKE:
+                waker.pending = False
+            elif isinstance(event, _Closed):
                 if event.error is not None and not isinstance(event.error, asyncio.CancelledError):
                     log.info("stream read failed id=%d node=%s: %r", conn.id, conn.node_id, event.error)
                 return None
@@ -389,12 +422,15 @@ class XdsServer:
             try:
                 for action in actions:
                     await self._apply(conn, action, context)
-            except TimeoutError:
-                # A client that stops reading would pin its responses in memory forever.
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task not in self._expired:
+                    raise
+                # The watchdog's cancellation, not gRPC's: a client that stops reading would pin
+                # its responses in memory forever.
+                self._expired.discard(task)
                 log.warning("write timed out id=%d node=%s; closing the stream", conn.id, conn.node_id)
-                return _Abort(
-                    grpc.StatusCode.UNAVAILABLE, f"response not read within {self._write_timeout:g}s"
-                )
+                raise
 
     def _trust(self, context: _Context) -> _Trust | _Abort:
         """With mTLS, what the client certificate proves (grpc verified it against the client CA)."""
@@ -451,8 +487,7 @@ class XdsServer:
     async def _apply(self, conn: Connection, action: Action, context: _Context) -> None:
         node, type_name = conn.node_id, _short(action.type_url)
         if isinstance(action, Send):
-            async with asyncio.timeout(self._write_timeout):
-                await context.write(action.response)
+            await self._write(context, action.response)
             # Per stream at DEBUG (--verbose): a change fans out to thousands of streams, and two
             # INFO lines each (push, ACK) cost the loop more than the pushes do. /debug/syncz,
             # `meshxds status` and the metrics show every stream's state at any time.
@@ -489,12 +524,30 @@ class XdsServer:
             error = exc
         await events.put(_Closed(error))
 
-    async def _watch(self, events: asyncio.Queue[_Event]) -> None:
-        """Turn each new cache generation into one wake-up of the handler."""
-        generation = self._cache.generation
+    async def _write(self, context: _Context, response: bytes) -> None:
+        """``context.write`` under the write watchdog: one deadline in a dict, not a timer per
+        write (``asyncio.timeout`` costs as much as the rest of a push's per-stream work)."""
+        task = asyncio.current_task()
+        if task is None:  # not in a task: nothing the watchdog could cancel
+            await context.write(response)
+            return
+        self._writes[task] = asyncio.get_running_loop().time() + self._write_timeout
+        try:
+            await context.write(response)
+        finally:
+            self._writes.pop(task, None)
+
+    async def _watchdog(self) -> None:
+        """Cancel every handler whose write has waited longer than ``write_timeout``."""
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, self._write_timeout / 4)
         while True:
-            generation = await self._cache.wait_for_generation(generation)
-            await events.put(_Wake())
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for task, deadline in list(self._writes.items()):
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
 
     def _notify_request(self, conn: Connection, type_url: str) -> None:
         self._notify(lambda observer: observer.on_request(conn, type_url))

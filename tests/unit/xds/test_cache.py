@@ -414,19 +414,50 @@ def test_an_inconsistent_snapshot_is_never_served(caplog: pytest.LogCaptureFixtu
     assert "lacks" in caplog.text
 
 
-async def test_wait_for_generation_wakes_on_set_builder() -> None:
+def test_listeners_are_called_on_every_new_generation_until_stopped() -> None:
     cache = SnapshotCache()
-    waiter = asyncio.create_task(cache.wait_for_generation(0))
-    await asyncio.sleep(0)
-    assert not waiter.done()
+    calls: list[int] = []
+    stop = cache.listen(lambda: calls.append(cache.generation))
     cache.set_builder(CountingBuilder())
-    assert await asyncio.wait_for(waiter, timeout=1) == 1
+    cache.set_builder(CountingBuilder())
+    stop()
+    cache.set_builder(CountingBuilder())
+    assert calls == [1, 2]
 
 
-async def test_wait_for_generation_returns_at_once_when_already_newer() -> None:
-    cache = SnapshotCache(CountingBuilder())
-    cache.set_builder(CountingBuilder())
-    assert await asyncio.wait_for(cache.wait_for_generation(0), timeout=1) == 2
+def test_a_failing_listener_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    cache = SnapshotCache()
+    calls: list[int] = []
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    cache.listen(broken)
+    cache.listen(lambda: calls.append(cache.generation))
+    with caplog.at_level(logging.ERROR, logger="meshxds.xds.cache"):
+        cache.set_builder(CountingBuilder())
+    assert calls == [1]
+    assert "generation listener" in caplog.text
+
+
+class PrebuiltBuilder(CountingBuilder):
+    """A builder that has ``WEST`` built already (as ``SnapshotBuilder.prebuild`` leaves it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prebuilt = mesh_snapshot()
+
+    def ready(self, identity: ProxyIdentity) -> Snapshot | None:
+        return self.prebuilt if identity == WEST else None
+
+
+async def test_a_prebuilt_snapshot_is_taken_without_building() -> None:
+    builder = PrebuiltBuilder()
+    cache = SnapshotCache(builder)
+    assert await cache.snapshot(WEST) is builder.prebuilt
+    assert builder.calls == []  # neither built again nor sent through a worker thread
+    assert await cache.snapshot(EAST) is not None
+    assert builder.calls == [EAST]
 
 
 def test_cache_module_does_not_import_grpc() -> None:

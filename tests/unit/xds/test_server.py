@@ -23,7 +23,7 @@ from envoy.service.cluster.v3 import cds_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from xds_protos import cluster_name, mesh_snapshot, node
+from xds_protos import cluster_name, eds_cluster, load_assignment, mesh_snapshot, node
 
 from meshxds.identity import ProxyIdentity
 from meshxds.metrics import Metrics
@@ -291,7 +291,7 @@ async def test_disconnect_unregisters_and_cancels_the_stream_tasks(xds: Harness)
     ads.call.cancel()
     await eventually(lambda: xds.registry.syncz() == [], what="the stream to unregister")
     await eventually(
-        lambda: not any(t.get_name().startswith(("xds-read-", "xds-watch-")) for t in asyncio.all_tasks()),
+        lambda: not any(t.get_name().startswith("xds-read-") for t in asyncio.all_tasks()),
         what="the stream tasks to end",
     )
 
@@ -620,3 +620,51 @@ async def test_a_missing_or_malformed_node_is_invalid_argument_not_the_sidecar_c
     assert details in (caught.value.details() or "")
     assert xds.builds == []  # no snapshot was computed for anyone
     await eventually(lambda: xds.registry.syncz() == [], what="the stream to unregister")
+
+
+# --- slow readers -------------------------------------------------------------------------------
+
+
+async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout_and_others_are_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache, registry = SnapshotCache(), ConnectionRegistry()
+    server = XdsServer(cache, registry, write_timeout=0.5)
+    port = await server.start("127.0.0.1:0")
+    # A response larger than everything between the two (HTTP/2 windows, grpc's buffers, the
+    # sockets' buffers): a client that never reads blocks the write.
+    cluster = eds_cluster(WEB)
+    cluster.alt_stat_name = "x" * 64_000_000
+    big = Snapshot.from_messages(
+        {TYPE_CLUSTER: [(WEB, cluster)], TYPE_ENDPOINT: [(WEB, load_assignment(WEB, 9000))]}
+    )
+    cache.set_builder(lambda identity: big)
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as stuck_channel,
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1)]
+            ) as channel,
+        ):
+            stuck: SotwStream = Stream(
+                ads_pb2_grpc.AggregatedDiscoveryServiceStub(stuck_channel).StreamAggregatedResources()
+            )
+            with caplog.at_level(logging.WARNING, logger="meshxds.xds.server"):
+                await stuck.send(sotw(TYPE_CLUSTER, first=True))  # ... and never reads
+                started = time.monotonic()
+                await eventually(lambda: len(registry.syncz()) == 1, what="the stream to open")
+                await eventually(lambda: registry.syncz() == [], what="the stuck stream to be dropped")
+            # The watchdog wakes every write_timeout / 4: dropped between 0.5 and ~0.75 s.
+            assert 0.4 < time.monotonic() - started < 3.0
+            assert "write timed out" in caplog.text
+            # grpc cannot end a call whose write is pending (no status may be sent until it is
+            # read): the handler, its snapshot and its identity are released; the client learns
+            # when it reads again or its connection goes. Meanwhile a client that reads is served.
+            ads: SotwStream = Stream(
+                ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+            )
+            response = await ads.exchange(sotw(TYPE_CLUSTER, first=True))
+            assert names_of(response) == [WEB]
+            stuck.call.cancel()
+    finally:
+        await server.stop(0)
