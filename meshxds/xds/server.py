@@ -1,9 +1,11 @@
 """The ``grpc.aio`` xDS server: ADS (SotW and Delta), the per-type services, gRPC health.
 
-Every RPC goes through one ``_serve_stream``: a reader task drains the request iterator into a
-bounded queue, the cache's generation listener puts a wake-up on the same queue, and the
-handler alone feeds the sans-IO stream (``AdsStream``/``DeltaAdsStream``) and writes what it
-says to send. Protocol decisions live in those state machines, not here. One watchdog task
+Every RPC goes through one ``_serve_stream``: a reader task reads the requests, the cache's
+generation listener puts a wake-up on a bounded queue, and the handler alone writes what the
+sans-IO stream (``AdsStream``/``DeltaAdsStream``) says to send. Once the stream's identity is
+checked, the reader feeds the state machine itself and queues only the responses (most requests
+are ACKs); before, requests are queued for the handler. Protocol decisions live in those state
+machines, not here. One watchdog task
 ends the streams whose client stops reading (a write pending past ``write_timeout``).
 
 Responses arrive as bytes (assembled from pre-serialized resources, shared across streams) and
@@ -120,9 +122,22 @@ class _Trust:
     """The claimed identity, once accepted (the stream then holds a view of it, if any)."""
     withheld: tuple[str, ...] = ()
     """Private Secrets last withheld from this stream (logged when it changes)."""
+    queued: int = 0
+    """Requests the reader queued for the handler and the handler has not taken yet."""
+    deciding: bool = False
+    """The handler is between taking an event and writing what it decided (it may await a
+    snapshot build meanwhile): a request read now must wait its turn, or its responses could
+    be written before earlier ones."""
 
 
-_Event: TypeAlias = "Message | _Wake | _Closed"
+@dataclass(frozen=True, slots=True)
+class _Sends:
+    """Responses the reader's handling of a request produced, for the handler to write in order."""
+
+    sends: tuple[Send, ...]
+
+
+_Event: TypeAlias = "Message | _Wake | _Closed | _Sends | _Abort"
 _StreamFactory = Callable[[], XdsStream]
 _Context = Any  # grpc.aio.ServicerContext; grpc ships no type information mypy follows
 _Servicer = Callable[[AsyncIterator[Message], _Context], Awaitable[None]]
@@ -359,7 +374,7 @@ class XdsServer:
         events: asyncio.Queue[_Event] = asyncio.Queue(maxsize=self._queue_size)
         waker = _Waker(events)
         stop_listening = self._cache.listen(waker)
-        tasks = (asyncio.create_task(self._read(requests, events), name=f"xds-read-{conn.id}"),)
+        tasks = (asyncio.create_task(self._read(conn, requests, events, trust), name=f"xds-read-{conn.id}"),)
         self._notify(lambda o: o.on_stream_open(conn))
         log.debug("stream open id=%d mode=%s peer=%s", conn.id, stream.mode, conn.peer)
         try:
@@ -386,23 +401,28 @@ class XdsServer:
         trust: _Trust,
         waker: _Waker,
     ) -> _Abort | None:
-        """The handler loop: the only place that feeds the state machine and writes."""
+        """The handler loop: the only place that writes, and that takes new snapshots."""
         stream = conn.stream
         while True:
             event = await events.get()
+            trust.deciding = True
+            actions: list[Action] = []
             if event is _WAKE:
                 waker.pending = False
+            elif isinstance(event, _Sends):
+                actions.extend(event.sends)
             elif isinstance(event, _Closed):
                 if event.error is not None and not isinstance(event.error, asyncio.CancelledError):
                     log.info("stream read failed id=%d node=%s: %r", conn.id, conn.node_id, event.error)
                 return None
-            actions: list[Action] = []
-            if isinstance(event, Message):
+            elif isinstance(event, _Abort):
+                return event
+            else:
+                trust.queued -= 1
                 try:
                     actions = stream.on_request(event)
                 except XdsProtocolError as exc:
-                    log.warning("protocol error id=%d node=%s: %s", conn.id, conn.node_id, exc.message)
-                    return _Abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+                    return self._protocol_error(conn, exc)
                 self._notify_request(conn, str(getattr(event, "type_url", "")))
             if stream.identity is not None and trust.checked is None:
                 # The first request fixed the claimed identity: check it before anything is sent.
@@ -419,6 +439,7 @@ class XdsServer:
                     snapshot = self._view(stream.identity, snapshot, trust, node_id=conn.node_id)
                 if snapshot is not None and snapshot is not stream.snapshot:
                     actions.extend(stream.on_snapshot(snapshot))
+            trust.deciding = False
             try:
                 for action in actions:
                     await self._apply(conn, action, context)
@@ -484,8 +505,12 @@ class XdsServer:
             )
         trust.withheld = withheld
 
+    @staticmethod
+    def _protocol_error(conn: Connection, exc: XdsProtocolError) -> _Abort:
+        log.warning("protocol error id=%d node=%s: %s", conn.id, conn.node_id, exc.message)
+        return _Abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+
     async def _apply(self, conn: Connection, action: Action, context: _Context) -> None:
-        node, type_name = conn.node_id, _short(action.type_url)
         if isinstance(action, Send):
             await self._write(context, action.response)
             # Per stream at DEBUG (--verbose): a change fans out to thousands of streams, and two
@@ -493,10 +518,17 @@ class XdsServer:
             # `meshxds status` and the metrics show every stream's state at any time.
             log.debug(
                 "push node=%s type=%s version=%s nonce=%s resources=%d removed=%d",
-                node, type_name, action.version, action.nonce, len(action.resources), len(action.removed),
+                conn.node_id, _short(action.type_url), action.version, action.nonce,
+                len(action.resources), len(action.removed),
             )  # fmt: skip
             self._notify(lambda o: o.on_response(conn, action))
-        elif isinstance(action, Ack):
+        else:
+            self._record(conn, action)
+
+    def _record(self, conn: Connection, action: Ack | Nack | Stale) -> None:
+        """Log and report what a request said (no I/O: the reader does it as it reads)."""
+        node, type_name = conn.node_id, _short(action.type_url)
+        if isinstance(action, Ack):
             log.debug(
                 "ACK node=%s type=%s version=%s nonce=%s", node, type_name, action.version, action.nonce
             )
@@ -511,13 +543,40 @@ class XdsServer:
         elif isinstance(action, Stale):
             log.debug("stale request ignored node=%s type=%s nonce=%s", node, type_name, action.nonce)
 
-    @staticmethod
-    async def _read(requests: AsyncIterator[Message], events: asyncio.Queue[_Event]) -> None:
-        """Drain the request iterator into ``events``; the only reader of the iterator."""
+    async def _read(
+        self, conn: Connection, requests: AsyncIterator[Message], events: asyncio.Queue[_Event], trust: _Trust
+    ) -> None:
+        """The only reader of the request iterator.
+
+        Until the handler has checked the stream's identity, and whenever requests wait in the
+        queue, a request is queued for the handler. Otherwise it is handled here, as it is read:
+        the state machine is synchronous and the loop runs one task at a time, so this is as if
+        the handler did it, and only the responses it produces (most requests are ACKs, which
+        produce none) go to the handler to write. A push to thousands of streams is answered by
+        thousands of ACKs: one task switch each, not two.
+        """
         error: BaseException | None = None
+        stream = conn.stream
         try:
             async for request in requests:
-                await events.put(request)
+                if trust.checked is None or trust.queued or trust.deciding:
+                    trust.queued += 1
+                    await events.put(request)
+                    continue
+                try:
+                    actions = stream.on_request(request)
+                except XdsProtocolError as exc:
+                    await events.put(self._protocol_error(conn, exc))
+                    return
+                self._notify_request(conn, str(getattr(request, "type_url", "")))
+                sends: list[Send] = []
+                for action in actions:
+                    if isinstance(action, Send):
+                        sends.append(action)
+                    else:
+                        self._record(conn, action)
+                if sends:
+                    await events.put(_Sends(tuple(sends)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client reset the stream, a decode error, ...
