@@ -7,6 +7,7 @@ naming the file, ``Kind/namespace/name`` and the field path. A whole read is rep
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -129,6 +130,9 @@ def parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
     return obj, warnings
 
 
+_TOKENS = itertools.count(1)
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceSet:
     """A complete, consistent set of objects: what one translation reads."""
@@ -143,6 +147,19 @@ class ResourceSet:
     _sorted: dict[type[Resource], tuple[Resource, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    token: int = field(default_factory=lambda: next(_TOKENS), init=False, repr=False, compare=False)
+    """Unique per set (a copy made with ``dataclasses.replace`` gets its own)."""
+    changed_since: tuple[int, Mapping[type[Resource], frozenset[tuple[str, str]]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """``(token of an earlier set, keys per kind that may differ from it)``, when the source
+    knows: a one-file edit is then diffed by its keys, not by every object. ``None``: unknown."""
+
+    def since(self, token: int, changed: Mapping[type[Resource], frozenset[tuple[str, str]]]) -> ResourceSet:
+        """Record that only ``changed`` may differ from the set whose token is ``token``; the
+        source that made this set calls it before handing the set out."""
+        object.__setattr__(self, "changed_since", (token, changed))
+        return self
 
     def all(self, model: type[R]) -> list[R]:
         """Every object of a kind, sorted by (namespace, name) for deterministic output."""

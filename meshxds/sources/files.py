@@ -207,7 +207,14 @@ class DirectorySource:
         # the pipeline finds unchanged kinds by identity.
         self._handed: dict[type[Resource], Mapping[tuple[str, str], Resource]] = {}
         self._dirty: set[type[Resource]] = set()
+        # Keys served or unserved since the last read, and that read's token: the next set says
+        # it differs from that one only there (``ResourceSet.changed_since``).
+        self._touched: dict[type[Resource], set[tuple[str, str]]] = {}
+        self._handed_token: int | None = None
         self._handed_origins: Mapping[str, str] = MappingProxyType({})
+        # Refs whose origin was set or dropped since the last read: most edits re-serve an object
+        # from the same file, and then the 30,000-entry origins are not copied again.
+        self._origins_touched: set[str] = set()
         self._origins_dirty = True
         self.parsed_files = 0
         """How many file reads parsed their content (for tests and metrics)."""
@@ -352,8 +359,9 @@ class DirectorySource:
         self._winners[ref] = obj
         self._objects.setdefault(model, {})[obj.key] = obj
         self._dirty.add(model)
+        self._touched.setdefault(model, set()).add(obj.key)
         self._origins[ref] = where
-        self._origins_dirty = True
+        self._origins_touched.add(ref)
 
     def _elect(self, ref: str) -> None:
         """Serve the first claim of ``ref`` in file order (or nothing, when none is left)."""
@@ -362,8 +370,9 @@ class DirectorySource:
             model = type(held)
             self._objects[model].pop(held.key, None)
             self._dirty.add(model)
+            self._touched.setdefault(model, set()).add(held.key)
             del self._origins[ref]
-            self._origins_dirty = True
+            self._origins_touched.add(ref)
         claims = self._claims.get(ref)
         if claims is not None and len(claims) > 1:
             self._duplicated.add(ref)
@@ -430,15 +439,22 @@ class DirectorySource:
             else:
                 self._handed.pop(model, None)
         self._dirty.clear()
-        if self._origins_dirty:
+        handed = self._handed_origins
+        if self._origins_dirty or any(self._origins.get(r) != handed.get(r) for r in self._origins_touched):
             self._handed_origins = MappingProxyType(dict(self._origins))
             self._origins_dirty = False
-        return ResourceSet(
+        self._origins_touched.clear()
+        resources = ResourceSet(
             objects=dict(self._handed),
             origins=self._handed_origins,
             warnings=tuple(warnings),
             errors=tuple(e for _, _, e in errors),
         )
+        if self._handed_token is not None:
+            resources.since(self._handed_token, {m: frozenset(keys) for m, keys in self._touched.items()})
+        self._touched.clear()
+        self._handed_token = resources.token
+        return resources
 
 
 def read_directory(root: str | Path, *, prefetch: manifest_reader.Prefetch | None = None) -> ResourceSet:

@@ -149,11 +149,10 @@ def _hash(data: bytes) -> str:
 
 def version_of(pairs: Iterable[tuple[str, str]]) -> str:
     """Version of a set of ``(name, version)`` pairs: stable, order-independent, never empty."""
-    digest = hashlib.sha256()
-    for name, version in sorted(pairs):
-        # NUL and newline cannot appear in resource names, so the encoding is unambiguous.
-        digest.update(f"{name}\0{version}\n".encode())
-    return digest.hexdigest()[:_VERSION_CHARS]
+    # NUL and newline cannot appear in resource names, so the encoding is unambiguous; one
+    # buffer hashed once (a digest update per pair costs more than the hashing).
+    text = "".join([f"{name}\0{version}\n" for name, version in sorted(pairs)])
+    return hashlib.sha256(text.encode()).hexdigest()[:_VERSION_CHARS]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,6 +281,14 @@ class Selection:
 _serials = itertools.count(1)
 
 
+def _frozen(type_url: str, by_name: Mapping[str, CachedResource]) -> Mapping[str, CachedResource]:
+    """A read-only copy of one type's resources, each filed under its own name and type."""
+    for name, resource in by_name.items():
+        if resource.name != name or resource.type_url != type_url:
+            raise ValueError(f"resource {resource.type_url}/{resource.name} filed as {type_url}/{name}")
+    return MappingProxyType(dict(by_name))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
     """Everything one proxy identity should have, per type; immutable."""
@@ -304,16 +311,25 @@ class Snapshot:
     def __post_init__(self) -> None:
         frozen: dict[str, Mapping[str, CachedResource]] = {t: _EMPTY for t in PUSH_ORDER}
         for type_url, by_name in self.resources.items():
-            for name, resource in by_name.items():
-                if resource.name != name or resource.type_url != type_url:
-                    raise ValueError(
-                        f"resource {resource.type_url}/{resource.name} filed as {type_url}/{name}"
-                    )
-            frozen[type_url] = MappingProxyType(dict(by_name))
-        object.__setattr__(self, "resources", MappingProxyType(frozen))
+            frozen[type_url] = _frozen(type_url, by_name)
         versions = {
             t: version_of((n, r.version) for n, r in by_name.items()) for t, by_name in frozen.items()
         }
+        self._setup(frozen, versions)
+
+    def replacing(self, type_url: str, by_name: Mapping[str, CachedResource]) -> Snapshot:
+        """This snapshot with the resources of one type replaced (the endpoint fast path): the
+        other types, and their versions, are shared rather than checked and hashed again."""
+        frozen = dict(self.resources)
+        frozen[type_url] = _frozen(type_url, by_name)
+        versions = dict(self._versions)
+        versions[type_url] = version_of((n, r.version) for n, r in frozen[type_url].items())
+        snapshot: Snapshot = object.__new__(Snapshot)
+        snapshot._setup(frozen, versions)
+        return snapshot
+
+    def _setup(self, frozen: dict[str, Mapping[str, CachedResource]], versions: dict[str, str]) -> None:
+        object.__setattr__(self, "resources", MappingProxyType(frozen))
         object.__setattr__(self, "_versions", MappingProxyType(versions))
         # A serial, not id(): ids are reused once a snapshot is collected, serials never.
         object.__setattr__(self, "_serial", next(_serials))

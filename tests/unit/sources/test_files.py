@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from meshxds.errors import ManifestErrors
 from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
+from meshxds.pipeline import changes_between
 from meshxds.sources.files import DirectorySource, manifest_files, read_directory, watch_directory
 
 WAIT_S = 10.0
@@ -353,17 +355,30 @@ def test_kinds_nothing_touched_are_handed_out_as_the_same_mapping(tmp_path: Path
 @pytest.mark.parametrize("seed", range(20))
 def test_incremental_reads_equal_a_fresh_read(tmp_path: Path, seed: int) -> None:
     """Random edits (adds, rewrites, deletes, duplicates across files, broken files) read
-    incrementally give what reading the directory afresh gives: objects, origins, errors."""
+    incrementally give what reading the directory afresh gives: objects, origins, errors; and
+    the keys each read says changed (``changed_since``) find what a diff of everything finds."""
     import random
 
     rng = random.Random(seed)
     source = DirectorySource(tmp_path)
+    handed: list[ResourceSet] = []
 
-    def outcome(read: Callable[[], ResourceSet]) -> object:
+    def diffed_both_ways(resources: ResourceSet) -> None:
+        if handed:
+            hinted = changes_between(handed[-1], resources)
+            assert resources.changed_since is not None and resources.changed_since[0] == handed[-1].token
+            full = changes_between(handed[-1], dataclasses.replace(resources))  # a copy has no hint
+            assert sorted(map(id, hinted.objects)) == sorted(map(id, full.objects))
+            assert hinted.kinds == full.kinds
+        handed.append(resources)
+
+    def outcome(read: Callable[[], ResourceSet], *, incremental: bool = False) -> object:
         try:
             resources = read()
         except ManifestErrors as exc:
             return sorted((e.path, e.ref, e.message) for e in exc.errors)
+        if incremental:
+            diffed_both_ways(resources)
         if resources.errors:
             return sorted((e.path, e.ref, e.message) for e in resources.errors)
         return (
@@ -375,6 +390,7 @@ def test_incremental_reads_equal_a_fresh_read(tmp_path: Path, seed: int) -> None
             resources.warnings,
         )
 
+    outcome(source.read, incremental=True)
     for _ in range(25):
         path = tmp_path / f"f{rng.randrange(6)}.yaml"
         action = rng.random()
@@ -385,7 +401,7 @@ def test_incremental_reads_equal_a_fresh_read(tmp_path: Path, seed: int) -> None
         else:
             names = rng.sample(["a", "b", "c", "d"], k=rng.randrange(1, 3))
             write(path, "---\n".join(service_yaml(n, port=rng.randrange(1, 4)) for n in names))
-        incremental = outcome(lambda changed=str(path): source.read([changed]))
+        incremental = outcome(lambda changed=str(path): source.read([changed]), incremental=True)
         if not any(f.read_text() == "a: [\n" for f in tmp_path.glob("*.yaml")):
             # A broken file keeps its last good objects, which a fresh read cannot know.
             assert incremental == outcome(lambda: read_directory(tmp_path))

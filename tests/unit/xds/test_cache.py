@@ -677,3 +677,18 @@ def test_a_synchronous_caller_does_not_hold_an_identity() -> None:
     # No loop to time the grace period: the next call releases what is due.
     cache.snapshot_for(EAST)
     assert WEST not in cache.identities()
+
+
+def test_replacing_one_type_equals_building_the_snapshot_afresh() -> None:
+    before = mesh_snapshot(services=["web", "api"])
+    moved = mesh_snapshot(services=["web", "api"], endpoint_port=9001)
+    replaced = before.replacing(TYPE_ENDPOINT, moved.get(TYPE_ENDPOINT))
+    fresh = Snapshot(resources={**before.resources, TYPE_ENDPOINT: moved.get(TYPE_ENDPOINT)})
+    for type_url in PUSH_ORDER:
+        assert replaced.version(type_url) == fresh.version(type_url)
+        assert dict(replaced.get(type_url)) == dict(fresh.get(type_url))
+    assert replaced.get(TYPE_CLUSTER) is before.get(TYPE_CLUSTER)  # shared, not copied
+    assert replaced.changed_since(before, TYPE_ENDPOINT) == {WEB, cluster_name("api")}
+    assert replaced.changed_since(before, TYPE_CLUSTER) == frozenset()
+    with pytest.raises(ValueError, match="filed as"):
+        before.replacing(TYPE_ENDPOINT, {"other": moved.get(TYPE_ENDPOINT)[WEB]})
