@@ -317,6 +317,10 @@ def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.
             policy.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.MILLION
     if action.timeout_s is not None:
         ra.timeout.CopyFrom(duration(action.timeout_s))
+    if action.grpc_timeout_header_max_s is not None:
+        # Not the deprecated max_grpc_timeout, which replaces the route timeout for gRPC requests:
+        # this ends the stream at the client's deadline and leaves ``timeout`` as it is.
+        ra.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(action.grpc_timeout_header_max_s))
     if action.rewrite is not None:
         if action.rewrite.host:
             ra.host_rewrite_literal = action.rewrite.host
@@ -377,6 +381,7 @@ def _apply_headers(mutation: ir.HeaderMutation, options: Any) -> None:
 def _apply_retries(action: route_components_pb2.RouteAction, retries: ir.RetryPolicy) -> None:
     policy = action.retry_policy
     policy.retry_on = retries.retry_on
+    # Always written, 0 included: an unset num_retries means 1 to Envoy.
     policy.num_retries.value = retries.attempts
     if retries.per_try_timeout_s is not None:
         policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_s))
