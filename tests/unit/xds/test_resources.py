@@ -198,6 +198,50 @@ def test_invalid_backend_share_gets_500() -> None:
     assert action.HasField("timeout") and action.timeout.ToNanoseconds() == 0, "0 disables the timeout"
 
 
+@pytest.mark.parametrize(
+    ("header_max_s", "expected_ns"),
+    [(None, None), (0.0, 0), (30.0, 30_000_000_000)],
+    ids=["not-read", "uncapped", "capped-by-the-route-timeout"],
+)
+def test_grpc_timeout_header_becomes_max_stream_duration(
+    header_max_s: float | None, expected_ns: int | None
+) -> None:
+    route = ir.Route(
+        name="r",
+        match=ir.RouteMatch(),
+        action=ir.ForwardAction(
+            backends=(ir.WeightedCluster(cluster=NGINX, weight=1),),
+            timeout_s=0,
+            grpc_timeout_header_max_s=header_max_s,
+        ),
+    )
+    action = build_route(route).route
+    assert action.timeout.ToNanoseconds() == 0, "the route timeout is its own field, untouched"
+    # Never the deprecated max_grpc_timeout, which would replace the route timeout for gRPC calls.
+    assert not action.HasField("max_grpc_timeout")
+    if expected_ns is None:
+        assert not action.HasField("max_stream_duration")
+    else:
+        duration = action.max_stream_duration
+        assert duration.HasField("grpc_timeout_header_max"), "0 must be present: it means no cap"
+        assert duration.grpc_timeout_header_max.ToNanoseconds() == expected_ns
+        assert not duration.HasField("max_stream_duration")
+
+
+def test_per_try_timeout_without_retries_writes_zero_retries() -> None:
+    route = ir.Route(
+        name="r",
+        match=ir.RouteMatch(),
+        action=ir.ForwardAction(backends=(ir.WeightedCluster(cluster=NGINX, weight=1),)),
+        retries=ir.RetryPolicy(attempts=0, per_try_timeout_s=0.5, retry_on=""),
+    )
+    policy = build_route(route).route.retry_policy
+    # An unset num_retries is 1 to Envoy: the 0 must be on the wire.
+    assert policy.HasField("num_retries") and policy.num_retries.value == 0
+    assert policy.per_try_timeout.ToNanoseconds() == 500_000_000
+    assert policy.retry_on == ""
+
+
 def test_direct_response_and_redirect() -> None:
     direct = build_route(ir.Route(name="d", match=ir.RouteMatch(), action=ir.DirectResponse(status=500)))
     assert direct.direct_response.status == 500
