@@ -264,8 +264,8 @@ class ForwardAction:
     which cuts a long stream); ``0``: no limit."""
     grpc_timeout_header_max_s: float | None = None
     """A gRPC client's deadline (its ``grpc-timeout`` header) ends the call at the proxy, capped
-    at this (Envoy ``max_stream_duration.grpc_timeout_header_max``); ``0``: uncapped; ``None``:
-    the header is not read."""
+    at this; ``0``: uncapped; ``None``: the header is not read. Translators set it to the route
+    timeout (``0`` when there is none), as Istio does."""
     rewrite: UrlRewrite | None = None
     mirrors: tuple[Mirror, ...] = ()
     hash_policies: tuple[HashPolicy, ...] = ()

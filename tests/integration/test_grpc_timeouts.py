@@ -99,7 +99,7 @@ def manifests(ports: dict[str, int], upstream_port: int) -> str:
                 "rules": [
                     {
                         "matches": [{"headers": [{"name": "x-per-try", "value": "1s"}]}],
-                        "timeouts": {"backendRequest": "1s"},
+                        "timeouts": {"request": "5s", "backendRequest": "1s"},
                         "backendRefs": backend,
                     },
                     {"backendRefs": backend},

@@ -198,34 +198,38 @@ def test_invalid_backend_share_gets_500() -> None:
     assert action.HasField("timeout") and action.timeout.ToNanoseconds() == 0, "0 disables the timeout"
 
 
-@pytest.mark.parametrize(
-    ("header_max_s", "expected_ns"),
-    [(None, None), (0.0, 0), (30.0, 30_000_000_000)],
-    ids=["not-read", "uncapped", "capped-by-the-route-timeout"],
-)
-def test_grpc_timeout_header_becomes_max_stream_duration(
-    header_max_s: float | None, expected_ns: int | None
-) -> None:
-    route = ir.Route(
-        name="r",
-        match=ir.RouteMatch(),
-        action=ir.ForwardAction(
-            backends=(ir.WeightedCluster(cluster=NGINX, weight=1),),
-            timeout_s=0,
-            grpc_timeout_header_max_s=header_max_s,
-        ),
+def _grpc_route(timeout_s: float | None, header_max_s: float | None) -> route_components_pb2.RouteAction:
+    action = ir.ForwardAction(
+        backends=(ir.WeightedCluster(cluster=NGINX, weight=1),),
+        timeout_s=timeout_s,
+        grpc_timeout_header_max_s=header_max_s,
     )
-    action = build_route(route).route
-    assert action.timeout.ToNanoseconds() == 0, "the route timeout is its own field, untouched"
-    # Never the deprecated max_grpc_timeout, which would replace the route timeout for gRPC calls.
+    return build_route(ir.Route(name="r", match=ir.RouteMatch(), action=action)).route
+
+
+def test_grpc_timeout_without_a_route_timeout_is_max_stream_duration() -> None:
+    action = _grpc_route(0.0, 0.0)
+    assert action.HasField("timeout") and action.timeout.ToNanoseconds() == 0
+    duration = action.max_stream_duration
+    assert duration.HasField("grpc_timeout_header_max"), "0 must be present: it means no cap"
+    assert duration.grpc_timeout_header_max.ToNanoseconds() == 0
+    assert not duration.HasField("max_stream_duration")
     assert not action.HasField("max_grpc_timeout")
-    if expected_ns is None:
-        assert not action.HasField("max_stream_duration")
-    else:
-        duration = action.max_stream_duration
-        assert duration.HasField("grpc_timeout_header_max"), "0 must be present: it means no cap"
-        assert duration.grpc_timeout_header_max.ToNanoseconds() == expected_ns
-        assert not duration.HasField("max_stream_duration")
+
+
+@pytest.mark.parametrize("timeout_s", [30.0, None], ids=["route-timeout", "envoys-default"])
+def test_grpc_timeout_beside_a_route_timeout_keeps_the_route_timeout(timeout_s: float | None) -> None:
+    # max_stream_duration would put the route in Envoy's "new timeouts" mode, which ignores
+    # ``timeout``: an HTTP request would lose its limit (a VirtualService timeout stops working).
+    action = _grpc_route(timeout_s, 30.0)
+    assert not action.HasField("max_stream_duration")
+    assert action.max_grpc_timeout.ToNanoseconds() == 30_000_000_000
+    assert action.HasField("timeout") == (timeout_s is not None)
+
+
+def test_grpc_timeout_not_read_sets_nothing() -> None:
+    action = _grpc_route(None, None)
+    assert not action.HasField("max_stream_duration") and not action.HasField("max_grpc_timeout")
 
 
 def test_per_try_timeout_without_retries_writes_zero_retries() -> None:
