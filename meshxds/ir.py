@@ -260,7 +260,12 @@ class ForwardAction:
     invalid_weight: int = 0
     """Weight of backends that could not be resolved: that share of requests gets 500."""
     timeout_s: float | None = None
-    """``None``: Envoy's default; ``0``: no timeout."""
+    """The whole request's limit (Envoy's route ``timeout``). ``None``: Envoy's default (15 s,
+    which cuts a long stream); ``0``: no limit."""
+    grpc_timeout_header_max_s: float | None = None
+    """A gRPC client's deadline (its ``grpc-timeout`` header) ends the call at the proxy, capped
+    at this; ``0``: uncapped; ``None``: the header is not read. Translators set it to the route
+    timeout (``0`` when there is none), as Istio does."""
     rewrite: UrlRewrite | None = None
     mirrors: tuple[Mirror, ...] = ()
     hash_policies: tuple[HashPolicy, ...] = ()
@@ -270,6 +275,7 @@ class ForwardAction:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     attempts: int
+    """Retries after the first try; ``0`` with ``per_try_timeout_s`` only bounds that try."""
     per_try_timeout_s: float | None = None
     retry_on: str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
     retriable_status_codes: tuple[int, ...] = ()

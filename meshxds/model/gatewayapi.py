@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from meshxds.model.base import KubeModel, Resource
 
@@ -35,6 +36,7 @@ __all__ = [
     "SecretObjectReference",
     "TCPRoute",
     "TLSRoute",
+    "parse_duration",
 ]
 
 GROUP = "gateway.networking.k8s.io"
@@ -237,9 +239,37 @@ class HTTPBackendRef(BackendRef):
     filters: list[HTTPRouteFilter] = Field(default_factory=list)
 
 
+_DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
+_DURATION = re.compile(r"(?:[0-9]{1,5}(?:h|ms|m|s)){1,4}")
+_DURATION_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in a GEP-2257 duration (``1h``, ``500ms``, ``1m30s``; at most four units); raises
+    ``ValueError`` naming the bad value."""
+    if not _DURATION.fullmatch(value):
+        raise ValueError(f"{value!r} is not a duration such as '10s', '1m30s' or '500ms'")
+    return sum(int(n) * _DURATION_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return parse_duration(value) if value is not None else None
+    except ValueError:
+        return None  # a malformed duration is the translator's warning, not a rejection
+
+
 class HTTPRouteTimeouts(KubeModel):
     request: str | None = None
     backend_request: str | None = None
+
+    @model_validator(mode="after")
+    def _backend_request_within_request(self) -> HTTPRouteTimeouts:
+        # The CRD's validation rule (GEP-1742): the API server refuses such a route, so do we.
+        request, backend = _seconds(self.request), _seconds(self.backend_request)
+        if request and backend is not None and backend > request:
+            raise ValueError("backendRequest timeout cannot be longer than request timeout")
+        return self
 
 
 class HTTPRouteRule(KubeModel):

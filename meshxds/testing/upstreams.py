@@ -9,7 +9,8 @@ works the same from sync tests and from pytest-asyncio tests (whose loop it neve
 - ``Http1OnlyServer`` speaks only HTTP/1.1 and hangs up on the HTTP/2 connection preface.
 - ``GrpcEchoServer`` is a grpcio server for ``protos/echo.proto`` plus the gRPC health service.
 
-Clients to match: ``curl()`` (the real curl, for h2c prior knowledge or HTTP/1.1) and ``echo_call()``.
+Clients to match: ``curl()`` (the real curl, for h2c prior knowledge or HTTP/1.1), ``curl_grpc()``
+(a gRPC call as raw h2c bytes, with no client-side deadline), ``echo_call()`` and ``echo_stream()``.
 
 The HTTP servers answer every request with ``200`` and a JSON body
 ``{"upstream", "protocol", "method", "path", "authority", "headers", "body_bytes"}`` and the
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,7 +60,10 @@ __all__ = [
     "RequestRecord",
     "Upstream",
     "curl",
+    "curl_grpc",
     "echo_call",
+    "echo_stream",
+    "grpc_frame",
     "main",
 ]
 
@@ -71,6 +75,9 @@ _STOP_TIMEOUT = 5.0
 # A silent client must not pin a connection handler forever.
 _IDLE_TIMEOUT = 120.0
 _MAX_BODY = 16 * 1024 * 1024
+# Bounds on what an EchoRequest / EchoStreamRequest can ask the gRPC upstream for.
+_MAX_WAIT = 60.0
+_MAX_STREAM_REPLIES = 1000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -534,24 +541,55 @@ class _EchoServicer(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]  # genera
     def __init__(self, owner: GrpcEchoServer) -> None:
         self._owner = owner
 
-    def Echo(self, request: Any, context: grpc.ServicerContext) -> Any:  # the proto's method name
+    def _record_call(self, method: str, request: Any, context: grpc.ServicerContext) -> dict[str, str]:
         metadata = _metadata_dict(context.invocation_metadata() or ())
         self._owner._record(
             RequestRecord(
                 protocol=self._owner.protocol,
                 method="POST",
-                path=f"/{ECHO_SERVICE}/Echo",
+                path=f"/{ECHO_SERVICE}/{method}",
                 authority="",
                 headers=metadata,
                 body=request.SerializeToString(),
             )
         )
+        return metadata
+
+    def _wait(self, seconds: float, context: grpc.ServicerContext) -> bool:
+        """Sleep ``seconds`` (at most ``_MAX_WAIT``) unless the call ends first; ``False`` (and
+        counted in ``cancelled``) when it did: a proxy's deadline shows up here."""
+        ended = threading.Event()
+        if not context.add_callback(ended.set):
+            ended.set()  # already terminated
+        if ended.wait(min(seconds, _MAX_WAIT)) or not context.is_active():
+            self._owner._count_cancelled()
+            return False
+        return True
+
+    def Echo(self, request: Any, context: grpc.ServicerContext) -> Any:  # the proto's method name
+        metadata = self._record_call("Echo", request, context)
+        if request.delay_ms and not self._wait(request.delay_ms / 1000, context):
+            return echo_pb2.EchoResponse()  # nobody is listening any more
         context.send_initial_metadata((("x-upstream-name", self._owner.name),))
         return echo_pb2.EchoResponse(message=request.message, upstream=self._owner.name, metadata=metadata)
 
+    def EchoStream(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # the proto's name
+        metadata = self._record_call("EchoStream", request, context)
+        context.send_initial_metadata((("x-upstream-name", self._owner.name),))
+        for sequence in range(min(request.count, _MAX_STREAM_REPLIES)):
+            if sequence and not self._wait(request.interval_ms / 1000, context):
+                return
+            yield echo_pb2.EchoResponse(
+                message=request.message, upstream=self._owner.name, metadata=metadata, sequence=sequence
+            )
+
 
 class GrpcEchoServer(Upstream):
-    """grpcio server for ``meshxds.echo.v1.Echo`` and ``grpc.health.v1.Health`` (both SERVING)."""
+    """grpcio server for ``meshxds.echo.v1.Echo`` and ``grpc.health.v1.Health`` (both SERVING).
+
+    ``Echo`` with ``delay_ms`` is a slow method and ``EchoStream`` a server stream; a call that
+    ends (cancelled, or its deadline passed) while they wait is counted in ``cancelled``.
+    """
 
     protocol = "HTTP/2"
 
@@ -559,7 +597,18 @@ class GrpcEchoServer(Upstream):
         super().__init__(name=name, host=host, port=port)
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
+        self._cancelled = 0
         self.health = health.HealthServicer()
+
+    def _count_cancelled(self) -> None:
+        with self._lock:
+            self._cancelled += 1
+
+    @property
+    def cancelled(self) -> int:
+        """Calls that ended while the servicer was still waiting to answer."""
+        with self._lock:
+            return self._cancelled
 
     def start(self) -> Self:
         if self._server is not None:
@@ -597,15 +646,42 @@ def echo_call(
     metadata: Sequence[tuple[str, str]] = (),
     authority: str | None = None,
     timeout: float = 5.0,
+    delay_ms: int = 0,
 ) -> Any:
     """One unary ``Echo`` call to ``target`` (``host:port``); returns the ``EchoResponse``.
 
-    ``authority`` overrides ``:authority``, e.g. to hit a virtual host through Envoy.
+    ``authority`` overrides ``:authority``, e.g. to hit a virtual host through Envoy;
+    ``delay_ms`` asks the upstream to answer that late.
     """
     options = [("grpc.default_authority", authority)] if authority else []
+    request = echo_pb2.EchoRequest(message=message, delay_ms=delay_ms)
     with grpc.insecure_channel(target, options=options) as channel:
         stub = echo_pb2_grpc.EchoStub(channel)
-        return stub.Echo(echo_pb2.EchoRequest(message=message), metadata=tuple(metadata), timeout=timeout)
+        return stub.Echo(request, metadata=tuple(metadata), timeout=timeout)
+
+
+def echo_stream(
+    target: str,
+    message: str = "hello",
+    *,
+    count: int,
+    interval_s: float,
+    authority: str | None = None,
+    timeout: float = 60.0,
+) -> list[Any]:
+    """One ``EchoStream`` call: every ``EchoResponse`` of the stream, in order (raises
+    ``grpc.RpcError`` if the stream ends with an error status)."""
+    options = [("grpc.default_authority", authority)] if authority else []
+    request = echo_pb2.EchoStreamRequest(message=message, count=count, interval_ms=round(interval_s * 1000))
+    with grpc.insecure_channel(target, options=options) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        return list(stub.EchoStream(request, timeout=timeout))
+
+
+def grpc_frame(message: Any) -> bytes:
+    """A protobuf message as one gRPC length-prefixed frame (uncompressed)."""
+    payload: bytes = message.SerializeToString()
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
 # --------------------------------------------------------------------------- curl client
@@ -678,6 +754,35 @@ def curl(
             headers=response_headers,
             body=body_path.read_text(errors="replace") if body_path.exists() else "",
             stderr=proc.stderr,
+        )
+
+
+def curl_grpc(
+    url: str,
+    request: Any,
+    *,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+    timeout: float = 5.0,
+) -> CurlResult:
+    """One unary gRPC call sent by curl over h2c (prior knowledge) to ``url``
+    (``http://host:port/package.Service/Method``), ``request`` framed as gRPC.
+
+    Unlike a gRPC library, curl keeps no deadline of its own: a ``grpc-timeout`` header given in
+    ``headers`` is only bytes on the wire, so whatever enforces it is on the other side. A
+    trailers-only answer (how a proxy replies itself) carries ``grpc-status`` in ``headers``.
+    """
+    with tempfile.TemporaryDirectory(prefix="meshxds-grpc-") as tmp:
+        body = Path(tmp, "request")
+        body.write_bytes(grpc_frame(request))
+        pairs = [*(headers.items() if isinstance(headers, Mapping) else headers)]
+        pairs += [("content-type", "application/grpc"), ("te", "trailers")]
+        return curl(
+            url,
+            http2_prior_knowledge=True,
+            method="POST",
+            headers=pairs,
+            extra_args=["--data-binary", f"@{body}"],
+            timeout=timeout,
         )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "forward_action",
     "header_matches",
     "resolved_refs_condition",
+    "route_timeouts",
     "rule_filters",
 ]
 
@@ -289,9 +290,12 @@ def forward_action(
     default_protocol: ir.UpstreamProtocol = ir.UpstreamProtocol.HTTP1,
     mirrors: Sequence[gatewayapi.HTTPRequestMirrorFilter] = (),
 ) -> ir.ForwardAction | ir.DirectResponse:
-    """Resolve a rule's backendRefs into weighted clusters; unresolved weight answers 500."""
+    """Resolve a rule's backendRefs into weighted clusters; unresolved weight answers 500.
+
+    ``timeout`` is the rule's request timeout (``None``: none set); see :func:`route_timeouts`."""
     weighted: list[ir.WeightedCluster] = []
     invalid_weight = 0
+    http2 = False
     for b_index, ref in enumerate(refs):
         filters = getattr(ref, "filters", None)
         request_headers = response_headers = ir.NO_HEADER_CHANGES
@@ -313,6 +317,7 @@ def forward_action(
             invalid_weight += ref.weight
             continue
         if ref.weight > 0:
+            http2 = http2 or resolved.cluster.upstream_protocol is ir.UpstreamProtocol.HTTP2
             weighted.append(
                 ir.WeightedCluster(
                     cluster=resolved.cluster.name,
@@ -332,13 +337,29 @@ def forward_action(
     if not weighted:
         # No usable backend: the spec asks for 500 (an empty rule, or only invalid refs).
         return ir.DirectResponse(status=500)
+    timeout_s, grpc_timeout_max = route_timeouts(timeout, http2=http2)
     return ir.ForwardAction(
         backends=tuple(weighted),
         invalid_weight=invalid_weight,
-        timeout_s=timeout,
+        timeout_s=timeout_s,
+        grpc_timeout_header_max_s=grpc_timeout_max,
         rewrite=rewrite,
         mirrors=tuple(mirror_targets),
     )
+
+
+def route_timeouts(request: float | None, *, http2: bool) -> tuple[float | None, float | None]:
+    """``(route timeout, grpc-timeout cap)`` of a rule whose request timeout is ``request``.
+
+    To an HTTP/1.1 backend, an unset timeout is Envoy's default (15 s). An HTTP/2 backend (gRPC,
+    h2c) may stream for as long as it likes, which a default would cut: it gets no limit unless
+    the rule sets one, and a gRPC client's own deadline (``grpc-timeout``) ends the call at the
+    proxy, capped by the rule's timeout when there is one (as Istio caps it)."""
+    if not http2:
+        return request, None
+    if request is None:
+        return 0.0, 0.0
+    return request, request
 
 
 def resolved_refs_condition(bad_refs: list[tuple[str, str]], generation: int) -> Condition:
@@ -361,13 +382,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
     for r_index, rule in enumerate(route.spec.rules):
         at = f"{ref}: spec.rules[{r_index}]"
         filters = rule_filters(rule.filters, at=at, out=out, allowed=_SUPPORTED_FILTERS)
-        timeout: float | None = None
-        if rule.timeouts is not None and (rule.timeouts.request or rule.timeouts.backend_request):
-            raw = rule.timeouts.request or rule.timeouts.backend_request or ""
-            try:
-                timeout = parse_duration(raw)
-            except ValueError as exc:
-                out.warnings.append(f"{at}.timeouts: {exc}; ignored")
+        timeout, per_try = _rule_timeouts(rule.timeouts, at, out.warnings)
         action: ir.ForwardAction | ir.DirectResponse | ir.Redirect
         if filters.invalid:
             action = fail_closed(filters, out)
@@ -400,9 +415,35 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                         action=action,
                         request_headers=filters.request_headers,
                         response_headers=filters.response_headers,
+                        retries=per_try if isinstance(action, ir.ForwardAction) else None,
                         source=source,
                     ),
                 )
             )
     out.resolved_refs = resolved_refs_condition(bad_refs, route.metadata.generation)
     return out
+
+
+def _rule_timeouts(
+    timeouts: gatewayapi.HTTPRouteTimeouts | None, at: str, warnings: list[str]
+) -> tuple[float | None, ir.RetryPolicy | None]:
+    """GEP-1742: ``request`` bounds the whole request (``0s``: no limit); ``backendRequest``
+    bounds each try to the backend, Envoy's per-try timeout. With only ``backendRequest`` set
+    there is no overall limit beyond the tries (a default could be shorter than the tries, which
+    the spec forbids). A malformed duration is ignored, with a warning."""
+    if timeouts is None:
+        return None, None
+    parsed: dict[str, float] = {}
+    for field_name, raw in (("request", timeouts.request), ("backendRequest", timeouts.backend_request)):
+        if raw is None:
+            continue
+        try:
+            parsed[field_name] = parse_duration(raw)
+        except ValueError as exc:
+            warnings.append(f"{at}.timeouts.{field_name}: {exc}; ignored")
+    request = parsed.get("request")
+    backend = parsed.get("backendRequest")
+    if backend is None or backend == 0:  # 0s: no per-try limit, Envoy's own default
+        return request, None
+    per_try = ir.RetryPolicy(attempts=0, per_try_timeout_s=backend, retry_on="")
+    return (0.0 if request is None else request), per_try

@@ -317,6 +317,8 @@ def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.
             policy.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.MILLION
     if action.timeout_s is not None:
         ra.timeout.CopyFrom(duration(action.timeout_s))
+    if action.grpc_timeout_header_max_s is not None:
+        _apply_grpc_timeout(ra, action)
     if action.rewrite is not None:
         if action.rewrite.host:
             ra.host_rewrite_literal = action.rewrite.host
@@ -328,6 +330,22 @@ def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.
             ra.regex_rewrite.CopyFrom(_full_path_rewrite(action.rewrite.full_path))
         elif action.rewrite.prefix is not None:
             ra.regex_rewrite.CopyFrom(_prefix_rewrite(route.match.path, action.rewrite.prefix))
+
+
+def _apply_grpc_timeout(ra: route_components_pb2.RouteAction, action: ir.ForwardAction) -> None:
+    """Let a gRPC client's ``grpc-timeout`` end the call at the proxy.
+
+    A route with ``max_stream_duration`` set is in Envoy's "new timeouts" mode, where the route
+    ``timeout`` is ignored. So only a route without a timeout gets it: Envoy then ends the stream
+    at the client's deadline with DEADLINE_EXCEEDED. A route with a timeout keeps it and gets
+    ``max_grpc_timeout`` (deprecated, and what Istio sends on every route): for gRPC requests the
+    router's timeout becomes the header's value capped by it, answered as Envoy's 504
+    (UNAVAILABLE to a gRPC client); other requests keep the route timeout."""
+    cap = duration(action.grpc_timeout_header_max_s or 0.0)
+    if action.timeout_s == 0:
+        ra.max_stream_duration.grpc_timeout_header_max.CopyFrom(cap)
+    else:
+        ra.max_grpc_timeout.CopyFrom(cap)
 
 
 def _apply_hash_policy(out: route_components_pb2.RouteAction.HashPolicy, policy: ir.HashPolicy) -> None:
@@ -377,6 +395,7 @@ def _apply_headers(mutation: ir.HeaderMutation, options: Any) -> None:
 def _apply_retries(action: route_components_pb2.RouteAction, retries: ir.RetryPolicy) -> None:
     policy = action.retry_policy
     policy.retry_on = retries.retry_on
+    # Always written, 0 included: an unset num_retries means 1 to Envoy.
     policy.num_retries.value = retries.attempts
     if retries.per_try_timeout_s is not None:
         policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_s))

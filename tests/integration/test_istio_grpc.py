@@ -1,7 +1,9 @@
 """gRPC through an Istio gateway to a grpcio backend on a ``grpc-`` named Service port, over SotW
 and Delta ADS: HTTP/2 upstream because of the port name; a VirtualService ``fault.delay``
 (fixedDelay 2s, 100%) makes the client's 0.5 s deadline expire; ``fault.abort.grpcStatus``
-answers that status; without a fault the same call succeeds."""
+answers that status; without a fault the same call succeeds; a ``grpc-timeout`` header, sent with
+no client-side deadline, makes Envoy end a call to a slow method after ~1 s (Istio honours it on
+every route)."""
 
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from istio_support import (
     write_manifests,
 )
 
+from meshxds.testing._generated import echo_pb2
 from meshxds.testing.ports import wait_until
-from meshxds.testing.upstreams import GrpcEchoServer, echo_call
+from meshxds.testing.upstreams import ECHO_SERVICE, GrpcEchoServer, curl_grpc, echo_call
 
 CLUSTER = "outbound|9000||echo.grpc.svc.cluster.local"
 DEADLINE_S = 0.5
@@ -57,6 +60,12 @@ def manifests(port: int, upstream_port: int) -> list[dict[str, object]]:
                 "slow.example.com",
                 fault={"delay": {"fixedDelay": "2s", "percentage": {"value": 100}}},
             ),
+        ),
+        virtual_service(
+            "echo-deadline",
+            "grpc",
+            # The upstream never sees the client's deadline: only Envoy can enforce it.
+            rule("deadline.example.com", headers={"request": {"remove": ["grpc-timeout"]}}),
         ),
         virtual_service(
             "echo-abort",
@@ -136,3 +145,24 @@ def test_fault_abort_grpc_status(grpc_gateway: GrpcGateway) -> None:
         echo_call(grpc_gateway.target, "x", authority="abort.example.com", timeout=2)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
     assert grpc_gateway.upstream.requests == before
+
+
+def test_grpc_timeout_header_is_enforced_by_envoy(grpc_gateway: GrpcGateway) -> None:
+    upstream = grpc_gateway.upstream
+    cancelled = upstream.cancelled
+    started = time.monotonic()
+    result = curl_grpc(
+        f"http://{grpc_gateway.target}/{ECHO_SERVICE}/Echo",
+        echo_pb2.EchoRequest(message="slow", delay_ms=10_000),
+        headers={"host": "deadline.example.com", "grpc-timeout": "1S"},
+        timeout=8,
+    )
+    elapsed = time.monotonic() - started
+    # Envoy's own trailers-only answer: DEADLINE_EXCEEDED.
+    assert (result.status, result.headers.get("grpc-status")) == (200, "4"), result
+    assert 0.9 <= elapsed < 4, elapsed
+    last = upstream.last_request
+    assert last is not None and "grpc-timeout" not in last.headers
+    wait_until(lambda: upstream.cancelled > cancelled or None, timeout=5, what="the upstream saw the cancel")
+    stats = grpc_gateway.stack.envoy.stats()
+    assert sum(v for k, v in stats.items() if k.endswith(".downstream_rq_max_duration_reached")) >= 1

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\necho.proto\x12\x0fmeshxds.echo.v1\"\x1e\n\x0b\x45\x63hoRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xa1\x01\n\x0c\x45\x63hoResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12=\n\x08metadata\x18\x03 \x03(\x0b\x32+.meshxds.echo.v1.EchoResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32K\n\x04\x45\x63ho\x12\x43\n\x04\x45\x63ho\x12\x1c.meshxds.echo.v1.EchoRequest\x1a\x1d.meshxds.echo.v1.EchoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\necho.proto\x12\x0fmeshxds.echo.v1\"0\n\x0b\x45\x63hoRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\"H\n\x11\x45\x63hoStreamRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x13\n\x0binterval_ms\x18\x03 \x01(\r\"\xb3\x01\n\x0c\x45\x63hoResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12=\n\x08metadata\x18\x03 \x03(\x0b\x32+.meshxds.echo.v1.EchoResponse.MetadataEntry\x12\x10\n\x08sequence\x18\x04 \x01(\r\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x9e\x01\n\x04\x45\x63ho\x12\x43\n\x04\x45\x63ho\x12\x1c.meshxds.echo.v1.EchoRequest\x1a\x1d.meshxds.echo.v1.EchoResponse\x12Q\n\nEchoStream\x12\".meshxds.echo.v1.EchoStreamRequest\x1a\x1d.meshxds.echo.v1.EchoResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ECHORESPONSE_METADATAENTRY']._loaded_options = None
   _globals['_ECHORESPONSE_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ECHOREQUEST']._serialized_start=31
-  _globals['_ECHOREQUEST']._serialized_end=61
-  _globals['_ECHORESPONSE']._serialized_start=64
-  _globals['_ECHORESPONSE']._serialized_end=225
-  _globals['_ECHORESPONSE_METADATAENTRY']._serialized_start=178
-  _globals['_ECHORESPONSE_METADATAENTRY']._serialized_end=225
-  _globals['_ECHO']._serialized_start=227
-  _globals['_ECHO']._serialized_end=302
+  _globals['_ECHOREQUEST']._serialized_end=79
+  _globals['_ECHOSTREAMREQUEST']._serialized_start=81
+  _globals['_ECHOSTREAMREQUEST']._serialized_end=153
+  _globals['_ECHORESPONSE']._serialized_start=156
+  _globals['_ECHORESPONSE']._serialized_end=335
+  _globals['_ECHORESPONSE_METADATAENTRY']._serialized_start=288
+  _globals['_ECHORESPONSE_METADATAENTRY']._serialized_end=335
+  _globals['_ECHO']._serialized_start=338
+  _globals['_ECHO']._serialized_end=496
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class EchoStub:
                 request_serializer=echo__pb2.EchoRequest.SerializeToString,
                 response_deserializer=echo__pb2.EchoResponse.FromString,
                 _registered_method=True)
+        self.EchoStream = channel.unary_stream(
+                '/meshxds.echo.v1.Echo/EchoStream',
+                request_serializer=echo__pb2.EchoStreamRequest.SerializeToString,
+                response_deserializer=echo__pb2.EchoResponse.FromString,
+                _registered_method=True)
 
 
 class EchoServicer:
@@ -54,12 +59,25 @@ class EchoServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EchoStream(self, request, context):
+        """EchoStream answers with `count` replies, `interval_ms` apart (the first at
+        once): a long-lived server stream for timeout tests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EchoServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Echo': grpc.unary_unary_rpc_method_handler(
                     servicer.Echo,
                     request_deserializer=echo__pb2.EchoRequest.FromString,
+                    response_serializer=echo__pb2.EchoResponse.SerializeToString,
+            ),
+            'EchoStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.EchoStream,
+                    request_deserializer=echo__pb2.EchoStreamRequest.FromString,
                     response_serializer=echo__pb2.EchoResponse.SerializeToString,
             ),
     }
@@ -90,6 +108,33 @@ class Echo:
             target,
             '/meshxds.echo.v1.Echo/Echo',
             echo__pb2.EchoRequest.SerializeToString,
+            echo__pb2.EchoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EchoStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/meshxds.echo.v1.Echo/EchoStream',
+            echo__pb2.EchoStreamRequest.SerializeToString,
             echo__pb2.EchoResponse.FromString,
             options,
             channel_credentials,

@@ -2,8 +2,10 @@
 (a gateway server, or the mesh's sidecars) on one port.
 
 Istio semantics kept: rules apply in order (first match wins, as Envoy evaluates routes); a
-rule's match list is an OR; route timeouts are off unless ``timeout`` is set; retries default
-to 2 attempts on connect failures, refused streams and ``unavailable``/``cancelled``.
+rule's match list is an OR; route timeouts are off unless ``timeout`` is set, and on every route
+a gRPC client's ``grpc-timeout`` ends the call at the proxy, capped by ``timeout`` when set
+(Istio's ``setTimeout``); retries default to 2 attempts on connect failures, refused streams and
+``unavailable``/``cancelled``.
 """
 
 from __future__ import annotations
@@ -273,10 +275,12 @@ def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute,
             prefix=rule.rewrite.uri,
             regex=(regex.match, regex.rewrite) if regex is not None else None,
         )
+    timeout = istio.parse_istio_duration(rule.timeout) if rule.timeout else 0.0
     return ir.ForwardAction(
         backends=tuple(backends),
         invalid_weight=invalid,
-        timeout_s=istio.parse_istio_duration(rule.timeout) if rule.timeout else 0.0,
+        timeout_s=timeout,
+        grpc_timeout_header_max_s=timeout,
         rewrite=rewrite,
         mirrors=tuple(mirrors),
         hash_policies=ctx.clusters.hash_policies(b.cluster for b in backends),

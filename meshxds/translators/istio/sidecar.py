@@ -88,6 +88,7 @@ def build_sidecar(
                             action=ir.ForwardAction(
                                 backends=(ir.WeightedCluster(cluster=cluster.name, weight=1),),
                                 timeout_s=0.0,
+                                grpc_timeout_header_max_s=0.0,
                                 hash_policies=(cluster.hash_policy,) if cluster.hash_policy else (),
                             ),
                             retries=ir.RetryPolicy(attempts=2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,16 @@ import h2.events
 import h2.settings
 import pytest
 
-from meshxds.testing.upstreams import GrpcEchoServer, H2cOnlyServer, Http1OnlyServer, echo_call
+from meshxds.testing._generated import echo_pb2
+from meshxds.testing.ports import wait_until
+from meshxds.testing.upstreams import (
+    GrpcEchoServer,
+    H2cOnlyServer,
+    Http1OnlyServer,
+    echo_call,
+    echo_stream,
+    grpc_frame,
+)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -183,6 +193,36 @@ def test_grpc_echo_round_trip_and_health() -> None:
             stub = health_pb2_grpc.HealthStub(channel)
             check = stub.Check(health_pb2.HealthCheckRequest(service="meshxds.echo.v1.Echo"), timeout=5)
             assert check.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_grpc_echo_stream_sends_count_replies_interval_apart() -> None:
+    with GrpcEchoServer(name="grpc-s") as server:
+        started = time.monotonic()
+        replies = echo_stream(server.address, "tick", count=3, interval_s=0.2, timeout=5)
+        elapsed = time.monotonic() - started
+    assert [(r.message, r.upstream, r.sequence) for r in replies] == [("tick", "grpc-s", i) for i in range(3)]
+    assert 0.35 <= elapsed < 3, elapsed  # two intervals: the first reply comes at once
+    assert server.cancelled == 0
+
+
+def test_grpc_slow_echo_waits_and_counts_a_call_that_ends_first() -> None:
+    with GrpcEchoServer(name="grpc-slow") as server:
+        started = time.monotonic()
+        reply = echo_call(server.address, "late", delay_ms=300)
+        assert reply.message == "late"
+        assert time.monotonic() - started >= 0.3
+        with pytest.raises(grpc.RpcError) as err:
+            echo_call(server.address, "never", delay_ms=30_000, timeout=0.3)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The servicer stops waiting when the call ends, and says so.
+        wait_until(lambda: server.cancelled == 1 or None, timeout=5, what="cancellation seen upstream")
+
+
+def test_grpc_frame_is_length_prefixed() -> None:
+    frame = grpc_frame(echo_pb2.EchoRequest(message="hi"))
+    assert frame[0] == 0
+    assert int.from_bytes(frame[1:5], "big") == len(frame) - 5
+    assert echo_pb2.EchoRequest.FromString(frame[5:]).message == "hi"
 
 
 @pytest.mark.parametrize("kind", [H2cOnlyServer, Http1OnlyServer, GrpcEchoServer])

@@ -198,6 +198,54 @@ def test_invalid_backend_share_gets_500() -> None:
     assert action.HasField("timeout") and action.timeout.ToNanoseconds() == 0, "0 disables the timeout"
 
 
+def _grpc_route(timeout_s: float | None, header_max_s: float | None) -> route_components_pb2.RouteAction:
+    action = ir.ForwardAction(
+        backends=(ir.WeightedCluster(cluster=NGINX, weight=1),),
+        timeout_s=timeout_s,
+        grpc_timeout_header_max_s=header_max_s,
+    )
+    return build_route(ir.Route(name="r", match=ir.RouteMatch(), action=action)).route
+
+
+def test_grpc_timeout_without_a_route_timeout_is_max_stream_duration() -> None:
+    action = _grpc_route(0.0, 0.0)
+    assert action.HasField("timeout") and action.timeout.ToNanoseconds() == 0
+    duration = action.max_stream_duration
+    assert duration.HasField("grpc_timeout_header_max"), "0 must be present: it means no cap"
+    assert duration.grpc_timeout_header_max.ToNanoseconds() == 0
+    assert not duration.HasField("max_stream_duration")
+    assert not action.HasField("max_grpc_timeout")
+
+
+@pytest.mark.parametrize("timeout_s", [30.0, None], ids=["route-timeout", "envoys-default"])
+def test_grpc_timeout_beside_a_route_timeout_keeps_the_route_timeout(timeout_s: float | None) -> None:
+    # max_stream_duration would put the route in Envoy's "new timeouts" mode, which ignores
+    # ``timeout``: an HTTP request would lose its limit (a VirtualService timeout stops working).
+    action = _grpc_route(timeout_s, 30.0)
+    assert not action.HasField("max_stream_duration")
+    assert action.max_grpc_timeout.ToNanoseconds() == 30_000_000_000
+    assert action.HasField("timeout") == (timeout_s is not None)
+
+
+def test_grpc_timeout_not_read_sets_nothing() -> None:
+    action = _grpc_route(None, None)
+    assert not action.HasField("max_stream_duration") and not action.HasField("max_grpc_timeout")
+
+
+def test_per_try_timeout_without_retries_writes_zero_retries() -> None:
+    route = ir.Route(
+        name="r",
+        match=ir.RouteMatch(),
+        action=ir.ForwardAction(backends=(ir.WeightedCluster(cluster=NGINX, weight=1),)),
+        retries=ir.RetryPolicy(attempts=0, per_try_timeout_s=0.5, retry_on=""),
+    )
+    policy = build_route(route).route.retry_policy
+    # An unset num_retries is 1 to Envoy: the 0 must be on the wire.
+    assert policy.HasField("num_retries") and policy.num_retries.value == 0
+    assert policy.per_try_timeout.ToNanoseconds() == 500_000_000
+    assert policy.retry_on == ""
+
+
 def test_direct_response_and_redirect() -> None:
     direct = build_route(ir.Route(name="d", match=ir.RouteMatch(), action=ir.DirectResponse(status=500)))
     assert direct.direct_response.status == 500
