@@ -270,6 +270,9 @@ class ForwardAction:
     mirrors: tuple[Mirror, ...] = ()
     hash_policies: tuple[HashPolicy, ...] = ()
     """From consistent-hash destinations: what Envoy hashes to pick their endpoint."""
+    grpc_web: bool = False
+    """The backends speak gRPC (a GRPC or GRPC-Web port, a GRPCRoute, an Istio GRPC-WEB server):
+    a browser's gRPC-Web request is translated to gRPC for them (the ``grpc_web`` HTTP filter)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

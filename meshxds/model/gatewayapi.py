@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from meshxds.model.base import KubeModel, Resource
 
@@ -24,6 +24,7 @@ __all__ = [
     "GatewayClass",
     "GatewayListener",
     "HTTPBackendRef",
+    "HTTPCORSFilter",
     "HTTPHeaderMatch",
     "HTTPPathMatch",
     "HTTPQueryParamMatch",
@@ -216,6 +217,48 @@ class HTTPRequestMirrorFilter(KubeModel):
     fraction: Fraction | None = None
 
 
+# The CRD's CORSOrigin: ``*``, or ``http(s)://host[:port]`` whose host may be ``*`` or start with a
+# ``*.`` label. Anything else (a path, a wildcard inside a label) never reaches the translator.
+CORSOrigin = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"(^\*$)|(^(http(s)?):\/\/(((\*\.)?([a-zA-Z0-9\-]+\.)*[a-zA-Z0-9-]+|\*)(:([0-9]{1,5}))?)$)",
+    ),
+]
+HTTPMethodWithWildcard = Literal[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "*"
+]
+
+
+class HTTPCORSFilter(KubeModel):
+    """Gateway API ``CORS`` filter (Standard since v1.3, GEP-1767), with the CRD's validation."""
+
+    allow_origins: list[CORSOrigin] = Field(default_factory=list, max_length=64)
+    allow_credentials: bool | None = None
+    allow_methods: list[HTTPMethodWithWildcard] = Field(default_factory=list, max_length=9)
+    allow_headers: list[HeaderName] = Field(default_factory=list, max_length=64)
+    expose_headers: list[HeaderName] = Field(default_factory=list, max_length=64)
+    max_age: int = Field(default=5, ge=1, le=2**31 - 1)
+    """Seconds; the API server's default is 5."""
+
+    @field_validator("allow_origins", "allow_methods", "allow_headers", "expose_headers")
+    @classmethod
+    def _a_set_with_wildcard_alone(cls, values: list[str]) -> list[str]:
+        # The CRD's ``listType=set`` and its "cannot contain '*' alongside other ..." rules.
+        if "*" in values and len(values) > 1:
+            raise ValueError("'*' cannot be listed alongside other values")
+        if len(set(values)) != len(values):
+            raise ValueError("a value is listed twice (the list is a set)")
+        return values
+
+
+_FILTER_FIELDS = {"CORS": "cors"}
+"""Filter types whose config field the CRD requires exactly with that type (the CEL rules
+``filter.cors must be specified for CORS filter.type`` and ``... must be nil if ...``)."""
+
+
 class HTTPRouteFilter(KubeModel):
     type: str = Field(min_length=1)
     request_header_modifier: HTTPHeaderFilter | None = None
@@ -223,7 +266,18 @@ class HTTPRouteFilter(KubeModel):
     request_redirect: HTTPRequestRedirectFilter | None = None
     url_rewrite: HTTPURLRewriteFilter | None = None
     request_mirror: HTTPRequestMirrorFilter | None = None
+    cors: HTTPCORSFilter | None = None
     extension_ref: dict[str, object] | None = None
+
+    @model_validator(mode="after")
+    def _config_matches_type(self) -> Self:
+        for kind, name in _FILTER_FIELDS.items():
+            given = getattr(self, name) is not None
+            if self.type == kind and not given:
+                raise ValueError(f"{name} must be set for a filter of type {kind}")
+            if self.type != kind and given:
+                raise ValueError(f"{name} must not be set for a filter of type {self.type}")
+        return self
 
 
 class BackendRef(KubeModel):
@@ -278,6 +332,13 @@ class HTTPRouteRule(KubeModel):
     filters: list[HTTPRouteFilter] = Field(default_factory=list)
     backend_refs: list[HTTPBackendRef] = Field(default_factory=list)
     timeouts: HTTPRouteTimeouts | None = None
+
+    @field_validator("filters")
+    @classmethod
+    def _one_cors_filter(cls, filters: list[HTTPRouteFilter]) -> list[HTTPRouteFilter]:
+        if sum(f.type == "CORS" for f in filters) > 1:
+            raise ValueError("the CORS filter cannot be repeated")
+        return filters
 
 
 class HTTPRouteSpec(KubeModel):

@@ -15,7 +15,7 @@ from meshxds import ir, names
 from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.endpoints import EndpointIndex, is_ip
-from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_http2
+from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_grpc, is_http2
 
 __all__ = ["BackendIndex", "ResolvedBackend", "kgateway_backend_host", "upstream_protocol_for"]
 
@@ -85,6 +85,8 @@ class ResolvedBackend:
     """A Gateway API ResolvedRefs reason: ``ResolvedRefs``, ``BackendNotFound``, ``InvalidKind``, ..."""
     message: str = ""
     warnings: tuple[str, ...] = ()
+    grpc: bool = False
+    """The port speaks gRPC (GRPC or GRPC-Web): routes to it also take gRPC-Web from browsers."""
 
 
 @dataclass(slots=True)
@@ -155,8 +157,9 @@ class BackendIndex:
         *,
         default_protocol: ir.UpstreamProtocol,
         force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
-    ) -> tuple[ir.Cluster, tuple[str, ...]]:
-        """The cluster for one Service port in one protocol (memoized), and protocol warnings."""
+    ) -> tuple[ir.Cluster, tuple[str, ...], Protocol]:
+        """The cluster for one Service port in one protocol (memoized), protocol warnings, and the
+        port's own protocol."""
         memo = self._ports.get((id(service), id(port)))
         if memo is None:
             index = service.spec.ports.index(port)
@@ -175,7 +178,7 @@ class BackendIndex:
         # plain name, and both are kept so the clash is reported where they meet, not dropped here.
         cached = self._clusters.get((name, protocol))
         if cached is not None:
-            return cached, decision.warnings
+            return cached, decision.warnings, decision.protocol
         key = self.endpoint_key(service, port)
         assert self.endpoint_index is not None
         cluster = ir.Cluster(
@@ -189,8 +192,8 @@ class BackendIndex:
         )
         self._clusters[(name, protocol)] = cluster
         if not decision.warnings:
-            return cluster, ()
-        return cluster, tuple(f"{service.ref}: {w}" for w in decision.warnings)
+            return cluster, (), decision.protocol
+        return cluster, tuple(f"{service.ref}: {w}" for w in decision.warnings), decision.protocol
 
     def resolve_backend_ref(
         self,
@@ -262,10 +265,10 @@ class BackendIndex:
                 reason="BackendNotFound",
                 message=f"Service {namespace}/{name} has no port {port}",
             )
-        cluster, warnings = self.service_cluster(
+        cluster, warnings, protocol = self.service_cluster(
             service, service_port, default_protocol=default_protocol, force_protocol=force_protocol
         )
-        return ResolvedBackend(cluster=cluster, warnings=warnings)
+        return ResolvedBackend(cluster=cluster, warnings=warnings, grpc=is_grpc(protocol))
 
     def _kgateway_backend(
         self,
@@ -302,4 +305,4 @@ class BackendIndex:
             endpoints=endpoints,
             source=ir.ObjectRef(kind="Backend", namespace=namespace, name=name),
         )
-        return ResolvedBackend(cluster=cluster)
+        return ResolvedBackend(cluster=cluster, grpc=is_grpc(decision.protocol))

@@ -82,6 +82,7 @@ def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -
                 bad_refs=bad_refs,
                 force_protocol=_FORCE_HTTP2,
                 mirrors=filters.mirrors,
+                grpc=True,
             )
         for m_index, match in enumerate(rule.matches):
             route_match = ir.RouteMatch(

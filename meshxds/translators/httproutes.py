@@ -9,6 +9,7 @@ from meshxds import ir
 from meshxds.conditions import Condition, condition
 from meshxds.model import gatewayapi
 from meshxds.translators.backends import BackendIndex, ResolvedBackend
+from meshxds.translators.cors import translate_cors
 from meshxds.translators.durations import parse_duration
 from meshxds.translators.headers import literal, mutation_problems
 from meshxds.translators.regex import re2_error
@@ -32,6 +33,7 @@ _SUPPORTED_FILTERS = (
     "RequestRedirect",
     "URLRewrite",
     "RequestMirror",
+    "CORS",
 )
 _BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
 
@@ -174,6 +176,7 @@ class RuleFilters:
     redirect: ir.Redirect | None = None
     rewrite: ir.UrlRewrite | None = None
     mirrors: tuple[gatewayapi.HTTPRequestMirrorFilter, ...] = ()
+    cors: ir.Cors | None = None
     invalid: tuple[str, ...] = ()
     """Why a filter cannot be applied as written (Envoy would refuse it): the rule (or backend)
     must fail closed, never run without the filter."""
@@ -192,6 +195,7 @@ def rule_filters(
     redirect: ir.Redirect | None = None
     rewrite: ir.UrlRewrite | None = None
     mirrors: list[gatewayapi.HTTPRequestMirrorFilter] = []
+    cors: ir.Cors | None = None
     invalid: list[str] = []
     for f_index, flt in enumerate(filters):
         if flt.type not in allowed:
@@ -210,6 +214,8 @@ def rule_filters(
             rewrite = _rewrite(flt.url_rewrite)
         elif flt.type == "RequestMirror" and flt.request_mirror is not None:
             mirrors.append(flt.request_mirror)
+        elif flt.type == "CORS" and flt.cors is not None:
+            cors = translate_cors(flt.cors)
     if invalid:  # nothing of it reaches Envoy, which would refuse the whole route table
         return RuleFilters(invalid=tuple(invalid))
     return RuleFilters(
@@ -218,6 +224,7 @@ def rule_filters(
         redirect=redirect,
         rewrite=rewrite,
         mirrors=tuple(mirrors),
+        cors=cors,
     )
 
 
@@ -289,10 +296,13 @@ def forward_action(
     force_protocol: tuple[ir.UpstreamProtocol, str] | None = None,
     default_protocol: ir.UpstreamProtocol = ir.UpstreamProtocol.HTTP1,
     mirrors: Sequence[gatewayapi.HTTPRequestMirrorFilter] = (),
+    grpc: bool = False,
 ) -> ir.ForwardAction | ir.DirectResponse:
     """Resolve a rule's backendRefs into weighted clusters; unresolved weight answers 500.
 
-    ``timeout`` is the rule's request timeout (``None``: none set); see :func:`route_timeouts`."""
+    ``timeout`` is the rule's request timeout (``None``: none set); see :func:`route_timeouts`.
+    ``grpc``: the route kind is gRPC (GRPCRoute); otherwise the action takes gRPC-Web when a
+    backend it sends requests to speaks gRPC."""
     weighted: list[ir.WeightedCluster] = []
     invalid_weight = 0
     http2 = False
@@ -318,6 +328,7 @@ def forward_action(
             continue
         if ref.weight > 0:
             http2 = http2 or resolved.cluster.upstream_protocol is ir.UpstreamProtocol.HTTP2
+            grpc = grpc or resolved.grpc
             weighted.append(
                 ir.WeightedCluster(
                     cluster=resolved.cluster.name,
@@ -345,6 +356,7 @@ def forward_action(
         grpc_timeout_header_max_s=grpc_timeout_max,
         rewrite=rewrite,
         mirrors=tuple(mirror_targets),
+        grpc_web=grpc,
     )
 
 
@@ -416,6 +428,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                         request_headers=filters.request_headers,
                         response_headers=filters.response_headers,
                         retries=per_try if isinstance(action, ir.ForwardAction) else None,
+                        cors=filters.cors,
                         source=source,
                     ),
                 )

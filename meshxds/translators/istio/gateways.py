@@ -26,6 +26,7 @@ from meshxds.translators.listeners import (
     assemble_http_listener,
     assemble_tcp_listener,
 )
+from meshxds.translators.protocol import is_grpc, parse_protocol
 
 __all__ = ["GatewayBuild", "build_gateways", "parse_server_host", "selects"]
 
@@ -212,13 +213,14 @@ def build_gateways(
         http: list[HttpServer] = []
         tcp: list[TcpServer] = []
         for server in servers:
+            protocol = server.spec.port.protocol.upper()
             context = RouteContext(
                 gateway=server.key,
                 port=port,
                 warnings=build.warnings,
+                grpc_web=is_grpc(parse_protocol(protocol)),
                 **context_args,  # type: ignore[arg-type]
             )
-            protocol = server.spec.port.protocol.upper()
             tls = server.spec.tls
             mode = (tls.mode or "SIMPLE") if tls is not None else None
             if mode == "ISTIO_MUTUAL":

@@ -18,6 +18,7 @@ from meshxds.model import istio
 from meshxds.translators.headers import envoy_value, mutation_problems
 from meshxds.translators.istio.clusters import ClusterBuilder
 from meshxds.translators.istio.registry import ServiceRegistry
+from meshxds.translators.protocol import is_grpc
 from meshxds.translators.regex import re2_error, route_match_regex_problems
 
 __all__ = ["RouteContext", "http_routes", "l4_backends", "vs_gateways"]
@@ -45,6 +46,9 @@ class RouteContext:
     clusters: ClusterBuilder
     registry: ServiceRegistry
     warnings: list[str] = field(default_factory=list)
+    grpc_web: bool = False
+    """Requests here may be gRPC-Web (an Istio ``GRPC-WEB`` or ``GRPC`` server or port): every
+    forwarding route takes them, as Istio adds the grpc_web filter for such a server."""
 
 
 def vs_gateways(vs: istio.VirtualService) -> list[str]:
@@ -236,9 +240,17 @@ def _cluster(
     return found
 
 
+def _speaks_grpc(ctx: RouteContext, vs: istio.VirtualService, dest: istio.Destination) -> bool:
+    """The destination's port is GRPC or GRPC-Web (Istio's protocol selection)."""
+    service = ctx.registry.get(ctx.registry.resolve(dest.host, vs.namespace))
+    port = service.port(dest.port.number if dest.port else None) if service is not None else None
+    return port is not None and is_grpc(port.protocol)
+
+
 def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: str) -> ir.ForwardAction:
     backends: list[ir.WeightedCluster] = []
     invalid = 0
+    grpc_web = ctx.grpc_web
     for index, dest in enumerate(rule.route):
         weight = dest.weight if dest.weight is not None else (100 if len(rule.route) == 1 else 0)
         cluster = _cluster(ctx, vs, dest.destination, f"{at}.route[{index}]")
@@ -260,6 +272,7 @@ def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute,
                     cluster=cluster.name, weight=weight, request_headers=request, response_headers=response
                 )
             )
+            grpc_web = grpc_web or _speaks_grpc(ctx, vs, dest.destination)
     mirrors = []
     targets = [(rule.mirror, _percent(rule.mirror_percentage, rule.mirror_percent))] if rule.mirror else []
     targets += [(m.destination, _percent(m.percentage)) for m in rule.mirrors]
@@ -284,6 +297,7 @@ def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute,
         rewrite=rewrite,
         mirrors=tuple(mirrors),
         hash_policies=ctx.clusters.hash_policies(b.cluster for b in backends),
+        grpc_web=grpc_web,
     )
 
 

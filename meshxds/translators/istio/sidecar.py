@@ -18,7 +18,7 @@ from meshxds.translators.hostnames import covering_patterns
 from meshxds.translators.istio.registry import RegisteredService, visible_to
 from meshxds.translators.istio.routes import MESH, RouteContext, http_routes, l4_backends, vs_gateways
 from meshxds.translators.listeners import TcpServer, assemble_tcp_listener
-from meshxds.translators.protocol import Protocol, is_http
+from meshxds.translators.protocol import Protocol, is_grpc, is_http
 
 __all__ = ["SidecarBuild", "build_sidecar"]
 
@@ -73,7 +73,13 @@ def build_sidecar(
         for svc_port in service.ports:
             if svc_port.protocol in (Protocol.UDP,):
                 continue
-            ctx = RouteContext(gateway=MESH, port=svc_port.number, warnings=build.warnings, **ctx_args)  # type: ignore[arg-type]
+            ctx = RouteContext(
+                gateway=MESH,
+                port=svc_port.number,
+                warnings=build.warnings,
+                grpc_web=is_grpc(svc_port.protocol),
+                **ctx_args,  # type: ignore[arg-type]
+            )
             if is_http(svc_port.protocol) or svc_port.protocol is Protocol.UNSUPPORTED:
                 routes = http_routes(ctx, vs) if vs is not None else []
                 if not routes:
@@ -90,6 +96,7 @@ def build_sidecar(
                                 timeout_s=0.0,
                                 grpc_timeout_header_max_s=0.0,
                                 hash_policies=(cluster.hash_policy,) if cluster.hash_policy else (),
+                                grpc_web=ctx.grpc_web,
                             ),
                             retries=ir.RetryPolicy(attempts=2),
                             source=service.source,

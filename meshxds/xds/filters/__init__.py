@@ -2,8 +2,12 @@
 ``httpfilters.go``). A new filter is a module with an ``HttpFilter`` and a line in ``ORDER``;
 ``resources.py`` asks the registry, never the filters, for the chain and the per-route config.
 
-Order: CORS answers a preflight before anything else sees it (a fault must not abort it), then
-fault injection, then the router, always last.
+Order: CORS answers a preflight before anything else sees it (a fault must not abort it) and adds
+its headers to every response, local replies included; then gRPC-Web, before fault injection, so a
+fault's local reply (a gRPC abort) still reaches a gRPC-Web client in gRPC-Web form (a local reply
+passes only the filters before the one that sent it); then the router, always last. Envoy mandates
+no order for cors and grpc_web (a preflight is never gRPC-Web): Envoy Gateway puts cors first,
+Istio and grpc-web's own Envoy example put grpc_web first; Istio, like us, has grpc_web before fault.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from meshxds import ir
 from meshxds.xds.filters.base import HttpFilter
 from meshxds.xds.filters.cors import CORS
 from meshxds.xds.filters.fault import FAULT
+from meshxds.xds.filters.grpc_web import GRPC_WEB
 from meshxds.xds.filters.router import ROUTER
 from meshxds.xds.values import pack
 
 __all__ = ["ORDER", "HttpFilter", "http_filters", "patch_route"]
 
-ORDER: tuple[HttpFilter, ...] = (CORS, FAULT, ROUTER)
+ORDER: tuple[HttpFilter, ...] = (CORS, GRPC_WEB, FAULT, ROUTER)
 
 
 def http_filters(table: ir.RouteTable) -> list[hcm_pb2.HttpFilter]:

@@ -1,14 +1,165 @@
-"""Gateway API models: the CRDs' validation rules that parsing enforces."""
+"""Gateway API models: the CRDs' validation rules that parsing enforces (HTTPRoute timeouts,
+the ``CORS`` filter of GEP-1767); a mistake is an error naming file, object and field."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
-from meshxds.errors import ManifestErrors
+from meshxds.errors import ManifestError, ManifestErrors
 from meshxds.model import gatewayapi
 from meshxds.model.manifests import SourcedDocument, parse_documents
+
+CORS: dict[str, Any] = {
+    "allowOrigins": ["https://www.foo.com", "https://*.bar.com", "http://*:8080"],
+    "allowMethods": ["GET", "OPTIONS"],
+    "allowHeaders": ["x-header-1", "content-type"],
+    "exposeHeaders": ["grpc-status"],
+    "allowCredentials": True,
+    "maxAge": 3600,
+}
+
+
+def route(filters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "cors", "namespace": "default"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"filters": filters, "backendRefs": [{"name": "web", "port": 80}]}],
+        },
+    }
+
+
+def only_error(body: dict[str, Any]) -> ManifestError:
+    with pytest.raises(ManifestErrors) as info:
+        parse_documents([SourcedDocument(path="routes.yaml", index=0, body=body)])
+    (error,) = info.value.errors
+    return error
+
+
+def test_cors_filter_fields() -> None:
+    resources = parse_documents(
+        [SourcedDocument(path="r.yaml", index=0, body=route([{"type": "CORS", "cors": CORS}]))]
+    )
+    assert resources.warnings == ()
+    parsed = resources.get(gatewayapi.HTTPRoute, "default", "cors")
+    assert parsed is not None
+    cors = parsed.spec.rules[0].filters[0].cors
+    assert cors == gatewayapi.HTTPCORSFilter(
+        allow_origins=["https://www.foo.com", "https://*.bar.com", "http://*:8080"],
+        allow_methods=["GET", "OPTIONS"],
+        allow_headers=["x-header-1", "content-type"],
+        expose_headers=["grpc-status"],
+        allow_credentials=True,
+        max_age=3600,
+    )
+
+
+def test_cors_max_age_defaults_to_five_seconds_as_the_api_server_sets_it() -> None:
+    cors = gatewayapi.HTTPCORSFilter.model_validate({"allowOrigins": ["*"]})
+    assert (cors.max_age, cors.allow_credentials, cors.allow_methods) == (5, None, [])
+
+
+def with_cors(**changes: Any) -> dict[str, Any]:
+    cors = copy.deepcopy(CORS)
+    cors.update(changes)
+    return route([{"type": "CORS", "cors": cors}])
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        pytest.param(
+            with_cors(allowOrigins=["https://a.*.com"]),
+            "spec.rules[0].filters[0].cors.allowOrigins[0]",
+            "pattern",
+            id="wildcard-inside-the-host",
+        ),
+        pytest.param(
+            with_cors(allowOrigins=["https://a.com/app"]),
+            "spec.rules[0].filters[0].cors.allowOrigins[0]",
+            "pattern",
+            id="origin-with-a-path",
+        ),
+        pytest.param(
+            with_cors(allowOrigins=["ftp://a.com"]),
+            "spec.rules[0].filters[0].cors.allowOrigins[0]",
+            "pattern",
+            id="origin-scheme-not-http",
+        ),
+        pytest.param(
+            with_cors(allowOrigins=["*", "https://a.com"]),
+            "spec.rules[0].filters[0].cors.allowOrigins",
+            "'*' cannot be listed alongside",
+            id="any-origin-beside-another",
+        ),
+        pytest.param(
+            with_cors(allowMethods=["*", "GET"]),
+            "spec.rules[0].filters[0].cors.allowMethods",
+            "'*' cannot be listed alongside",
+            id="any-method-beside-another",
+        ),
+        pytest.param(
+            with_cors(allowMethods=["get"]),
+            "spec.rules[0].filters[0].cors.allowMethods[0]",
+            "'GET'",
+            id="method-is-case-sensitive",
+        ),
+        pytest.param(
+            with_cors(allowHeaders=["x-a", "x-a"]),
+            "spec.rules[0].filters[0].cors.allowHeaders",
+            "listed twice",
+            id="headers-are-a-set",
+        ),
+        pytest.param(
+            with_cors(exposeHeaders=["bad header"]),
+            "spec.rules[0].filters[0].cors.exposeHeaders[0]",
+            "pattern",
+            id="header-name-not-a-token",
+        ),
+        pytest.param(
+            with_cors(maxAge=0),
+            "spec.rules[0].filters[0].cors.maxAge",
+            "greater than or equal to 1",
+            id="max-age-below-one",
+        ),
+        pytest.param(
+            with_cors(allowOrigins=[f"https://h{i}.com" for i in range(65)]),
+            "spec.rules[0].filters[0].cors.allowOrigins",
+            "at most 64",
+            id="too-many-origins",
+        ),
+        pytest.param(
+            route([{"type": "CORS"}]),
+            "spec.rules[0].filters[0]",
+            "cors must be set for a filter of type CORS",
+            id="cors-type-without-config",
+        ),
+        pytest.param(
+            route([{"type": "RequestHeaderModifier", "requestHeaderModifier": {}, "cors": CORS}]),
+            "spec.rules[0].filters[0]",
+            "cors must not be set for a filter of type RequestHeaderModifier",
+            id="cors-config-on-another-type",
+        ),
+        pytest.param(
+            route([{"type": "CORS", "cors": CORS}, {"type": "CORS", "cors": CORS}]),
+            "spec.rules[0].filters",
+            "cannot be repeated",
+            id="cors-filter-twice",
+        ),
+    ],
+)
+def test_bad_cors_filter_is_an_error_naming_the_field(body: dict[str, Any], field: str, words: str) -> None:
+    error = only_error(body)
+    assert (error.path, error.ref, error.field_path) == ("routes.yaml", "HTTPRoute/default/cors", field)
+    assert words in error.message
+
+
+# --- timeouts --------------------------------------------------------------------------------------
 
 
 def http_route(timeouts: dict[str, str]) -> dict[str, Any]:
