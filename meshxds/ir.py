@@ -86,9 +86,10 @@ class LbEndpoint:
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
 class EndpointKey:
-    """Where a cluster's endpoints come from: the ready endpoints of one Service port, optionally
-    only those whose Pods carry ``subset`` labels. An endpoint-only change recomputes the load
-    assignments of the clusters whose key names a touched Service, and nothing else."""
+    """Where a cluster's endpoints come from: the ready endpoints of one Service (or STATIC
+    ServiceEntry) port, optionally only those whose Pods (workloads) carry ``subset`` labels. An
+    endpoint-only change recomputes the load assignments of the clusters whose key names a
+    touched Service, and nothing else."""
 
     namespace: str
     service: str
@@ -98,6 +99,9 @@ class EndpointKey:
     """The Service's numeric ``targetPort``, used for slices that list no ports."""
     subset: tuple[tuple[str, str], ...] = ()
     """Pod labels every endpoint must have (an Istio subset); empty is every endpoint."""
+    entry: str = ""
+    """``ServiceEntry``: ``service`` names an Istio ServiceEntry, whose endpoints are its own and
+    the WorkloadEntries it selects; empty: a Kubernetes Service."""
 
 
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"]

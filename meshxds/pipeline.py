@@ -322,9 +322,16 @@ class Pipeline:
             if not changes and resources.warnings == previous.translation.resources.warnings:
                 self.last_path = "unchanged"
                 return previous
-            if changes.endpoints_only:
+            endpoints = previous.endpoints
+            if changes.kinds & ENDPOINT_KINDS:
                 endpoints = EndpointIndex.updated(previous.endpoints, resources, changes.objects)
-                touched = endpoints.touched_services(changes.objects, previous.translation.resources)
+            if (
+                changes.endpoints_only
+                and endpoints.refuses_fast_path(changes.objects, previous.endpoints) is None
+            ):
+                touched = endpoints.touched_services(
+                    changes.objects, previous.translation.resources, previous.endpoints
+                )
                 builder = previous.with_new_endpoints(resources, endpoints, touched)
                 self.fast_updates += 1
                 self.last_path = "endpoints"
@@ -332,8 +339,9 @@ class Pipeline:
                 if changes.kinds & COMPILE_INPUTS:
                     translation = translate(resources, self.options)
                 else:
+                    # e.g. a WorkloadEntry that makes a ServiceEntry's clusters DNS: the updated index.
                     translation = translate(
-                        resources, self.options, reuse=previous.translation, endpoints=previous.endpoints
+                        resources, self.options, reuse=previous.translation, endpoints=endpoints
                     )
                 builder = SnapshotBuilder(translation, previous=previous)
                 self.full_updates += 1

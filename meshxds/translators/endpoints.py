@@ -1,9 +1,11 @@
-"""The one place endpoints are computed: (Service, port) → ready endpoints, from EndpointSlices.
+"""The one place endpoints are computed: (Service, port) → ready endpoints, from EndpointSlices;
+(ServiceEntry, port) → its inline endpoints and the WorkloadEntries it selects.
 
 Every frontend (Gateway API, Istio, kgateway) asks this index, so a Service port has the same
-endpoints whoever routes to it, and an endpoint-only change (EndpointSlices, Pods) can be served
-by recomputing the load assignments of the clusters whose ``ir.EndpointKey`` names a touched
-Service, without translating routes, listeners or clusters again.
+endpoints whoever routes to it, and an endpoint-only change (EndpointSlices, Pods, and
+WorkloadEntries of STATIC ServiceEntries) can be served by recomputing the load assignments of
+the clusters whose ``ir.EndpointKey`` names a touched Service, without translating routes,
+listeners or clusters again.
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from meshxds import ir
-from meshxds.model import core
+from meshxds.model import core, istio
 from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet
 
 __all__ = ["ENDPOINT_KINDS", "EndpointIndex", "LabelledEndpoint", "is_ip"]
 
-ENDPOINT_KINDS: frozenset[type[Resource]] = frozenset({core.EndpointSlice, core.Pod})
-"""Kinds that only ever change endpoints (addresses, readiness, the labels subsets select by)."""
+ENDPOINT_KINDS: frozenset[type[Resource]] = frozenset({core.EndpointSlice, core.Pod, istio.WorkloadEntry})
+"""Kinds that change endpoints (addresses, readiness, the labels subsets select by): only, for
+EndpointSlices and Pods; a WorkloadEntry also may turn a ServiceEntry's cluster from EDS into
+DNS (``EndpointIndex.refuses_fast_path`` says when)."""
+
+ENTRY = "ServiceEntry"
+"""``ir.EndpointKey.entry`` of a ServiceEntry's ports."""
 
 ServiceKey = tuple[str, str]
 """``(namespace, name)`` of a Service."""
@@ -67,6 +74,8 @@ class EndpointIndex:
                 slices[(eps.namespace, service)].append(eps)
         self._slices = dict(slices)
         self._pods = resources.objects.get(core.Pod, {})
+        self._entries = resources.objects.get(istio.ServiceEntry, {})
+        self._workloads = _workloads_by_namespace(resources.all(istio.WorkloadEntry))
         self._labelled: dict[tuple[ServiceKey, str, int | None], tuple[LabelledEndpoint, ...]] = {}
         # Keyed by the EndpointKey's fields as a plain tuple: it hashes and compares in C, where
         # the dataclass's __hash__ and __eq__ are Python (a lookup per cluster per proxy build).
@@ -97,6 +106,18 @@ class EndpointIndex:
                 slices.pop(key, None)
         index._slices = slices
         index._pods = resources.objects.get(core.Pod, {})
+        index._entries = resources.objects.get(istio.ServiceEntry, {})
+        workloads = dict(previous._workloads)
+        for namespace in {o.namespace for o in changed if isinstance(o, istio.WorkloadEntry)}:
+            workloads.pop(namespace, None)
+            workloads.update(
+                _workloads_by_namespace(
+                    w
+                    for w in resources.objects.get(istio.WorkloadEntry, {}).values()
+                    if isinstance(w, istio.WorkloadEntry) and w.namespace == namespace
+                )
+            )
+        index._workloads = workloads
         index._labelled = {}
         index._endpoints = {}
         index._lb = {}
@@ -177,12 +198,55 @@ class EndpointIndex:
         # Plain tuples sort in C, and as LbEndpoint orders (address, then port).
         return tuple([found[pair] for pair in sorted(found)])
 
+    def entry_endpoints(self, namespace: str, name: str, port_name: str) -> tuple[LabelledEndpoint, ...]:
+        """A ServiceEntry port's endpoints, in order: its inline ``endpoints``, then the
+        WorkloadEntries of its namespace its ``workloadSelector`` selects (Istio's rules); a
+        workload with no address (on another network) has no endpoint reachable from here."""
+        memo_key = ((namespace, name), f"{ENTRY}/{port_name}", None)
+        found = self._labelled.get(memo_key)
+        if found is None:
+            found = self._labelled[memo_key] = self._entry_endpoints(namespace, name, port_name)
+        return found
+
+    def _entry_endpoints(self, namespace: str, name: str, port_name: str) -> tuple[LabelledEndpoint, ...]:
+        entry = self._entries.get((namespace, name))
+        if not isinstance(entry, istio.ServiceEntry):
+            return ()
+        port = next((p for p in entry.spec.ports if p.name == port_name), None)
+        if port is None:
+            return ()
+        spec = entry.spec
+        workloads = list(spec.endpoints)
+        if spec.workload_selector is not None:
+            selector = spec.workload_selector.labels.items()
+            workloads += [
+                w.spec
+                for w in self._workloads.get(namespace, ())
+                if all(w.spec.labels.get(k) == v for k, v in selector)
+            ]
+        found = []
+        for workload in workloads:
+            if not workload.address:
+                continue
+            target = workload.ports.get(port.name) or port.target_port or port.number
+            found.append(
+                LabelledEndpoint(
+                    endpoint=self._lb_endpoint(workload.address, target),
+                    labels=tuple(sorted(workload.labels.items())),
+                )
+            )
+        return tuple(found)
+
     def endpoints(self, key: ir.EndpointKey) -> tuple[ir.LbEndpoint, ...]:
         """What a cluster of ``key`` balances over: sorted, each address once."""
-        memo_key = (key.namespace, key.service, key.port_name, key.target_port, key.subset)
+        memo_key = (key.namespace, key.service, key.port_name, key.target_port, key.subset, key.entry)
         found = self._endpoints.get(memo_key)
         if found is None:
-            if key.subset:
+            if key.entry:
+                labelled = self.entry_endpoints(key.namespace, key.service, key.port_name)
+                chosen = {e.endpoint for e in labelled if e.has(key.subset)}
+                found = tuple(sorted(chosen, key=lambda e: (e.address, e.port)))
+            elif key.subset:
                 labelled = self.labelled(key.namespace, key.service, key.port_name, key.target_port)
                 chosen = {e.endpoint for e in labelled if e.has(key.subset)}
                 found = tuple(sorted(chosen, key=lambda e: (e.address, e.port)))  # LbEndpoint's own order
@@ -191,8 +255,47 @@ class EndpointIndex:
             self._endpoints[memo_key] = found
         return found
 
-    def touched_services(self, changed: Iterable[Resource], before: ResourceSet) -> set[ServiceKey]:
-        """Services whose endpoints the changed EndpointSlices and Pods may move (old and new)."""
+    def selecting(self, workload: istio.WorkloadEntry) -> list[istio.ServiceEntry]:
+        """The ServiceEntries of the workload's namespace whose ``workloadSelector`` selects it."""
+        found: list[istio.ServiceEntry] = []
+        for entry in self._entries.values():
+            if not isinstance(entry, istio.ServiceEntry) or entry.namespace != workload.namespace:
+                continue
+            selector = entry.spec.workload_selector
+            if selector is None:
+                continue
+            if all(workload.spec.labels.get(k) == v for k, v in selector.labels.items()):
+                found.append(entry)
+        return found
+
+    def refuses_fast_path(self, changed: Iterable[Resource], before: EndpointIndex) -> str | None:
+        """Why the changed WorkloadEntries need a full translation, or ``None``: every
+        ServiceEntry they move (before or after the change) is STATIC with IP addresses only,
+        so its clusters are EDS before and after and only their load assignments move (a
+        hostname address, or a DNS resolution, makes the cluster STRICT_DNS, whose endpoints
+        are part of the cluster itself)."""
+        for obj in changed:
+            if not isinstance(obj, istio.WorkloadEntry):
+                continue
+            for index in (before, self):
+                for entry in index.selecting(obj):
+                    resolution = entry.spec.resolution or "NONE"
+                    if resolution == "NONE":
+                        continue  # not served at all
+                    if resolution != "STATIC":
+                        return f"{entry.ref} resolves by {resolution}"
+                    for port in entry.spec.ports:
+                        for e in (*before.entry_endpoints(entry.namespace, entry.name, port.name),
+                                  *self.entry_endpoints(entry.namespace, entry.name, port.name)):  # fmt: skip
+                            if not is_ip(e.endpoint.address):
+                                return f"{entry.ref} has an endpoint that is not an IP address"
+        return None
+
+    def touched_services(
+        self, changed: Iterable[Resource], before: ResourceSet, previous: EndpointIndex | None = None
+    ) -> set[ServiceKey]:
+        """Services (and ServiceEntries) whose endpoints the changed EndpointSlices, Pods and
+        WorkloadEntries may move (old and new)."""
         touched: set[ServiceKey] = set()
         pods: set[tuple[str, str]] = set()
         for obj in changed:
@@ -200,8 +303,12 @@ class EndpointIndex:
                 touched.add((obj.namespace, obj.service_name))
             elif isinstance(obj, core.Pod):
                 pods.add(obj.key)
+            elif isinstance(obj, istio.WorkloadEntry):
+                previous = previous or EndpointIndex(before)  # ``before``'s index, if not given
+                for index in (self, previous):
+                    touched.update(e.key for e in index.selecting(obj))
         if pods:
-            for index in (self, EndpointIndex(before)):
+            for index in (self, previous or EndpointIndex(before)):
                 for service, slices in index._slices.items():
                     if any(
                         ep.target_ref is not None
@@ -212,3 +319,12 @@ class EndpointIndex:
                     ):
                         touched.add(service)
         return touched
+
+
+def _workloads_by_namespace(
+    workloads: Iterable[istio.WorkloadEntry],
+) -> dict[str, tuple[istio.WorkloadEntry, ...]]:
+    by_namespace: dict[str, list[istio.WorkloadEntry]] = defaultdict(list)
+    for workload in sorted(workloads, key=lambda w: w.key):
+        by_namespace[workload.namespace].append(workload)
+    return {namespace: tuple(found) for namespace, found in by_namespace.items()}

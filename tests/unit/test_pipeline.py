@@ -321,3 +321,79 @@ def test_an_updated_endpoint_index_answers_as_a_fresh_one() -> None:
     changes = changes_between(after, after_delete)
     again = EndpointIndex.updated(updated, after_delete, changes.objects)
     assert sorted(s.name for s in again._slices[("default", "svc-a")]) == ["svc-a-1", "svc-b-1"]
+
+
+# --- WorkloadEntries: on the endpoint fast path while their ServiceEntries stay EDS ---------------
+
+SIDECAR = ProxyIdentity.of(namespace="default", labels={"app": "client"})
+VMS = "outbound|8080||vms.example.internal"
+
+
+def workload(name: str, address: str, app: str = "vm") -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"address": address, "labels": {"app": app}},
+    }
+
+
+def vm_mesh(resolution: str = "STATIC") -> list[dict[str, Any]]:
+    entry = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "vms", "namespace": "default"},
+        "spec": {
+            "hosts": ["vms.example.internal"],
+            "location": "MESH_INTERNAL",
+            "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
+            "resolution": resolution,
+            "workloadSelector": {"labels": {"app": "vm"}},
+        },
+    }
+    return [entry, workload("vm-1", "10.0.0.1"), workload("vm-2", "10.0.0.2", app="other")]
+
+
+def test_a_workload_entry_edit_takes_the_fast_path_and_equals_a_fresh_translation() -> None:
+    pipeline = Pipeline()
+    docs = vm_mesh()
+    current = resource_set(docs)
+    first = pipeline.update(current, [SIDECAR])
+    assert addresses(snapshot_to_json(first(SIDECAR)), VMS) == ["10.0.0.1"]
+    edits: list[Callable[[list[dict[str, Any]]], None]] = [
+        lambda d: d[1]["spec"].update(address="10.0.0.9"),  # an address moves
+        lambda d: d[2]["spec"]["labels"].update(app="vm"),  # a workload joins by its labels
+        lambda d: d.append(workload("vm-3", "10.0.0.3")),  # a new one
+        lambda d: d.pop(1),  # one goes
+    ]
+    expected = [
+        ["10.0.0.9"],
+        ["10.0.0.2", "10.0.0.9"],
+        ["10.0.0.2", "10.0.0.3", "10.0.0.9"],
+        ["10.0.0.2", "10.0.0.3"],
+    ]
+    for count, (edit, want) in enumerate(zip(edits, expected, strict=True), start=1):
+        edit(docs)
+        current = resource_set(copy.deepcopy(docs), current)
+        fast = pipeline.update(current, [SIDECAR])
+        assert pipeline.fast_updates == count, pipeline.last_path
+        assert fast.translation.istio is first.translation.istio  # nothing translated
+        assert addresses(snapshot_to_json(fast(SIDECAR)), VMS) == want
+        fresh = SnapshotBuilder(translate(current))
+        assert snapshot_to_json(fast(SIDECAR)) == snapshot_to_json(fresh(SIDECAR))
+
+
+def test_a_workload_entry_that_would_make_a_cluster_dns_is_translated_in_full() -> None:
+    for docs, edit in (
+        (vm_mesh(), lambda d: d[1]["spec"].update(address="vm-1.example.internal")),  # a hostname
+        (vm_mesh("DNS"), lambda d: d[1]["spec"].update(address="10.0.0.9")),  # a DNS entry's
+    ):
+        pipeline = Pipeline()
+        before = resource_set(docs)
+        pipeline.update(before, [SIDECAR])
+        edited = copy.deepcopy(docs)
+        edit(edited)
+        after = resource_set(edited, before)
+        full = pipeline.update(after, [SIDECAR])
+        assert (pipeline.full_updates, pipeline.fast_updates) == (2, 0)
+        assert snapshot_to_json(full(SIDECAR)) == snapshot_to_json(SnapshotBuilder(translate(after))(SIDECAR))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from meshxds import ir, names
 from meshxds.model import core, istio
 from meshxds.model.manifests import ResourceSet
-from meshxds.translators.endpoints import EndpointIndex, LabelledEndpoint, is_ip
+from meshxds.translators.endpoints import ENTRY, EndpointIndex, LabelledEndpoint, is_ip
 from meshxds.translators.hostnames import hostname_matches
 from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol
 
@@ -26,7 +26,8 @@ class RegisteredPort:
     decision: ProtocolDecision
     endpoints: tuple[LabelledEndpoint, ...] = ()
     endpoint_key: ir.EndpointKey | None = None
-    """Set for Kubernetes Service ports: their endpoints come from the shared ``EndpointIndex``."""
+    """Where ``endpoints`` came from in the shared ``EndpointIndex`` (a Service's or a
+    ServiceEntry's port); its clusters keep it when they are EDS."""
 
     @property
     def protocol(self) -> Protocol:
@@ -83,7 +84,7 @@ class ServiceRegistry:
         for svc in self.resources.all(core.Service):
             self._add_kubernetes(svc, index)
         for entry in self.resources.all(istio.ServiceEntry):
-            self._add_service_entry(entry)
+            self._add_service_entry(entry, index)
 
     def _add_kubernetes(self, svc: core.Service, index: EndpointIndex) -> None:
         ports = []
@@ -124,33 +125,7 @@ class ServiceRegistry:
             ),
         )
 
-    def _workload_endpoints(
-        self, entry: istio.ServiceEntry, port: istio.ServicePort
-    ) -> tuple[LabelledEndpoint, ...]:
-        spec = entry.spec
-        workloads: list[istio.WorkloadEntrySpec] = list(spec.endpoints)
-        if spec.workload_selector is not None:
-            selector = spec.workload_selector.labels
-            workloads += [
-                w.spec
-                for w in self.resources.all(istio.WorkloadEntry)
-                if w.namespace == entry.namespace
-                and all(w.spec.labels.get(k) == v for k, v in selector.items())
-            ]
-        found = []
-        for workload in workloads:
-            if not workload.address:
-                continue  # an endpoint on another network: no gateway to reach it through here
-            target = workload.ports.get(port.name) or port.target_port or port.number
-            found.append(
-                LabelledEndpoint(
-                    endpoint=ir.LbEndpoint(address=workload.address, port=target),
-                    labels=tuple(sorted(workload.labels.items())),
-                )
-            )
-        return tuple(found)
-
-    def _add_service_entry(self, entry: istio.ServiceEntry) -> None:
+    def _add_service_entry(self, entry: istio.ServiceEntry, index: EndpointIndex) -> None:
         spec = entry.spec
         resolution = spec.resolution or "NONE"
         if resolution == "NONE":
@@ -159,10 +134,10 @@ class ServiceRegistry:
                 "which meshxds does not capture; the entry is not served"
             )
             return
-        for index, host in enumerate(spec.hosts):
+        for h_index, host in enumerate(spec.hosts):
             if host.startswith("*"):
                 self.warnings.append(
-                    f"{entry.ref}: spec.hosts[{index}]: wildcard hosts are not supported; skipped"
+                    f"{entry.ref}: spec.hosts[{h_index}]: wildcard hosts are not supported; skipped"
                 )
                 continue
             ports = []
@@ -172,7 +147,7 @@ class ServiceRegistry:
                     server_protocol=port.protocol,
                     field_prefix=f"spec.ports[{p_index}]",
                 )
-                endpoints = self._workload_endpoints(entry, port)
+                endpoints = index.entry_endpoints(entry.namespace, entry.name, port.name)
                 if resolution in ("DNS", "DNS_ROUND_ROBIN") and not endpoints:
                     # No endpoints: Istio resolves the host itself.
                     endpoints = (
@@ -180,8 +155,19 @@ class ServiceRegistry:
                             endpoint=ir.LbEndpoint(address=host, port=port.target_port or port.number)
                         ),
                     )
+                # From the shared index, so a WorkloadEntry edit moves only load assignments
+                # (used only when the entry's clusters are EDS: see ``discovery`` below).
+                key = ir.EndpointKey(
+                    namespace=entry.namespace, service=entry.name, port_name=port.name, entry=ENTRY
+                )
                 ports.append(
-                    RegisteredPort(number=port.number, name=port.name, decision=decision, endpoints=endpoints)
+                    RegisteredPort(
+                        number=port.number,
+                        name=port.name,
+                        decision=decision,
+                        endpoints=endpoints,
+                        endpoint_key=key,
+                    )
                 )
             dns = resolution in ("DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS") or any(
                 not is_ip(e.endpoint.address) for p in ports for e in p.endpoints
