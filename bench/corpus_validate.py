@@ -26,8 +26,10 @@ Gateway API and Istio Gateway, plus a sidecar) is built and checked by ``envoy -
 validate``, at most ``--jobs`` inputs at once, each in a forked child bounded by ``--timeout``.
 Classes, worst first: ``crashed`` (a traceback: a bug), ``envoy-rejected`` (meshxds built a
 snapshot that Envoy rejects: a bug, as it would be a NACK), ``timeout``, ``refused`` (some object
-or snapshot refused with a clear error; all that was built passed Envoy), ``accepted-valid``,
-``nothing-to-translate`` (no kind meshxds reads). Exit 1 when anything crashed or was rejected.
+or snapshot refused with a clear error or a False status condition; all that was built passed
+Envoy), ``accepted-valid``, ``nothing-to-translate`` (no kind meshxds reads). Inputs naming
+certificate files on the proxy's disk are validated with generated stand-ins in their place.
+Exit 1 when anything crashed or was rejected.
 """
 
 from __future__ import annotations
@@ -301,6 +303,7 @@ def check_input(directory: Path) -> Outcome:
         translation = translate(resources, TranslateOptions(listener_address="127.0.0.1"))
         outcome.errors += list(translation.errors)
         outcome.warnings = len(resources.warnings) + len(translation.warnings)
+        outcome.errors += _false_conditions(translation.statuses)
         for (ns, name), config in sorted(translation.gateway_api.gateways.items()):
             outcome.errors += [f"Gateway/{ns}/{name}: {p}" for p in config.validate()]
         builder = SnapshotBuilder(translation)
@@ -364,6 +367,22 @@ def _stand_ins(node: Any, directory: Path, key: str = "") -> list[str]:
         for child in node:
             replaced += _stand_ins(child, directory, key)
     return replaced
+
+
+def _false_conditions(statuses: Any) -> list[str]:
+    """Gateway API objects refused in part: each False Accepted/ResolvedRefs/Programmed condition
+    (of the object, a listener or a parent), as ``Kind/ns/name: Type=False Reason: message``."""
+    found = []
+    for status in statuses:
+        ref = "/".join(p for p in (status.kind, status.namespace, status.name) if p)
+        sections = [status.status.get("conditions", [])]
+        sections += [x.get("conditions", []) for x in status.status.get("listeners", [])]
+        sections += [x.get("conditions", []) for x in status.status.get("parents", [])]
+        for conditions in sections:
+            for c in conditions:
+                if c["type"] in ("Accepted", "ResolvedRefs", "Programmed") and c["status"] == "False":
+                    found.append(f"{ref}: {c['type']}=False {c['reason']}: {c.get('message', '')}")
+    return list(dict.fromkeys(found))
 
 
 def _reported(translation: Any, owner: str) -> bool:
@@ -452,6 +471,9 @@ def run_all(dirs: list[Path], jobs: int, timeout: float) -> Iterator[Outcome]:
 
 def error_kind(error: str) -> str:
     """An error without its specifics (files, objects, names, numbers), to count equal causes."""
+    condition = re.search(r": (\w+=False \w+): ", error)
+    if condition:
+        return f"status {condition.group(1)}"
     text = error.split(": snapshot refused: ", 1)[-1]
     parts = text.split(": ")
     # Drop the leading "file", "Kind/ns/name" and field-path parts.
