@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import product
 from typing import Literal, TypeVar
 
 __all__ = [
@@ -493,6 +494,18 @@ class ProxyConfig:
             defaults = [c for c in listener.chains if not c.server_names and not c.destination_ranges]
             if len(defaults) > 1:
                 problems.append(f"listener {listener.name} has {len(defaults)} default filter chains")
+            # Envoy rejects the listener when two chains match one (SNI name, destination) pair.
+            matched: dict[tuple[str, str], str] = {}
+            for chain in listener.chains:
+                if not chain.server_names and not chain.destination_ranges:
+                    continue
+                for pair in product(chain.server_names or ("",), chain.destination_ranges or ("",)):
+                    if pair in matched:
+                        problems.append(
+                            f"listener {listener.name}: chains {matched[pair]} and {chain.name} both match "
+                            f"{' '.join(p for p in pair if p)}"
+                        )
+                    matched.setdefault(pair, chain.name)
             for chain in listener.chains:
                 if chain.tls is not None:
                     wanted = list(chain.tls.certificates)

@@ -9,6 +9,7 @@ when several services share a port).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -63,7 +64,7 @@ def build_sidecar(
 ) -> SidecarBuild:
     build = SidecarBuild()
     http_ports: dict[int, list[ir.VirtualHost]] = defaultdict(list)
-    tcp_ports: dict[int, list[TcpServer]] = defaultdict(list)
+    tcp_ports: dict[int, list[tuple[RegisteredService, TcpServer]]] = defaultdict(list)
     base = RouteContext(gateway=MESH, port=0, warnings=build.warnings, **ctx_args)  # type: ignore[arg-type]
     mesh_vses = _VirtualServiceIndex(base, _mesh_virtual_services(base, vses))
     for service in sorted(base.registry.services.values(), key=lambda s: s.hostname):
@@ -118,7 +119,10 @@ def build_sidecar(
                         continue
                     backends = (ir.WeightedCluster(cluster=cluster.name, weight=1),)
                 tcp_ports[svc_port.number].append(
-                    TcpServer(server_names=(), backends=backends, destination_ranges=service.cluster_ips)
+                    (
+                        service,
+                        TcpServer(server_names=(), backends=backends, destination_ranges=service.cluster_ips),
+                    )
                 )
     for port, vhosts in sorted(http_ports.items()):
         if port in tcp_ports:
@@ -136,9 +140,10 @@ def build_sidecar(
                 stat_prefix=name,
             )
         )
-    for port, servers in sorted(tcp_ports.items()):
+    for port, claims in sorted(tcp_ports.items()):
         if port in http_ports:
             continue
+        servers = _unique_destinations(port, claims, build.warnings)
         if len(servers) > 1 and any(not s.destination_ranges for s in servers):
             build.warnings.append(
                 f"port {port}: several TCP services without cluster IPs share it; only the first is reachable"
@@ -155,6 +160,30 @@ def build_sidecar(
             )
         )
     return build
+
+
+def _unique_destinations(
+    port: int, claims: list[tuple[RegisteredService, TcpServer]], warnings: list[str]
+) -> list[TcpServer]:
+    """Envoy rejects two filter chains matching one destination address (two ServiceEntries may
+    share an address; Services that share a cluster IP come from outside the API server): the
+    first service, by hostname, keeps the address, the later one is warned about and loses it."""
+    claimed: dict[str, str] = {}
+    servers = []
+    for service, server in claims:
+        ranges = []
+        for cidr in server.destination_ranges:
+            if cidr in claimed:
+                warnings.append(
+                    f"{service.source}: port {port}: address {cidr} is also {claimed[cidr]}'s, which keeps "
+                    f"it; {service.hostname} is not reachable there"
+                )
+            else:
+                claimed[cidr] = service.hostname
+                ranges.append(cidr)
+        if ranges or not server.destination_ranges:
+            servers.append(dataclasses.replace(server, destination_ranges=tuple(ranges)))
+    return servers
 
 
 def _unique_domains(vhosts: list[ir.VirtualHost], warnings: list[str]) -> list[ir.VirtualHost]:

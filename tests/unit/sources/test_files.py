@@ -614,3 +614,47 @@ async def test_reading_a_big_file_never_stalls_the_event_loop(tmp_path: Path) ->
     assert len(resources.all(core.Service)) == 20000
     assert len(gaps) >= 10, "the read was too quick to tell"
     assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
+
+
+def test_explicit_nulls_found_in_real_inputs_are_absent_fields(tmp_path: Path) -> None:
+    # As in Envoy Gateway's test inputs (bench/corpus_validate.py): the API server prunes a
+    # null, then applies the CRD's default (a RouteGroupKind's group), so these are all valid.
+    write(
+        tmp_path / "nulls.yaml",
+        """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default, creationTimestamp: 2024-05-01T10:00:00Z}
+spec:
+  gatewayClassName: c
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      kinds:
+      - {group: null, kind: HTTPRoute}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  rules:
+  - matches: null
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: null, add: null, remove: null}
+    backendRefs: [{name: web, port: 80}]
+""",
+    )
+    resources = read_directory(tmp_path)
+    [gateway] = resources.all(gatewayapi.Gateway)
+    [listener] = gateway.spec.listeners
+    assert [(k.group, k.kind) for k in listener.allowed_routes.kinds] == [
+        ("gateway.networking.k8s.io", "HTTPRoute")
+    ]
+    [route] = resources.all(gatewayapi.HTTPRoute)
+    [rule] = route.spec.rules
+    assert rule.matches == [gatewayapi.HTTPRouteMatch()]  # the CRD's default: every path
+    modifier = rule.filters[0].request_header_modifier
+    assert modifier is not None
+    assert (modifier.set, modifier.add, modifier.remove) == ([], [], [])
