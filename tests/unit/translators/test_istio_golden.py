@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from golden_support import check_golden, stale_outputs, to_plain
 
 from meshxds import ir
 from meshxds.identity import ProxyIdentity
@@ -24,6 +23,7 @@ from meshxds.model import istio
 from meshxds.model.manifests import SourcedDocument, parse_documents
 from meshxds.testing.certs import issue, make_ca, write_pem_files
 from meshxds.testing.envoy_validate import envoy_validate
+from meshxds.testing.golden import check_golden, stale_outputs, to_plain
 from meshxds.translators.istio import IstioTranslator
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "istio"
