@@ -18,6 +18,7 @@ import os
 import re
 import types
 import typing
+from collections import OrderedDict
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -103,8 +104,25 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as ``|`` blocks (an access log format ends with a newline); the
+    ``OrderedDict`` protobuf's ``json_format`` makes of an ``Any`` as a mapping."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted scalar where a block cannot hold the text exactly.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _represent_str)
+_Dumper.add_representer(OrderedDict, yaml.SafeDumper.represent_dict)
+
+
 def dump_yaml(data: Any, *, sort_keys: bool = False) -> str:
-    return yaml.safe_dump(data, sort_keys=sort_keys, default_flow_style=False, allow_unicode=True, width=120)
+    text: str = yaml.dump(
+        data, Dumper=_Dumper, sort_keys=sort_keys, default_flow_style=False, allow_unicode=True, width=120
+    )
+    return text
 
 
 def check_golden(path: Path, actual: Any, *, sort_keys: bool = False) -> None:

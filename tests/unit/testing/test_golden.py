@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from meshxds import ir
-from meshxds.testing.golden import GoldenFormatError, from_plain, load_ir, to_plain
+from meshxds.testing.golden import GoldenFormatError, dump_yaml, from_plain, load_ir, to_plain
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 _SIZE = re.compile(r"<\d+ bytes>")
@@ -89,6 +89,13 @@ def test_a_choice_must_be_one_known_type() -> None:
         from_plain(ir.Route, route)
     with pytest.raises(GoldenFormatError, match="one-key mapping"):
         from_plain(ir.Route, {**route, "action": {"status": 200, "body": ""}})
+
+
+@pytest.mark.parametrize(
+    "text", ["a\n", "a\nb", "a \n", "\n", " a\n b\n", "a\n\n", "x\tz\n", "a\r\nb", "# c\n- d\n"]
+)
+def test_multi_line_text_reads_back_exactly(text: str) -> None:
+    assert yaml.safe_load(dump_yaml({"k": text})) == {"k": text}
 
 
 def test_load_ir_names_the_file(tmp_path: Path) -> None:
