@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,12 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from meshxds import ir
+from meshxds.testing.certs import issue, make_ca, write_pem_files
 from meshxds.testing.envoy import find_envoy
 from meshxds.xds.cache import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE, TYPE_SECRET
 from meshxds.xds.resources import build_resources
 
-__all__ = ["envoy_validate", "static_bootstrap", "validate_bootstrap"]
+__all__ = ["envoy_validate", "static_bootstrap", "validate_bootstrap", "with_test_certificates"]
 
 
 def _static_sds(common: tls_pb2.CommonTlsContext) -> None:
@@ -111,4 +113,53 @@ def validate_bootstrap(path: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
+    )
+
+
+def with_test_certificates(config: ir.ProxyConfig, tmp_path: Path) -> ir.ProxyConfig:
+    """``config`` with real key material, for Envoy to load: every SDS secret's bytes and every
+    certificate or CA file path replaced by freshly issued test ones (names unchanged). Golden
+    files hold placeholders for both: file paths live on the proxy, and key material is never
+    written down."""
+    ca = make_ca()
+    cert = issue(ca, ["*.example.com"])
+    chain, key = write_pem_files(tmp_path, "server", cert)
+    ca_path = tmp_path / "ca.pem"
+    ca_path.write_bytes(ca.cert_pem)
+
+    def fix_chain(chain_: ir.FilterChain) -> ir.FilterChain:
+        if chain_.tls is None:
+            return chain_
+        tls = replace(
+            chain_.tls,
+            certificate_files=tuple((str(chain), str(key)) for _ in chain_.tls.certificate_files),
+            ca_file=str(ca_path) if chain_.tls.ca_file else None,
+        )
+        return replace(chain_, tls=tls)
+
+    def fix_cluster(cluster: ir.Cluster) -> ir.Cluster:
+        tls = cluster.upstream_tls
+        if tls is None:
+            return cluster
+        return replace(
+            cluster,
+            upstream_tls=replace(
+                tls,
+                ca_file=str(ca_path) if tls.ca_file else None,
+                client_cert_file=str(chain) if tls.client_cert_file else None,
+                client_key_file=str(key) if tls.client_key_file else None,
+            ),
+        )
+
+    return replace(
+        config,
+        listeners=tuple(
+            replace(lis, chains=tuple(fix_chain(c) for c in lis.chains)) for lis in config.listeners
+        ),
+        clusters=tuple(fix_cluster(c) for c in config.clusters),
+        secrets=tuple(
+            replace(s, certificate_chain=cert.chain_pem, private_key=ir.SecretBytes(cert.key_pem))
+            for s in config.secrets
+        ),
+        ca_secrets=tuple(replace(s, ca_certificates=ca.cert_pem) for s in config.ca_secrets),
     )

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from golden_support import check_golden, stale_outputs, to_plain
 
 from meshxds.model.manifests import SourcedDocument, parse_documents
+from meshxds.testing.golden import check_golden, stale_outputs, to_plain
 from meshxds.translators.gatewayapi import GatewayAPIResult, translate_gateway_api
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "gatewayapi"
