@@ -4,7 +4,7 @@ Starts an HTTP/2-only upstream on 127.0.0.1:9080 (what ``examples/nginx-http2.ya
 EndpointSlice points at), ``meshxds serve --config-dir examples`` on 127.0.0.1:18000/18080, and
 the real Envoy on ``envoy-bootstrap.yaml`` (admin 127.0.0.1:19000, gateway on 127.0.0.1:8080).
 xDS runs over mTLS, as in production: fresh certificates (``meshxds certgen``'s layout) in a
-temporary directory, the bootstrap's certificate paths pointed at them.
+temporary directory, named by file-based SDS files written next to Envoy's bootstrap.
 Sends one request through it, prints a ``curl`` to try, and runs until Ctrl-C (``--check``:
 stop after the request, exit 0 only if it reached the upstream over HTTP/2).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from meshxds.testing.envoy import EnvoyProcess, with_xds_tls, write_xds_tls, xds_tls_server_args
+from meshxds.testing.envoy import EnvoyProcess, write_xds_tls, xds_tls_server_args
 from meshxds.testing.server import MeshxdsProcess
 from meshxds.testing.upstreams import H2cOnlyServer, curl
 
@@ -41,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     certs = tempfile.TemporaryDirectory(prefix="meshxds-demo-certs-")
-    node = yaml.safe_load(Path(args.bootstrap).read_text())["node"]
-    server_certs, proxy_tls = write_xds_tls(certs.name, namespace=node["metadata"]["namespace"])
-    bootstrap = with_xds_tls(yaml.safe_load(Path(args.bootstrap).read_text()), proxy_tls)
+    bootstrap = yaml.safe_load(Path(args.bootstrap).read_text())
+    server_certs, proxy_tls = write_xds_tls(certs.name, namespace=bootstrap["node"]["metadata"]["namespace"])
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         MeshxdsProcess(args.config_dir, xds_port=18000, admin_port=18080, extra_args=server_args) as server,
     ):
         server.wait_ready()
-        with EnvoyProcess(bootstrap, log_level="warning") as envoy:
+        with EnvoyProcess(bootstrap, log_level="warning", xds_tls=proxy_tls) as envoy:
             envoy.wait_ready()
             server.wait_synced(bootstrap["node"]["id"])
             url = f"http://127.0.0.1:{GATEWAY_PORT}/"

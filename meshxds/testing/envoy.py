@@ -12,14 +12,19 @@ import json
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 from typing import Any, Self, TypeVar
+
+import yaml
 
 from meshxds.testing.process import ManagedProcess
 
 __all__ = [
     "HTTP_PROTOCOL_OPTIONS",
+    "SDS_CERTIFICATE",
+    "SDS_FILES",
+    "SDS_TRUSTED_CA",
     "EnvoyError",
     "EnvoyProcess",
     "XdsClientTls",
@@ -35,6 +40,12 @@ T = TypeVar("T")
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 XDS_CLUSTER = "xds_cluster"
+SDS_CERTIFICATE = "xds_certificate"
+"""The SDS secret of the proxy's xDS client certificate and key."""
+SDS_TRUSTED_CA = "xds_trusted_ca"
+"""The SDS secret of the CA the proxy checks meshxds's certificate against."""
+SDS_FILES = {SDS_CERTIFICATE: "xds-certificate.yaml", SDS_TRUSTED_CA: "xds-trusted-ca.yaml"}
+_SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 _STOP_GRACE = 5.0
 _TYPE_ALIASES = {
     "listener": "ListenersConfigDump",
@@ -64,7 +75,15 @@ def http2_protocol_options() -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class XdsClientTls:
-    """Files of the proxy's xDS client certificate (mTLS to meshxds), as a Secret mounts them."""
+    """Files of the proxy's xDS client certificate (mTLS to meshxds), as a Secret mounts them, and
+    where the two SDS files naming them live (``sds_files()``).
+
+    Envoy reads the files through file-based SDS, not as static ``tls_certificates``: static files
+    are read once, so a rotated certificate would wait for an Envoy restart (and an expired one
+    would keep it from reconnecting). Each SDS file is reloaded when an entry is moved into its
+    watched directory, which is how the kubelet updates a Secret or ConfigMap volume (a new
+    timestamped directory, then an atomic rename of the ``..data`` symlink).
+    """
 
     cert: str = "/etc/envoy/xds-tls/tls.crt"
     """The proxy's certificate chain; its SPIFFE ID names the proxy's namespace."""
@@ -73,6 +92,8 @@ class XdsClientTls:
     """The CA meshxds's server certificate chains to."""
     server_name: str = "meshxds.meshxds-system.svc"
     """SNI, and the DNS SAN meshxds's certificate must carry."""
+    sds_dir: str = "/etc/envoy/sds"
+    """The directory of the SDS files (a ConfigMap volume in deploy/)."""
 
     @classmethod
     def in_directory(cls, directory: str | Path, *, server_name: str = "meshxds.meshxds-system.svc") -> Self:
@@ -85,6 +106,51 @@ class XdsClientTls:
             server_name=server_name,
         )
 
+    def sds_path(self, secret: str) -> str:
+        """Where the SDS file of ``secret`` (``SDS_CERTIFICATE`` or ``SDS_TRUSTED_CA``) is."""
+        return f"{self.sds_dir}/{SDS_FILES[secret]}"
+
+    def sds_files(self) -> dict[str, dict[str, Any]]:
+        """File name (in ``sds_dir``) → content: one ``Secret`` each, naming the files and the
+        directory whose moves reload them (the files' own, where the kubelet swaps ``..data``)."""
+        secrets: dict[str, dict[str, Any]] = {
+            SDS_CERTIFICATE: {
+                "tls_certificate": {
+                    "certificate_chain": {"filename": self.cert},
+                    "private_key": {"filename": self.key},
+                    "watched_directory": {"path": _parent(self.cert)},
+                }
+            },
+            SDS_TRUSTED_CA: {
+                "validation_context": {
+                    "trusted_ca": {"filename": self.ca},
+                    "watched_directory": {"path": _parent(self.ca)},
+                }
+            },
+        }
+        return {
+            SDS_FILES[name]: {"resources": [{"@type": _SECRET_TYPE, "name": name, **body}]}
+            for name, body in secrets.items()
+        }
+
+    def write_sds_files(self, directory: str | Path) -> Self:
+        """Write ``sds_files()`` into ``directory``; returns this with ``sds_dir`` pointing there."""
+        tls = replace(self, sds_dir=str(Path(directory).absolute()))
+        Path(tls.sds_dir).mkdir(parents=True, exist_ok=True)
+        for name, content in tls.sds_files().items():
+            (Path(tls.sds_dir) / name).write_text(yaml.safe_dump(content, sort_keys=False))
+        return tls
+
+    def _sds_secret(self, secret: str) -> dict[str, Any]:
+        path = self.sds_path(secret)
+        return {
+            "name": secret,
+            "sds_config": {
+                "path_config_source": {"path": path, "watched_directory": {"path": _parent(path)}},
+                "resource_api_version": "V3",
+            },
+        }
+
     def transport_socket(self) -> dict[str, Any]:
         return {
             "name": "envoy.transport_sockets.tls",
@@ -93,18 +159,23 @@ class XdsClientTls:
                 "sni": self.server_name,
                 "common_tls_context": {
                     "alpn_protocols": ["h2"],  # gRPC servers may insist on ALPN h2
-                    "tls_certificates": [
-                        {"certificate_chain": {"filename": self.cert}, "private_key": {"filename": self.key}}
-                    ],
-                    "validation_context": {
-                        "trusted_ca": {"filename": self.ca},
-                        "match_typed_subject_alt_names": [
-                            {"san_type": "DNS", "matcher": {"exact": self.server_name}}
-                        ],
+                    "tls_certificate_sds_secret_configs": [self._sds_secret(SDS_CERTIFICATE)],
+                    # The SAN pin stays in the bootstrap; only the CA file comes over SDS.
+                    "combined_validation_context": {
+                        "default_validation_context": {
+                            "match_typed_subject_alt_names": [
+                                {"san_type": "DNS", "matcher": {"exact": self.server_name}}
+                            ],
+                        },
+                        "validation_context_sds_secret_config": self._sds_secret(SDS_TRUSTED_CA),
                     },
                 },
             },
         }
+
+
+def _parent(path: str) -> str:
+    return str(PurePosixPath(path).parent)
 
 
 def with_xds_tls(bootstrap: Mapping[str, Any], tls: XdsClientTls) -> dict[str, Any]:
@@ -161,7 +232,8 @@ def render_bootstrap(
     xds_tls: XdsClientTls | None = None,
 ) -> dict[str, Any]:
     """An Envoy v3 bootstrap that takes all its config over ADS from meshxds (over mTLS with
-    ``xds_tls``, whose certificate must prove ``namespace``).
+    ``xds_tls``, whose certificate must prove ``namespace``; Envoy reads its SDS files from
+    ``xds_tls.sds_dir``, see ``XdsClientTls.write_sds_files``).
 
     ``node.metadata.namespace`` and ``node.metadata.labels`` are what meshxds matches against
     gateways (design.md, "Proxy identity"). ``admin_port=0`` lets Envoy pick; ``EnvoyProcess``
@@ -264,6 +336,8 @@ class EnvoyProcess(ManagedProcess):
 
     ``EnvoyProcess(bootstrap).start()`` or ``with EnvoyProcess(bootstrap) as envoy:``. A work
     directory of our own (``work_dir=None``) is deleted by ``stop()``, after keeping the log tail.
+    With ``xds_tls``, the xDS cluster speaks mTLS with those certificate files, through SDS files
+    written next to the bootstrap (whatever ``xds_tls.sds_dir`` says).
     """
 
     NAME = "envoy"
@@ -277,9 +351,11 @@ class EnvoyProcess(ManagedProcess):
         envoy: str | None = None,
         log_level: str = "info",
         extra_args: Sequence[str] = (),
+        xds_tls: XdsClientTls | None = None,
     ) -> None:
         super().__init__(work_dir=work_dir)
         self.bootstrap = dict(bootstrap)
+        self.xds_tls = xds_tls
         self._envoy = envoy
         self._log_level = log_level
         self._extra_args = tuple(extra_args)
@@ -311,9 +387,8 @@ class EnvoyProcess(ManagedProcess):
             admin_port=admin_port,
             delta=delta,
             cluster=cluster,
-            xds_tls=xds_tls,
         )
-        return cls(bootstrap, work_dir=work_dir, log_level=log_level)
+        return cls(bootstrap, work_dir=work_dir, log_level=log_level, xds_tls=xds_tls)
 
     # -- paths and identity --
     @property
@@ -359,6 +434,9 @@ class EnvoyProcess(ManagedProcess):
         return self.admin_port
 
     def _prepare(self) -> None:
+        if self.xds_tls is not None:
+            self.xds_tls = self.xds_tls.write_sds_files(self._dir())
+            self.bootstrap = with_xds_tls(self.bootstrap, self.xds_tls)
         self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
 
     def log_files(self) -> tuple[Path, ...]:

@@ -9,7 +9,9 @@ Two teams each have a Gateway with an HTTPS listener whose key meshxds serves ov
   labels is refused with PERMISSION_DENIED before any response, over ADS SotW, ADS Delta, the SDS
   stream and the unary ``FetchSecrets``; claiming its own namespace it gets a's key;
 - no client certificate, one of another CA, or one naming no namespace: no stream;
-- the server certificate is re-read when its files change.
+- the server certificate is re-read when its files change;
+- the proxy's own certificate rotates too: after a Kubernetes-style swap of its Secret volume to a
+  new CA, Envoy reconnects to a server that trusts only that CA, without a restart.
 
 Without TLS (loopback), private keys are withheld unless ``--allow-insecure-secrets``, and
 plaintext on a non-loopback address needs ``--insecure-xds``.
@@ -17,16 +19,20 @@ plaintext on a non-loopback address needs ``--insecure-xds``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -380,6 +386,137 @@ def test_the_server_certificate_is_reloaded_when_its_files_change(stack: Stack, 
             fetch(channel, node("old", "team-a", LABELS_A))
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "xDS TLS files reloaded" in server.log_path.read_text()
+
+
+# --- the proxy's certificate rotates -------------------------------------------------------------------
+
+RECONNECT_TIMEOUT = 60.0
+"""Envoy retries a dropped ADS stream with jittered exponential backoff (up to 30 s between tries)."""
+
+
+class SecretVolume:
+    """A directory as the kubelet keeps a Secret volume: each file is a symlink into ``..data``, a
+    symlink to a timestamped directory; an update writes a new directory and renames a new
+    ``..data`` over the old one, so readers see the old set or the new, never a mix."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir()
+
+    def publish(self, files: Mapping[str, bytes]) -> None:
+        old = os.readlink(self.path / "..data") if (self.path / "..data").is_symlink() else None
+        stamp = self.path / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+        stamp.mkdir()
+        for name, data in files.items():
+            (stamp / name).write_bytes(data)
+        (self.path / "..data_tmp").symlink_to(stamp.name)
+        os.replace(self.path / "..data_tmp", self.path / "..data")
+        for name in files:
+            if not (self.path / name).is_symlink():
+                (self.path / name).symlink_to(f"..data/{name}")
+        if old is not None:
+            for stale in (self.path / old).iterdir():
+                stale.unlink()
+            (self.path / old).rmdir()
+
+
+def proxy_files(ca: Authority) -> dict[str, bytes]:
+    issued = issue_proxy(ca, namespace="team-a", service_account="gw")
+    return {"tls.crt": issued.chain_pem, "tls.key": issued.key_pem, "ca.crt": ca.cert_pem}
+
+
+def http_route(host: str, upstream_port: int) -> dict[str, Any]:
+    """An HTTPRoute of gateway team-a/a for ``host`` to the Service svc-a."""
+    (*_, route) = routed_service_docs(
+        "svc-a",
+        upstream_port=upstream_port,
+        hostnames=[host],
+        namespace="team-a",
+        app_protocol="kubernetes.io/h2c",
+        gateway=("team-a", "a"),
+    )
+    route["metadata"]["name"] = host.split(".")[0]
+    return route
+
+
+def leaf_serial(chain_pem: bytes) -> str:
+    return format(x509.load_pem_x509_certificate(chain_pem).serial_number, "x")
+
+
+def test_the_proxy_certificate_rotates_without_an_envoy_restart(
+    upstream: H2cOnlyServer, tmp_path: Path
+) -> None:
+    """CA1 → CA2 on both sides, the proxy's files swapped as the kubelet swaps a Secret volume: the
+    same Envoy process reconnects with its new certificate and gets a change made after it."""
+    first_ca, second_ca = make_ca(common_name="xDS CA 1"), make_ca(common_name="xDS CA 2")
+    volume = SecretVolume(tmp_path / "xds-tls")
+    volume.publish(proxy_files(first_ca))
+    listener_port, xds_port = free_port(), free_port()
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "gateway.yaml").write_text(
+        to_yaml(
+            [
+                *gateway_api_docs([gateway_listener(listener_port)], name="a", namespace="team-a"),
+                *routed_service_docs(
+                    "svc-a",
+                    upstream_port=upstream.port,
+                    hostnames=["before.example.com"],
+                    namespace="team-a",
+                    app_protocol="kubernetes.io/h2c",
+                    gateway=("team-a", "a"),
+                ),
+            ]
+        )
+    )
+
+    def server(ca: Authority, name: str) -> MeshxdsProcess:
+        bundle = write_bundle(tmp_path / name, issue_server(ca, [SERVER_NAME, "127.0.0.1"]), ca)
+        return MeshxdsProcess(
+            manifests, xds_port=xds_port, extra_args=mtls_args(bundle), work_dir=tmp_path / name / "run"
+        )
+
+    def served(host: str) -> Callable[[], bool]:
+        url = f"http://127.0.0.1:{listener_port}/"
+        return lambda: curl(url, headers={"host": host}).status == 200
+
+    with contextlib.ExitStack() as running:
+        first = running.enter_context(server(first_ca, "meshxds-1"))
+        first.wait_ready()
+        envoy = running.enter_context(
+            EnvoyProcess.for_node(
+                node_id="gw-rotating",
+                namespace="team-a",
+                labels=LABELS_A,
+                xds_port=xds_port,
+                xds_tls=XdsClientTls.in_directory(volume.path, server_name=SERVER_NAME),
+                work_dir=tmp_path / "envoy",
+            )
+        )
+        second: MeshxdsProcess | None = None
+        try:
+            envoy.wait_ready()
+            wait_until(served("before.example.com"), timeout=TIMEOUT, what="traffic with CA 1")
+            pid = envoy.pid
+            rotated = proxy_files(second_ca)
+            volume.publish(rotated)
+            first.stop()  # drops Envoy's stream; the next server trusts CA 2 only
+            second = running.enter_context(server(second_ca, "meshxds-2"))
+            second.wait_ready()
+            # A change made after the rotation: only a reconnected Envoy can serve it.
+            (manifests / "after.yaml").write_text(to_yaml([http_route("after.example.com", upstream.port)]))
+            wait_until(
+                served("after.example.com"),
+                timeout=RECONNECT_TIMEOUT,
+                what="traffic for a route added after the rotation",
+            )
+            assert envoy.running and envoy.pid == pid  # the same Envoy, never restarted
+            assert leaf_serial(rotated["tls.crt"]) in envoy.get("/certs").lower()
+            assert "refused" not in second.log_path.read_text()
+        except BaseException:
+            tails = [p.log_tail(60) for p in (first, second, envoy) if p is not None]
+            print(*tails, sep="\n----\n")
+            raise
 
 
 # --- plaintext ----------------------------------------------------------------------------------------

@@ -211,14 +211,55 @@ def secret_mounts(deployment: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def xds_tls_files(bootstrap: dict[str, Any]) -> dict[str, str]:
+def configmap_files(manifests: list[dict[str, Any]], deployment: dict[str, Any]) -> dict[str, str]:
+    """path in the container → text, for the deployment's ConfigMap volumes."""
+    spec = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v["configMap"] for v in spec.get("volumes", []) if "configMap" in v}
+    files: dict[str, str] = {}
+    for m in container(deployment)["volumeMounts"]:
+        if m["name"] not in volumes:
+            continue
+        source = volumes[m["name"]]
+        data = one(manifests, "ConfigMap", source["name"])["data"]
+        if "subPath" in m:
+            files[m["mountPath"]] = data[m["subPath"]]
+        else:
+            for item in source.get("items") or [{"key": k, "path": k} for k in data]:
+                files[f"{m['mountPath']}/{item['path']}"] = data[item["key"]]
+    return files
+
+
+def xds_common_tls(bootstrap: dict[str, Any]) -> dict[str, Any]:
     (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "xds_cluster"]
-    common = cluster["transport_socket"]["typed_config"]["common_tls_context"]
-    (pair,) = common["tls_certificates"]
+    return dict(cluster["transport_socket"]["typed_config"]["common_tls_context"])
+
+
+def xds_sds_configs(bootstrap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The xDS cluster's SDS secret configs: ``cert`` (client certificate) and ``ca`` (validation)."""
+    common = xds_common_tls(bootstrap)
+    (cert,) = common["tls_certificate_sds_secret_configs"]
+    ca = common["combined_validation_context"]["validation_context_sds_secret_config"]
+    return {"cert": cert, "ca": ca}
+
+
+def xds_sds_secrets(bootstrap: dict[str, Any], files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``cert`` and ``ca``: the Secret each SDS config names, read from the file (path → text) it names."""
+    out = {}
+    for role, config in xds_sds_configs(bootstrap).items():
+        (secret,) = yaml.safe_load(files[config["sds_config"]["path_config_source"]["path"]])["resources"]
+        assert secret["name"] == config["name"], (role, secret["name"])
+        out[role] = dict(secret)
+    return out
+
+
+def xds_tls_files(bootstrap: dict[str, Any], files: dict[str, str]) -> dict[str, str]:
+    """The certificate files the proxy presents and trusts, through its SDS files."""
+    secrets = xds_sds_secrets(bootstrap, files)
+    pair = secrets["cert"]["tls_certificate"]
     return {
         "tls.crt": pair["certificate_chain"]["filename"],
         "tls.key": pair["private_key"]["filename"],
-        "ca.crt": common["validation_context"]["trusted_ca"]["filename"],
+        "ca.crt": secrets["ca"]["validation_context"]["trusted_ca"]["filename"],
     }
 
 
@@ -247,7 +288,7 @@ def test_the_envoy_gateway_reads_its_client_certificate_from_its_secret(
     manifests: list[dict[str, Any]],
 ) -> None:
     envoy = one(manifests, "Deployment", "envoy-gateway-http")
-    files = xds_tls_files(in_cluster_bootstrap(manifests))
+    files = xds_tls_files(in_cluster_bootstrap(manifests), configmap_files(manifests, envoy))
     (mount,) = secret_mounts(envoy).items()
     assert mount[1] == "envoy-gateway-http-xds-tls"
     assert files == {key: f"{mount[0]}/{key}" for key in ("tls.crt", "tls.key", "ca.crt")}
@@ -255,6 +296,46 @@ def test_the_envoy_gateway_reads_its_client_certificate_from_its_secret(
     assert (
         one(manifests, "ServiceAccount", account)["metadata"]["namespace"] == envoy["metadata"]["namespace"]
     )
+
+
+def assert_rotates_without_restart(bootstrap: dict[str, Any], files: dict[str, str], secret_dir: str) -> None:
+    """The xDS client certificate and CA come from file-based SDS, each file reloaded on a move into a
+    watched directory (the kubelet's ``..data`` swap), never as static files Envoy reads once."""
+    common = xds_common_tls(bootstrap)
+    assert "tls_certificates" not in common and "validation_context" not in common
+    for config in xds_sds_configs(bootstrap).values():
+        source = config["sds_config"]["path_config_source"]
+        assert source["watched_directory"]["path"] == str(Path(source["path"]).parent)
+        assert source["path"] in files
+    secrets = xds_sds_secrets(bootstrap, files)
+    assert secrets["cert"]["tls_certificate"]["watched_directory"] == {"path": secret_dir}
+    assert secrets["ca"]["validation_context"]["watched_directory"] == {"path": secret_dir}
+    # The server's name stays pinned in the bootstrap itself.
+    default = common["combined_validation_context"]["default_validation_context"]
+    assert default["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": sni(bootstrap)}}
+    ]
+
+
+def test_the_envoy_gateway_rotates_its_client_certificate_through_watched_file_sds(
+    manifests: list[dict[str, Any]],
+) -> None:
+    envoy = one(manifests, "Deployment", "envoy-gateway-http")
+    (secret_dir,) = secret_mounts(envoy)
+    files = configmap_files(manifests, envoy)
+    assert_rotates_without_restart(in_cluster_bootstrap(manifests), files, secret_dir)
+    # A subPath mount never sees an update: neither the Secret nor the SDS files are mounted so.
+    sds_dirs = {
+        str(Path(c["sds_config"]["path_config_source"]["path"]).parent)
+        for c in xds_sds_configs(in_cluster_bootstrap(manifests)).values()
+    }
+    for m in container(envoy)["volumeMounts"]:
+        if m["mountPath"] in {secret_dir, *sds_dirs}:
+            assert "subPath" not in m, m
+    # The same SDS files as the compose project mounts (envoy-sds/).
+    for path in sds_dirs:
+        for sds in (REPO / "envoy-sds").glob("*.yaml"):
+            assert yaml.safe_load(files[f"{path}/{sds.name}"]) == yaml.safe_load(sds.read_text())
 
 
 def documented_flow() -> list[list[str]]:
@@ -429,7 +510,14 @@ def test_compose_serves_xds_over_mtls_with_the_certs_service_bundles(compose: di
     assert serve.xds_tls_key == f"{mounted['xds-server']}/tls.key"
     assert serve.xds_client_ca == f"{mounted['xds-server']}/ca.crt"
     envoy_mounted = {v.split(":")[0]: v.split(":")[1] for v in envoy["volumes"]}
-    files = xds_tls_files(bootstrap_file())
+    sds_files = {
+        f"{target}/{path.name}": path.read_text()
+        for target, source in mounts(envoy).items()
+        if source.is_dir()
+        for path in source.glob("*.yaml")
+    }
+    files = xds_tls_files(bootstrap_file(), sds_files)
+    assert_rotates_without_restart(bootstrap_file(), sds_files, envoy_mounted["xds-proxy"])
     assert files == {key: f"{envoy_mounted['xds-proxy']}/{key}" for key in ("tls.crt", "tls.key", "ca.crt")}
     # The unauthenticated admin is flagged, and published on the host's loopback only.
     assert serve.insecure_admin
@@ -492,6 +580,7 @@ def envoy_validates(config: str, *extra: str) -> None:
 def with_certificates(bootstrap: dict[str, Any], tmp_path: Path) -> Path:
     """``bootstrap`` with its xDS certificate paths pointed at fresh files (Envoy reads them)."""
     _, tls = write_xds_tls(tmp_path / "certs")
+    tls = tls.write_sds_files(tmp_path / "sds")
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(with_xds_tls(bootstrap, tls)))
     return path
