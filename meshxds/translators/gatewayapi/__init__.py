@@ -18,15 +18,15 @@ from meshxds.conditions import Condition, ObjectStatus, condition, merge_conditi
 from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
 from meshxds.options import GATEWAY_NAME_LABEL, TranslateOptions
-from meshxds.translators import httproutes
 from meshxds.translators.backends import BackendIndex
 from meshxds.translators.certificates import resolve_certificate_ref
 from meshxds.translators.endpoints import EndpointIndex
-from meshxds.translators.grpcroutes import compile_grpc_route
+from meshxds.translators.gatewayapi import httproutes
+from meshxds.translators.gatewayapi.grpcroutes import compile_grpc_route
+from meshxds.translators.gatewayapi.tcproutes import compile_tcp_route
 from meshxds.translators.hostnames import HostnamePatterns, covering_patterns, intersect_hostnames
+from meshxds.translators.kgateway import ListenerPolicies, listener_policies
 from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
-from meshxds.translators.policies import ListenerPolicies, listener_policies
-from meshxds.translators.tcproutes import compile_tcp_route
 
 __all__ = [
     "GatewayAPIMemo",

@@ -8,7 +8,7 @@ import re
 from meshxds import ir
 from meshxds.model import gatewayapi
 from meshxds.translators.backends import BackendIndex
-from meshxds.translators.httproutes import (
+from meshxds.translators.gatewayapi.httproutes import (
     CompiledRoute,
     SortableRoute,
     fail_closed,
