@@ -8,7 +8,6 @@ one ``ProxyConfig`` per Gateway and the status of every object read. Pure: no I/
 
 from __future__ import annotations
 
-import operator
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,8 +22,9 @@ from meshxds.translators.certificates import resolve_certificate_ref
 from meshxds.translators.endpoints import EndpointIndex
 from meshxds.translators.gatewayapi import httproutes
 from meshxds.translators.gatewayapi.grpcroutes import compile_grpc_route
+from meshxds.translators.gatewayapi.precedence import SortableRoute, more_specific_hostname, rank_hosts
 from meshxds.translators.gatewayapi.tcproutes import compile_tcp_route
-from meshxds.translators.hostnames import HostnamePatterns, covering_patterns, intersect_hostnames
+from meshxds.translators.hostnames import HostnamePatterns, intersect_hostnames
 from meshxds.translators.kgateway import ListenerPolicies, listener_policies
 from meshxds.translators.listeners import HttpServer, TcpServer, assemble_http_listener, assemble_tcp_listener
 
@@ -74,7 +74,7 @@ class _ListenerContext:
     kinds: tuple[str, ...]
     conditions: list[Condition] = field(default_factory=list)
     attached: int = 0
-    routes: list[tuple[tuple[str, ...], httproutes.SortableRoute]] = field(default_factory=list)
+    routes: list[tuple[tuple[str, ...], SortableRoute]] = field(default_factory=list)
     tcp_routes: list[tuple[tuple[str, ...], tuple[ir.WeightedCluster, ...]]] = field(default_factory=list)
     tls: ir.DownstreamTls | None = None
 
@@ -508,29 +508,19 @@ def _redirect_port(route: ir.Route, hostname: str, listener_port: int) -> ir.Rou
     return replace(route, action=replace(action, port=443 if action.scheme == "https" else 80))
 
 
-def _more_specific(candidate: str | None, than: str | None) -> bool:
-    if not candidate:
-        return False
-    if not than:
-        return True
-    return ("*" not in candidate and "*" in than) or len(candidate) > len(than)
-
-
-_ROUTE_KEY = operator.attrgetter("key")
-"""A ``SortableRoute``'s precedence key (attrgetter: called in C when sorting)."""
-
-
 def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) -> HttpServer:
     # A request belongs to the most specific listener of its port whose hostname matches it: a
     # hostname another, more specific listener covers is not served by this one.
     claimed = HostnamePatterns(
         other.spec.hostname
         for other in port_listeners
-        if other is not ctx and other.spec.hostname and _more_specific(other.spec.hostname, ctx.spec.hostname)
+        if other is not ctx
+        and other.spec.hostname
+        and more_specific_hostname(other.spec.hostname, ctx.spec.hostname)
     )
     # Keyed by identity: a route is compiled once, so the same rule reaching this listener twice
     # (two parentRefs) is the same object; a dict keeps first-seen order.
-    hosts: dict[str, dict[int, httproutes.SortableRoute]] = {}
+    hosts: dict[str, dict[int, SortableRoute]] = {}
     covers = claimed.covers if claimed else None
     for hostnames, sortable in ctx.routes:
         for hostname in hostnames:
@@ -541,21 +531,7 @@ def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) 
                 hosts[hostname] = {id(sortable): sortable}
             else:
                 bucket.setdefault(id(sortable), sortable)
-    # Envoy serves a request from ONE virtual host, the most specific; the spec ranks the rules
-    # of every route whose hostnames match. So a host's table also holds the rules of routes
-    # attached by a wildcard (or no hostname) that covers it. Match precedence first (a longer
-    # prefix on *.com beats "/" on example.com), then the more specific hostname, then age.
-    # Sources covering a host are found by probing its few covering patterns, in host order.
-    by_pattern: dict[str, list[str]] = defaultdict(list)
-    for source in hosts:
-        by_pattern[source.lower()].append(source)
-    merged: dict[str, list[httproutes.SortableRoute]]
-    if len(by_pattern) == len(hosts) and not any(pattern.startswith("*") for pattern in by_pattern):
-        # No source covers another (no wildcard, no two spellings of one name): each host's
-        # own routes, ranked by their keys alone. The common case, and linear.
-        merged = {hostname: sorted(bucket.values(), key=_ROUTE_KEY) for hostname, bucket in hosts.items()}
-    else:
-        merged = _merge_covered(hosts, by_pattern)
+    merged = rank_hosts(hosts)
     port = ctx.spec.port
     if any(isinstance(s.route.action, ir.Redirect) for _, s in ctx.routes):
         routes = tuple(
@@ -565,29 +541,6 @@ def _http_server(ctx: _ListenerContext, port_listeners: list[_ListenerContext]) 
     else:
         routes = tuple((hostname, tuple([s.route for s in bucket])) for hostname, bucket in merged.items())
     return HttpServer(hostnames=(ctx.spec.hostname or "*",), routes=routes, tls=ctx.tls)
-
-
-def _merge_covered(
-    hosts: dict[str, dict[int, httproutes.SortableRoute]], by_pattern: dict[str, list[str]]
-) -> dict[str, list[httproutes.SortableRoute]]:
-    """Each host's table: its own routes and those of the sources covering it, ranked."""
-    order = {source: i for i, source in enumerate(hosts)}
-    merged: dict[str, list[httproutes.SortableRoute]] = {}
-    for hostname in hosts:
-        covering = {hostname, *(s for p in covering_patterns(hostname) for s in by_pattern.get(p, ()))}
-        if len(covering) == 1:  # one specificity, so the route keys alone rank
-            merged[hostname] = sorted(hosts[hostname].values(), key=_ROUTE_KEY)
-            continue
-        ranked: list[tuple[tuple[object, ...], httproutes.SortableRoute]] = []
-        seen: set[int] = set()
-        for source in sorted(covering, key=order.__getitem__):
-            specificity = (-len(source) if "*" not in source else 0, -len(source))
-            for key, sortable in hosts[source].items():
-                if key not in seen:
-                    seen.add(key)
-                    ranked.append((sortable.key[:5] + specificity + sortable.key[5:], sortable))
-        merged[hostname] = [s for _, s in sorted(ranked, key=lambda item: item[0])]
-    return merged
 
 
 def _tcp_servers(run: _Run, ctx: _ListenerContext) -> list[TcpServer]:
