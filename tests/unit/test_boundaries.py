@@ -1,7 +1,9 @@
 """Module boundaries (style.md, "meshxds conventions"): imports flow one way,
 sources → model → translators → ir → xds; translators never import Envoy protos; ``ir.py``
 imports nothing of ours; ``xds/cache.py`` knows no gRPC; only the server, admin and the test
-harness touch transports."""
+harness touch transports. Inside ``translators/``, the frontends (``gatewayapi/``, ``istio/``,
+``kgateway/``) stand on the shared modules beside them and never import each other (kgateway
+extends Gateway API: the one allowed call)."""
 
 from __future__ import annotations
 
@@ -95,3 +97,40 @@ def test_sources_never_import_translators(path: Path) -> None:
 def test_shared_modules_import_nothing_above_them(module: str) -> None:
     ours = {m for m in imports_of(PACKAGE / module) if m.startswith("meshxds")}
     assert ours <= {"meshxds", "meshxds.names"}, sorted(ours)
+
+
+# Frontends: each reads its own API group and meets the others only in the IR. kgateway extends
+# Gateway API (its policies target Gateways, and apply to their listeners), so the Gateway API
+# translator calls it; kgateway itself reads Gateway API objects from the model, never the translator.
+_FRONTENDS = ("gatewayapi", "istio", "kgateway")
+_FRONTEND_MAY_IMPORT = {"gatewayapi": {"kgateway"}, "istio": set(), "kgateway": set()}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for frontend in _FRONTENDS for p in modules(f"translators/{frontend}")],
+    ids=lambda p: str(p.relative_to(PACKAGE / "translators")),
+)
+def test_frontends_never_import_each_other(path: Path) -> None:
+    frontend = path.relative_to(PACKAGE / "translators").parts[0]
+    others = set(_FRONTENDS) - {frontend} - _FRONTEND_MAY_IMPORT[frontend]
+    bad = {m for m in imports_of(path) if m.split(".")[:3] in (["meshxds", "translators", o] for o in others)}
+    assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "translators").glob("*.py")), ids=lambda p: p.name)
+def test_shared_translator_modules_import_no_frontend(path: Path) -> None:
+    # translators/*.py (protocol, endpoints, backends, listeners, ...) serve every frontend.
+    frontends = tuple(f"meshxds.translators.{f}" for f in _FRONTENDS)
+    bad = {m for m in imports_of(path) if m.startswith(frontends)}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", ["httproutes.py", "grpcroutes.py", "tcproutes.py", "precedence.py"])
+def test_route_kinds_compile_without_the_phases(module: str) -> None:
+    # A route is compiled once, whatever listeners it attaches to (and reused across runs), so
+    # the route-kind modules never see a run's listeners, attachments or status.
+    ours = {m for m in imports_of(PACKAGE / "translators" / "gatewayapi" / module) if m.startswith("meshxds")}
+    inside = {m for m in ours if m.startswith("meshxds.translators.gatewayapi")}
+    allowed = {"meshxds.translators.gatewayapi.httproutes", "meshxds.translators.gatewayapi.precedence"}
+    assert inside <= allowed, sorted(inside - allowed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshxds.translators.httproutes import route_timeouts
+from meshxds.translators.gatewayapi.httproutes import route_timeouts
 
 
 @pytest.mark.parametrize(

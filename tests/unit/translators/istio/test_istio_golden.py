@@ -23,7 +23,7 @@ from meshxds.testing.envoy_validate import envoy_validate, with_test_certificate
 from meshxds.testing.golden import check_golden, stale_outputs, to_plain
 from meshxds.translators.istio import IstioTranslator
 
-GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "istio"
+GOLDEN = Path(__file__).resolve().parents[3] / "golden" / "istio"
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))
 CASE_NAME = re.compile(r"(gateway|virtualservice|destinationrule|serviceentry|sidecar)(-[a-z0-9]+){2,}")
 

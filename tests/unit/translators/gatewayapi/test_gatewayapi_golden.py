@@ -1,8 +1,9 @@
 """Gateway API translation, golden: ``tests/golden/gatewayapi/<case>.in.yaml`` (manifests) →
 ``<case>.out.yaml`` (per Gateway ``ns/name`` its IR ProxyConfig, plus statuses and warnings).
 
-Covers ``translators/gatewayapi.py``, ``httproutes.py`` and ``backends.py``. Review every
-rewritten output; ``MESHXDS_UPDATE_GOLDEN=1`` rewrites them and deletes stale ones.
+Covers ``translators/gatewayapi/`` (every phase and route kind), ``translators/kgateway/`` and
+``backends.py``. Review every rewritten output; ``MESHXDS_UPDATE_GOLDEN=1`` rewrites them and
+deletes stale ones.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from meshxds.model.manifests import SourcedDocument, parse_documents
 from meshxds.testing.golden import check_golden, stale_outputs, to_plain
 from meshxds.translators.gatewayapi import GatewayAPIResult, translate_gateway_api
 
-GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "gatewayapi"
+GOLDEN = Path(__file__).resolve().parents[3] / "golden" / "gatewayapi"
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))
 KINDS = (
     "gatewayclass|gateway|httproute|grpcroute|service|endpointslice|referencegrant|backend|httplistenerpolicy"

@@ -1,4 +1,4 @@
-"""HTTPRoute rules → IR routes: matches, filters, backends, and the spec's precedence key."""
+"""HTTPRoute rules → IR routes: matches, filters, backends (each match keyed for precedence.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from meshxds.model import gatewayapi
 from meshxds.translators.backends import BackendIndex, ResolvedBackend
 from meshxds.translators.cors import translate_cors
 from meshxds.translators.durations import parse_duration
+from meshxds.translators.gatewayapi.precedence import SortableRoute, http_route_key
 from meshxds.translators.headers import literal, mutation_problems
 from meshxds.translators.regex import re2_error
 
 __all__ = [
     "CompiledRoute",
     "RuleFilters",
-    "SortableRoute",
     "compile_http_route",
     "forward_action",
     "header_matches",
@@ -26,7 +26,6 @@ __all__ = [
     "rule_filters",
 ]
 
-_PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
 _SUPPORTED_FILTERS = (
     "RequestHeaderModifier",
     "ResponseHeaderModifier",
@@ -36,14 +35,6 @@ _SUPPORTED_FILTERS = (
     "CORS",
 )
 _BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SortableRoute:
-    key: tuple[object, ...]
-    """Gateway API precedence: exact path, longer prefix, method, more headers, more query
-    params, older route, namespace/name, rule order, match order."""
-    route: ir.Route
 
 
 _REFS_RESOLVED = condition("ResolvedRefs", True, "ResolvedRefs")
@@ -111,24 +102,6 @@ def _regex_problems(match: gatewayapi.HTTPRouteMatch, at: str) -> list[str]:
         if q.type == "RegularExpression"
     ]
     return [f"{where}: {err}" for where, value in found if (err := re2_error(value))]
-
-
-def _sort_key(
-    match: gatewayapi.HTTPRouteMatch, age: str, namespace: str, name: str, rule_index: int, match_index: int
-) -> tuple[object, ...]:
-    path = match.path
-    return (
-        _PATH_RANK[path.type],
-        -len(path.value),
-        0 if match.method else 1,
-        -len(match.headers),
-        -len(match.query_params),
-        age,
-        namespace,
-        name,
-        rule_index,
-        match_index,
-    )
 
 
 def _headers(mod: gatewayapi.HTTPHeaderFilter | None) -> ir.HeaderMutation:
@@ -420,7 +393,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                     continue
             out.routes.append(
                 SortableRoute(
-                    key=_sort_key(match, age, namespace, name, r_index, m_index),
+                    key=http_route_key(match, age, namespace, name, r_index, m_index),
                     route=ir.Route(
                         name=f"httproute/{namespace}/{name}/rule/{r_index}/match/{m_index}",
                         match=_match(match),

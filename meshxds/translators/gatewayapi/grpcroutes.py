@@ -8,15 +8,15 @@ import re
 from meshxds import ir
 from meshxds.model import gatewayapi
 from meshxds.translators.backends import BackendIndex
-from meshxds.translators.httproutes import (
+from meshxds.translators.gatewayapi.httproutes import (
     CompiledRoute,
-    SortableRoute,
     fail_closed,
     forward_action,
     header_matches,
     resolved_refs_condition,
     rule_filters,
 )
+from meshxds.translators.gatewayapi.precedence import SortableRoute, grpc_route_key
 from meshxds.translators.regex import route_match_regex_problems
 
 __all__ = ["compile_grpc_route", "grpc_path_match"]
@@ -39,27 +39,6 @@ def grpc_path_match(method: gatewayapi.GRPCMethodMatch | None) -> ir.PathMatch:
     service = method.service or _ANY_SEGMENT
     name = method.method or _ANY_SEGMENT
     return ir.PathMatch(kind="regex", value=f"/{service}/{name}")
-
-
-def _sort_key(
-    route: gatewayapi.GRPCRoute, match: gatewayapi.GRPCRouteMatch, rule_index: int, match_index: int
-) -> tuple[object, ...]:
-    # The spec: longer service, then longer method, then more header matches; the same tuple shape
-    # as HTTPRoute keys so both kinds can share a virtual host.
-    method = match.method or gatewayapi.GRPCMethodMatch()
-    exact = method.type == "Exact" and bool(method.service and method.method)
-    return (
-        0 if exact else 2,
-        -len(method.service or ""),
-        -len(method.method or ""),
-        -len(match.headers),
-        0,
-        route.metadata.creation_timestamp or "~",
-        route.namespace,
-        route.name,
-        rule_index,
-        match_index,
-    )
 
 
 def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -> CompiledRoute:
@@ -94,7 +73,7 @@ def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -
                 continue
             out.routes.append(
                 SortableRoute(
-                    key=_sort_key(route, match, r_index, m_index),
+                    key=grpc_route_key(route, match, r_index, m_index),
                     route=ir.Route(
                         name=f"grpcroute/{route.namespace}/{route.name}/rule/{r_index}/match/{m_index}",
                         match=route_match,

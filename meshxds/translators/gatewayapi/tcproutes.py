@@ -5,7 +5,7 @@ from __future__ import annotations
 from meshxds import ir
 from meshxds.model import gatewayapi
 from meshxds.translators.backends import BackendIndex
-from meshxds.translators.httproutes import CompiledRoute, forward_action, resolved_refs_condition
+from meshxds.translators.gatewayapi.httproutes import CompiledRoute, forward_action, resolved_refs_condition
 
 __all__ = ["compile_tcp_route"]
 

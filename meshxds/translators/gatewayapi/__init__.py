@@ -1,0 +1,75 @@
+"""Gateway API → IR.
+
+``translate_gateway_api`` runs in phases, as Envoy Gateway's translator does, one module each:
+gateways.py accepts the GatewayClasses of our controller and their Gateways; listeners.py their
+listeners (tls.py resolving certificates); routes.py compiles each route once, one module per
+kind (httproutes.py, grpcroutes.py, tcproutes.py), and attach.py attaches it to the listeners
+its parentRefs name and admit; proxyconfigs.py assembles one ``ProxyConfig`` per Gateway, with
+routes ranked by precedence.py; status.py gives the status of every object read. The phases
+share the run's state (context.py). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshxds import ir
+from meshxds.conditions import ObjectStatus
+from meshxds.model.manifests import ResourceSet
+from meshxds.options import TranslateOptions
+from meshxds.translators.backends import BackendIndex
+from meshxds.translators.endpoints import EndpointIndex
+from meshxds.translators.gatewayapi.context import GatewayAPIMemo, Run, namespace_labels
+from meshxds.translators.gatewayapi.gateways import process_gateway_classes, process_gateways
+from meshxds.translators.gatewayapi.listeners import process_listeners
+from meshxds.translators.gatewayapi.proxyconfigs import build_proxy_config
+from meshxds.translators.gatewayapi.routes import process_routes
+from meshxds.translators.gatewayapi.status import gateway_status
+
+__all__ = ["GatewayAPIMemo", "GatewayAPIResult", "translate_gateway_api"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayAPIResult:
+    gateways: dict[tuple[str, str], ir.ProxyConfig]
+    """``(namespace, name)`` of each Gateway we serve → its proxies' config."""
+    statuses: tuple[ObjectStatus, ...]
+    warnings: tuple[str, ...]
+    memo: GatewayAPIMemo = field(default_factory=GatewayAPIMemo, compare=False, repr=False)
+
+
+def translate_gateway_api(
+    resources: ResourceSet,
+    options: TranslateOptions | None = None,
+    *,
+    endpoint_index: EndpointIndex | None = None,
+    previous: GatewayAPIResult | None = None,
+) -> GatewayAPIResult:
+    """Every Gateway of our class → its proxies' IR, plus the status of everything read.
+
+    ``previous``: the last result, given only when no object routes compile from (Services,
+    kgateway Backends, ReferenceGrants, endpoints) changed since; its compiled routes and
+    unchanged Gateways' configs are reused. Their clusters may carry older endpoints: the
+    snapshot builder takes endpoints from the current index."""
+    options = options or TranslateOptions()
+    run = Run(
+        resources=resources,
+        options=options,
+        backends=BackendIndex(
+            resources=resources, cluster_domain=options.cluster_domain, endpoint_index=endpoint_index
+        ),
+        namespaces=namespace_labels(resources),
+        previous=previous.memo if previous is not None else None,
+    )
+    classes = process_gateway_classes(run)
+    gateways = process_gateways(run, classes)
+    process_listeners(run, gateways.values())
+    process_routes(run)
+    configs = {key: build_proxy_config(run, gw) for key, gw in gateways.items()}
+    run.statuses.extend(gateway_status(run, gw) for gw in gateways.values())
+    return GatewayAPIResult(
+        gateways=configs,
+        statuses=tuple(sorted(run.statuses, key=lambda s: (s.kind, s.namespace, s.name))),
+        warnings=tuple(run.warnings),
+        memo=run.memo,
+    )

@@ -1,0 +1,132 @@
+"""Gateway API status, as data: the conditions of GatewayClasses, Gateways and their listeners,
+and each route's ``status.parents``. The Kubernetes source writes them (``meshxds.conditions``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshxds.conditions import Condition, ObjectStatus, condition, merge_conditions
+from meshxds.model import gatewayapi
+from meshxds.options import GATEWAY_NAME_LABEL
+from meshxds.translators.gatewayapi.context import AnyRoute, Run
+from meshxds.translators.gatewayapi.httproutes import CompiledRoute
+
+__all__ = ["clash_condition", "gateway_class_status", "gateway_status", "route_parent_status"]
+
+
+def gateway_class_status(gc: gatewayapi.GatewayClass) -> ObjectStatus:
+    accepted = condition(
+        "Accepted", True, "Accepted", "handled by meshxds", generation=gc.metadata.generation
+    )
+    return ObjectStatus(
+        kind="GatewayClass", namespace="", name=gc.name, status={"conditions": [accepted.as_dict()]}
+    )
+
+
+def route_parent_status(
+    route: AnyRoute,
+    ref: gatewayapi.ParentReference,
+    namespace: str,
+    *,
+    controller_name: str,
+    accepted: Condition,
+    resolved: Condition,
+    compiled: CompiledRoute,
+) -> dict[str, Any]:
+    """One entry of a route's ``status.parents``: the Gateway ``ref`` names (in ``namespace``)."""
+    parent_ref: dict[str, Any] = {
+        "group": ref.group,
+        "kind": ref.kind,
+        "namespace": namespace,
+        "name": ref.name,
+    }
+    if ref.section_name:
+        parent_ref["sectionName"] = ref.section_name
+    if ref.port:
+        parent_ref["port"] = ref.port
+    return {
+        "parentRef": parent_ref,
+        "controllerName": controller_name,
+        # Accepted, ResolvedRefs (and PartiallyInvalid): distinct types, nothing to merge.
+        "conditions": [
+            accepted.as_dict(),
+            resolved.as_dict(),
+            *_partially_invalid(route, compiled),
+        ],
+    }
+
+
+def _partially_invalid(route: AnyRoute, compiled: CompiledRoute) -> list[dict[str, Any]]:
+    """GEP-1364's condition for a route some of whose rules fail closed (their filter cannot be
+    applied, so they answer 500): the rest of the route is served."""
+    if not compiled.invalid:
+        return []
+    message = "; ".join(compiled.invalid) + "; those rules answer 500"
+    found = condition(
+        "PartiallyInvalid", True, "UnsupportedValue", message, generation=route.metadata.generation
+    )
+    return [found.as_dict()]
+
+
+def clash_condition(route: AnyRoute, clashes: list[str], resolved: Condition) -> Condition:
+    """ResolvedRefs=False for a route whose backend cluster another route defined differently."""
+    message = (
+        f"cluster {', '.join(clashes)} is already defined differently by another route to the "
+        "same backend port; that definition is served"
+    )
+    reason = "BackendConflict"
+    if not resolved.status:  # the earlier problem keeps its reason
+        reason, message = resolved.reason, f"{resolved.message.rstrip('.')}; {message}"
+    return condition("ResolvedRefs", False, reason, message, generation=route.metadata.generation)
+
+
+def gateway_status(run: Run, gw: gatewayapi.Gateway) -> ObjectStatus:
+    generation = gw.metadata.generation
+    listener_status = []
+    for ctx in run.listeners[gw.key]:
+        defaults = [
+            condition("Accepted", True, "Accepted", "listener accepted", generation=generation),
+            condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation),
+            condition("Conflicted", False, "NoConflicts", "no conflicts", generation=generation),
+        ]
+        # Defaults only fill in types nothing reported: merge_conditions lets False win, which
+        # would hide a Conflicted=True (a problem, unlike the other types' False) behind the default.
+        reported = {c.type for c in ctx.conditions}
+        merged = merge_conditions([*ctx.conditions, *(d for d in defaults if d.type not in reported)])
+        programmed = ctx.valid
+        merged += (
+            condition(
+                "Programmed",
+                programmed,
+                "Programmed" if programmed else "Invalid",
+                "listener is programmed" if programmed else "listener is invalid",
+                generation=generation,
+            ),
+        )
+        listener_status.append(
+            {
+                "name": ctx.spec.name,
+                "supportedKinds": [{"group": gatewayapi.GROUP, "kind": k} for k in ctx.kinds],
+                "attachedRoutes": ctx.attached,
+                "conditions": [c.as_dict() for c in merged],
+            }
+        )
+    any_valid = any(ctx.valid for ctx in run.listeners[gw.key])
+    conditions = [
+        condition("Accepted", True, "Accepted", "Gateway accepted by meshxds", generation=generation),
+        condition(
+            "Programmed",
+            any_valid,
+            "Programmed" if any_valid else "Invalid",
+            f"served to proxies labelled {GATEWAY_NAME_LABEL}={gw.name} in namespace {gw.namespace}"
+            if any_valid
+            else "no listener is valid",
+            generation=generation,
+        ),
+    ]
+    return ObjectStatus(
+        kind="Gateway",
+        namespace=gw.namespace,
+        name=gw.name,
+        status={"conditions": [c.as_dict() for c in conditions], "listeners": listener_status},
+    )

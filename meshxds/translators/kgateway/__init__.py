@@ -1,0 +1,12 @@
+"""kgateway (``gateway.kgateway.dev``) → IR: what kgateway adds to Gateway API.
+
+kgateway's objects extend Gateway API ones (a policy targets a Gateway), so the Gateway API
+translator calls in here; nothing here calls back into it. Its ``Backend`` kind is resolved with
+every other backendRef, in the shared ``translators/backends.py``.
+"""
+
+from __future__ import annotations
+
+from meshxds.translators.kgateway.policies import ListenerPolicies, listener_policies
+
+__all__ = ["ListenerPolicies", "listener_policies"]
