@@ -492,12 +492,15 @@ async def watch_directory(
         except ManifestErrors as exc:
             return exc
 
-    # The watcher reports within ``_WATCH_STEP_MS`` of a change; the debounce is ours, so a
-    # burst is read ``debounce_ms`` after its last change, not up to a watcher step later.
+    # The watcher reports a batch once ``step`` ms pass with no new change; the debounce is
+    # ours, so a burst is read ``debounce_ms`` after its last change: the quiet ``step`` already
+    # seen counts (waiting the whole debounce after the report would add a step to every edit).
+    step = min(debounce_ms, _WATCH_STEP_MS)
+    quiet_s = (debounce_ms - step) / 1000
     changes = awatch(
         root,
         debounce=max(max_wait_ms, debounce_ms),
-        step=min(debounce_ms, _WATCH_STEP_MS),
+        step=step,
         stop_event=stop_event,
         recursive=True,
     )
@@ -517,9 +520,9 @@ async def watch_directory(
             deadline = loop.time() + max(max_wait_ms, debounce_ms) / 1000
             pending = asyncio.ensure_future(anext(changes))
             while (remaining := deadline - loop.time()) > 0:
-                done, _ = await asyncio.wait({pending}, timeout=min(debounce_ms / 1000, remaining))
+                done, _ = await asyncio.wait({pending}, timeout=min(quiet_s, remaining))
                 if not done:
-                    break  # quiet for debounce_ms: the burst is over
+                    break  # quiet for debounce_ms since the last change: the burst is over
                 try:
                     paths |= {p for _, p in pending.result()}
                 except StopAsyncIteration:
