@@ -143,7 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_translate_flags(serve)
 
-    tr = commands.add_parser("translate", help="print the Envoy config one proxy would get, as JSON")
+    tr = commands.add_parser(
+        "translate",
+        help="print the Envoy config one proxy would get, as JSON (with the warnings of what it serves; "
+        "`validate` checks the whole directory)",
+    )
     tr.add_argument("--config-dir", required=True)
     tr.add_argument("--node-id", default="meshxds-translate", help="the proxy's node.id (for the record)")
     tr.add_argument("--namespace", default="default", help="the proxy's node.metadata.namespace")
@@ -215,6 +219,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _translate(args: argparse.Namespace, prefetch: manifest_reader.Prefetch | None) -> int:
+    from meshxds.options import gateway_for_proxy
     from meshxds.pipeline import SnapshotBuilder, translate
     from meshxds.sources.files import read_directory
     from meshxds.xds.render import dumps, snapshot_to_json
@@ -225,8 +230,11 @@ def _translate(args: argparse.Namespace, prefetch: manifest_reader.Prefetch | No
         _print_errors(exc)
         return 1
 
-    translation = translate(resources, _options(args))
     identity = ProxyIdentity.of(namespace=args.namespace, labels=dict(args.label))
+    # Only what this proxy serves: its Gateway API Gateway (if its labels name one) and the
+    # routes attached to it; warnings are of that part (`validate` checks everything).
+    gateway = gateway_for_proxy(identity.namespace, identity.label_map)
+    translation = translate(resources, _options(args), gateways=[gateway] if gateway else [])
     try:
         snapshot = SnapshotBuilder(translation)(identity)  # validated and checked for consistency
     except Exception as exc:  # an IR or consistency problem: never print config Envoy would reject

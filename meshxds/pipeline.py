@@ -12,7 +12,7 @@ translation whose unchanged resources keep their bytes and versions (``ResourceM
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 
 from meshxds import ir
@@ -82,10 +82,12 @@ def translate(
     *,
     reuse: Translation | None = None,
     endpoints: EndpointIndex | None = None,
+    gateways: Collection[tuple[str, str]] | None = None,
 ) -> Translation:
     """Run every translator over one consistent set of objects. ``reuse``: an earlier translation
     whose compiled routes and unchanged Gateways may be kept, and ``endpoints`` an index still
-    true of ``resources`` (both only when none of ``COMPILE_INPUTS`` changed since)."""
+    true of ``resources`` (both only when none of ``COMPILE_INPUTS`` changed since).
+    ``gateways``: only these Gateway API Gateways (one proxy's config; see ``translate_gateway_api``)."""
     options = options or TranslateOptions()
     endpoints = endpoints or EndpointIndex(resources)
     istio_translator = IstioTranslator(
@@ -102,6 +104,7 @@ def translate(
             options,
             endpoint_index=endpoints,
             previous=reuse.gateway_api if reuse is not None else None,
+            only=gateways,
         ),
         istio=istio_translator,
         endpoints=endpoints,

@@ -397,3 +397,22 @@ def test_a_workload_entry_that_would_make_a_cluster_dns_is_translated_in_full() 
         full = pipeline.update(after, [SIDECAR])
         assert (pipeline.full_updates, pipeline.fast_updates) == (2, 0)
         assert snapshot_to_json(full(SIDECAR)) == snapshot_to_json(SnapshotBuilder(translate(after))(SIDECAR))
+
+
+def test_translating_one_gateway_gives_its_proxies_what_the_whole_translation_gives() -> None:
+    docs = mesh()
+    # A route of gateway b with a missing backend: a warning of b's part only.
+    broken = copy.deepcopy(
+        next(d for d in docs if d["kind"] == "HTTPRoute" and "svc-b" in d["metadata"]["name"])
+    )
+    broken["metadata"]["name"] = "broken-b"
+    broken["spec"]["rules"][0]["backendRefs"][0]["name"] = "missing"
+    resources = resource_set([*docs, broken])
+    whole = translate(resources)
+    part = translate(resources, gateways=[("gateway-system", "a")])
+    assert set(part.gateway_api.gateways) == {("gateway-system", "a")}
+    assert part.config_for(GW_A) == whole.config_for(GW_A)
+    assert snapshot_to_json(SnapshotBuilder(part)(GW_A)) == snapshot_to_json(SnapshotBuilder(whole)(GW_A))
+    assert {s.name for s in part.statuses} < {s.name for s in whole.statuses}
+    assert not any("broken-b" in str(s.as_dict()) for s in part.statuses)
+    assert any(s.name == "broken-b" for s in whole.statuses)

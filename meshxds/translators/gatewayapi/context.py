@@ -65,6 +65,11 @@ class Run:
     previous: GatewayAPIMemo | None = None
     """The last run's memo, when what routes compile from is unchanged since."""
     memo: GatewayAPIMemo = field(default_factory=GatewayAPIMemo)
+    only: frozenset[tuple[str, str]] | None = None
+    """Translate only these Gateways (and the routes attached to them); ``None``: all."""
+
+    def wanted(self, gateway: tuple[str, str]) -> bool:
+        return self.only is None or gateway in self.only
 
 
 def namespace_labels(resources: ResourceSet) -> dict[str, dict[str, str]]:

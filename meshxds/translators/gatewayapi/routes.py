@@ -56,6 +56,8 @@ def process_routes(run: Run) -> None:
             gw_key = (ref.namespace or route.namespace, ref.name)
             if gw_key not in run.listeners and run.resources.get(gatewayapi.Gateway, *gw_key) is not None:
                 continue  # a Gateway of another controller: not ours to report on
+            if not run.wanted(gw_key):
+                continue  # a partial run (one proxy's config): another Gateway's business
             if compiled is None:
                 compiled = _compiled(run, route)
                 run.warnings.extend(compiled.warnings)
