@@ -287,6 +287,9 @@ class RetryPolicy:
     per_try_timeout_s: float | None = None
     retry_on: str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
     retriable_status_codes: tuple[int, ...] = ()
+    backoff_base_s: float | None = None
+    """Base interval of Envoy's jittered exponential backoff (its cap: ten times it);
+    ``None``: Envoy's default, 25 ms."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -326,12 +326,31 @@ class HTTPRouteTimeouts(KubeModel):
         return self
 
 
+class HTTPRouteRetry(KubeModel):
+    """GEP-1731: when to try a request to a backend again, how often, how long apart."""
+
+    codes: list[Annotated[int, Field(ge=400, le=599)]] = Field(default_factory=list)
+    """Response statuses to retry on (the CRD's range, a set)."""
+    attempts: int | None = Field(default=None, ge=0)
+    """Retries after the first try; ``0`` turns retries off; unset: the implementation's default."""
+    backoff: Annotated[str, Field(pattern=r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")] | None = None
+    """Base interval between tries (a GEP-2257 duration)."""
+
+    @field_validator("codes")
+    @classmethod
+    def _a_set(cls, codes: list[int]) -> list[int]:
+        if len(set(codes)) != len(codes):
+            raise ValueError("codes must not repeat (a set)")
+        return codes
+
+
 class HTTPRouteRule(KubeModel):
     name: str | None = None
     matches: list[HTTPRouteMatch] = Field(default_factory=lambda: [HTTPRouteMatch()])
     filters: list[HTTPRouteFilter] = Field(default_factory=list)
     backend_refs: list[HTTPBackendRef] = Field(default_factory=list)
     timeouts: HTTPRouteTimeouts | None = None
+    retry: HTTPRouteRetry | None = None
 
     @field_validator("filters")
     @classmethod

@@ -127,12 +127,21 @@ class Upstream:
         self._lock = threading.Lock()
         self._requests = 0
         self._last: RequestRecord | None = None
+        self._failures: list[int] = []
 
     # -- request log (written from server threads, read from the test) --
-    def _record(self, record: RequestRecord) -> None:
+    def _record(self, record: RequestRecord) -> int:
+        """Log a request; the status to answer it with (200 unless a failure is due)."""
         with self._lock:
             self._requests += 1
             self._last = record
+            return self._failures.pop(0) if self._failures else 200
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next ``count`` requests with ``status`` (and the usual body): a backend
+        that fails a first attempt, for retries."""
+        with self._lock:
+            self._failures = [status] * count
 
     @property
     def requests(self) -> int:
@@ -373,13 +382,13 @@ class H2cOnlyServer(Upstream):
             headers=_join_headers((k, v) for k, v in stream.headers if not k.startswith(":")),
             body=bytes(stream.body),
         )
-        self._record(record)
+        status = self._record(record)
         body = self._response_body(record)
         head = record.method == "HEAD"
         conn.send_headers(
             stream_id,
             [
-                (":status", "200"),
+                (":status", str(status)),
                 ("content-type", "application/json"),
                 ("content-length", str(len(body))),
                 ("x-upstream-name", self.name),
@@ -470,9 +479,9 @@ class _Http1Handler(BaseHTTPRequestHandler):
             headers=_join_headers(self.headers.items()),
             body=self._read_body(),
         )
-        owner._record(record)
+        status = owner._record(record)
         body = owner._response_body(record)
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.send_header("x-upstream-name", owner.name)
@@ -543,7 +552,7 @@ class _EchoServicer(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]  # genera
 
     def _record_call(self, method: str, request: Any, context: grpc.ServicerContext) -> dict[str, str]:
         metadata = _metadata_dict(context.invocation_metadata() or ())
-        self._owner._record(
+        status = self._owner._record(
             RequestRecord(
                 protocol=self._owner.protocol,
                 method="POST",
@@ -553,6 +562,8 @@ class _EchoServicer(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]  # genera
                 body=request.SerializeToString(),
             )
         )
+        if status != 200:  # a due failure (``fail_next``): gRPC's way to say "try again"
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self._owner.name}: failing on purpose ({status})")
         return metadata
 
     def _wait(self, seconds: float, context: grpc.ServicerContext) -> bool:

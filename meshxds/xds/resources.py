@@ -400,6 +400,10 @@ def _apply_retries(action: route_components_pb2.RouteAction, retries: ir.RetryPo
     if retries.per_try_timeout_s is not None:
         policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_s))
     policy.retriable_status_codes.extend(retries.retriable_status_codes)
+    if retries.backoff_base_s is not None:
+        # Envoy's jittered exponential backoff; the cap is its own default, ten times the base.
+        policy.retry_back_off.base_interval.CopyFrom(duration(retries.backoff_base_s))
+        policy.retry_back_off.max_interval.CopyFrom(duration(retries.backoff_base_s * 10))
 
 
 def build_route(route: ir.Route) -> route_components_pb2.Route:

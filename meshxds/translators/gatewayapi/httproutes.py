@@ -368,6 +368,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
         at = f"{ref}: spec.rules[{r_index}]"
         filters = rule_filters(rule.filters, at=at, out=out, allowed=_SUPPORTED_FILTERS)
         timeout, per_try = _rule_timeouts(rule.timeouts, at, out.warnings)
+        retries = _rule_retries(rule.retry, per_try)
         action: ir.ForwardAction | ir.DirectResponse | ir.Redirect
         if filters.invalid:
             action = fail_closed(filters, out)
@@ -400,7 +401,7 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                         action=action,
                         request_headers=filters.request_headers,
                         response_headers=filters.response_headers,
-                        retries=per_try if isinstance(action, ir.ForwardAction) else None,
+                        retries=retries if isinstance(action, ir.ForwardAction) else None,
                         cors=filters.cors,
                         source=source,
                     ),
@@ -408,6 +409,39 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
             )
     out.resolved_refs = resolved_refs_condition(bad_refs, route.metadata.generation)
     return out
+
+
+DEFAULT_RETRY_ATTEMPTS = 2
+"""Retries of a ``retry`` stanza with no ``attempts`` (implementation-specific: Envoy Gateway's
+and Istio's default)."""
+
+RETRY_ON_CONNECTION = "connect-failure,refused-stream,unavailable"
+"""GEP-1731: with a ``retry`` stanza, retry when the connection could not be made or the backend
+refused the request before processing it (REFUSED_STREAM, gRPC UNAVAILABLE); not on a reset
+after the request was sent, which non-idempotent requests must not see replayed."""
+
+
+def _rule_retries(
+    retry: gatewayapi.HTTPRouteRetry | None, per_try: ir.RetryPolicy | None
+) -> ir.RetryPolicy | None:
+    """GEP-1731 as Envoy's retry policy: ``attempts`` retries (``0``: none) on connection
+    failures and on ``codes``, ``backoff`` apart, each try bounded by ``backendRequest`` (a try
+    that times out is retried when 504 is among the codes: Envoy answers it 504)."""
+    if retry is None:
+        return per_try
+    per_try_timeout = per_try.per_try_timeout_s if per_try is not None else None
+    attempts = DEFAULT_RETRY_ATTEMPTS if retry.attempts is None else retry.attempts
+    if attempts == 0:
+        return per_try  # an explicit zero disables retries; a per-try timeout still bounds the try
+    retry_on = RETRY_ON_CONNECTION + (",retriable-status-codes" if retry.codes else "")
+    return ir.RetryPolicy(
+        attempts=attempts,
+        per_try_timeout_s=per_try_timeout,
+        retry_on=retry_on,
+        retriable_status_codes=tuple(sorted(retry.codes)),
+        # Envoy needs a base above zero: "0s" (no backoff) is its smallest, a millisecond.
+        backoff_base_s=max(parse_duration(retry.backoff), 0.001) if retry.backoff is not None else None,
+    )
 
 
 def _rule_timeouts(

@@ -162,6 +162,8 @@ def _retries(rule: istio.HTTPRoute) -> ir.RetryPolicy | None:
         else None,
         retry_on=",".join(conditions),
         retriable_status_codes=tuple(codes),
+        # Istio's backoff is Envoy's base interval (which must be above zero).
+        backoff_base_s=max(istio.parse_istio_duration(retries.backoff), 0.001) if retries.backoff else None,
     )
 
 

@@ -209,3 +209,29 @@ def test_backend_request_longer_than_request_is_refused_as_the_crd_does() -> Non
 @pytest.mark.parametrize(("value", "seconds"), [("1h", 3600.0), ("500ms", 0.5), ("1m30s", 90.0), ("0s", 0.0)])
 def test_parse_duration(value: str, seconds: float) -> None:
     assert gatewayapi.parse_duration(value) == seconds
+
+
+# --- retry (GEP-1731) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retry", "words"),
+    [
+        ({"codes": [399]}, "greater than or equal to 400"),
+        ({"codes": [600]}, "less than or equal to 599"),
+        ({"codes": [503, 503]}, "must not repeat"),
+        ({"attempts": -1}, "greater than or equal to 0"),
+        ({"backoff": "1.5s"}, "pattern"),
+    ],
+)
+def test_a_retry_the_crd_refuses_is_an_error(retry: dict[str, Any], words: str) -> None:
+    body = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "default"},
+        "spec": {"rules": [{"retry": retry, "backendRefs": [{"name": "web", "port": 80}]}]},
+    }
+    with pytest.raises(ManifestErrors) as caught:
+        parse_documents([SourcedDocument(path="r.yaml", index=0, body=body)])
+    (error,) = caught.value.errors
+    assert "spec.rules[0].retry" in str(error) and words in str(error), str(error)

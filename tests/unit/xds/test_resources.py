@@ -3,6 +3,7 @@ determinism, and the real Envoy's validation of a full example."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -481,3 +482,18 @@ def test_real_envoy_rejects_a_broken_resource(tmp_path: Path) -> None:
 def assert_envoy_accepts(config: ir.ProxyConfig, tmp_path: Path) -> None:
     result = envoy_validate(config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_retry_backoff_is_envoys_base_interval_capped_at_ten_times() -> None:
+    route = ir.Route(
+        name="r",
+        match=ir.RouteMatch(),
+        action=ir.ForwardAction(backends=(ir.WeightedCluster(cluster=NGINX, weight=1),)),
+        retries=ir.RetryPolicy(attempts=2, retriable_status_codes=(503,), backoff_base_s=0.25),
+    )
+    policy = build_route(route).route.retry_policy
+    assert policy.retry_back_off.base_interval.ToMilliseconds() == 250
+    assert policy.retry_back_off.max_interval.ToMilliseconds() == 2500
+    assert list(policy.retriable_status_codes) == [503]
+    without = build_route(replace(route, retries=ir.RetryPolicy(attempts=2))).route.retry_policy
+    assert not without.HasField("retry_back_off")  # Envoy's default, 25 ms

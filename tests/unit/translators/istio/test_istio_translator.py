@@ -6,8 +6,9 @@ from __future__ import annotations
 from meshxds.identity import ProxyIdentity
 from meshxds.model.manifests import SourcedDocument, parse_documents
 from meshxds.options import GATEWAY_NAME_LABEL
-from meshxds.pipeline import translate
+from meshxds.pipeline import SnapshotBuilder, translate
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs
+from meshxds.xds.render import snapshot_to_json
 
 
 def _gateway_api_only() -> list[SourcedDocument]:
@@ -32,3 +33,38 @@ def test_a_sidecar_still_gets_every_service() -> None:
     config = translation.config_for(ProxyIdentity.of(namespace="default"))
     assert [c.name for c in config.clusters] == ["outbound|8080||web.default.svc.cluster.local"]
     assert translation.istio._registry is not None
+
+
+def test_a_virtualservice_retry_backoff_is_the_routes_base_interval() -> None:
+    docs = [d.body for d in _gateway_api_only()]
+    docs.append(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "hosts": ["web"],
+                "http": [
+                    {
+                        "route": [{"destination": {"host": "web"}}],
+                        "retries": {"attempts": 3, "retryOn": "503", "backoff": "50ms"},
+                    }
+                ],
+            },
+        }
+    )
+    translation = translate(
+        parse_documents(SourcedDocument(path="m.yaml", index=i, body=d) for i, d in enumerate(docs))
+    )
+    snapshot = snapshot_to_json(SnapshotBuilder(translation)(ProxyIdentity.of(namespace="default")))
+    policies = [
+        route["route"]["retry_policy"]
+        for config in snapshot["routes"]
+        for vhost in config["virtual_hosts"]
+        for route in vhost["routes"]
+        if "web.default" in vhost["name"] and "retry_policy" in route.get("route", {})
+    ]
+    assert policies, snapshot["routes"]
+    for policy in policies:
+        assert policy["num_retries"] == 3 and policy["retriable_status_codes"] == [503]
+        assert policy["retry_back_off"] == {"base_interval": "0.050s", "max_interval": "0.500s"}
