@@ -411,6 +411,9 @@ class DownstreamTls:
     require_client_certificate: bool = False
     ca_secret: str | None = None
     """SDS name of the CA that verifies client certificates (MUTUAL)."""
+    accept_untrusted: bool = False
+    """Let a client whose certificate does not verify through (Gateway API
+    ``AllowInsecureFallback``): the backend decides."""
     ca_file: str | None = None
     subject_alt_names: tuple[str, ...] = ()
     spki_hashes: tuple[str, ...] = ()

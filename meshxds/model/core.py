@@ -115,6 +115,15 @@ class Secret(Resource):
     immutable: bool = False
 
 
+class ConfigMap(Resource):
+    """Read for CA bundles (``ca.crt``) that Gateway ``spec.tls.frontend`` validation names."""
+
+    KIND: ClassVar[str] = "ConfigMap"
+    data: dict[str, str] = Field(default_factory=dict, repr=False)
+    binary_data: dict[str, str] = Field(default_factory=dict, repr=False)
+    immutable: bool = False
+
+
 class Namespace(Resource):
     KIND: ClassVar[str] = "Namespace"
     NAMESPACED: ClassVar[bool] = False

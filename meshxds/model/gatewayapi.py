@@ -111,11 +111,57 @@ class GatewayAddress(KubeModel):
     value: str
 
 
-class GatewaySpecTLS(KubeModel):
-    """Gateway-wide TLS (Gateway API v1.4 ``spec.tls``). Only ``frontend`` is read, to refuse it:
-    client-certificate validation meshxds cannot enforce must never be silently skipped."""
+class FrontendCACertificateRef(KubeModel):
+    """An ``ObjectReference`` to a CA bundle (``ca.crt``): a ConfigMap (Core) or a Secret."""
 
-    frontend: dict[str, object] | None = None
+    group: str = ""
+    kind: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
+class FrontendTLSValidation(KubeModel):
+    """GEP-91: the CAs that client certificates must chain to, and whether one is required."""
+
+    ca_certificate_refs: list[FrontendCACertificateRef] = Field(min_length=1, max_length=16)
+    mode: Literal["AllowValidOnly", "AllowInsecureFallback"] = "AllowValidOnly"
+
+
+class FrontendTLSSettings(KubeModel):
+    validation: FrontendTLSValidation | None = None
+
+
+class FrontendTLSPortConfig(KubeModel):
+    port: int = Field(ge=1, le=65535)
+    tls: FrontendTLSSettings
+
+
+class FrontendTLSConfig(KubeModel):
+    """``spec.tls.frontend``: client-certificate validation for HTTPS listeners, by default and
+    per port."""
+
+    default: FrontendTLSSettings
+    per_port: list[FrontendTLSPortConfig] = Field(default_factory=list, max_length=64)
+
+    @field_validator("per_port")
+    @classmethod
+    def _unique_ports(cls, per_port: list[FrontendTLSPortConfig]) -> list[FrontendTLSPortConfig]:
+        if len({p.port for p in per_port}) != len(per_port):
+            raise ValueError("Port for TLS configuration must be unique within the Gateway")
+        return per_port
+
+    def for_port(self, port: int) -> FrontendTLSValidation | None:
+        """The validation of HTTPS listeners on ``port``: its override, else the default."""
+        for override in self.per_port:
+            if override.port == port:
+                return override.tls.validation
+        return self.default.validation
+
+
+class GatewaySpecTLS(KubeModel):
+    """Gateway-wide TLS (Gateway API v1.4 ``spec.tls``)."""
+
+    frontend: FrontendTLSConfig | None = None
 
 
 class GatewaySpec(KubeModel):

@@ -32,6 +32,7 @@ _MODELS: tuple[type[Resource], ...] = (
     core.Service,
     core.EndpointSlice,
     core.Secret,
+    core.ConfigMap,
     core.Namespace,
     core.Pod,
     gatewayapi.GatewayClass,

@@ -26,7 +26,7 @@ from typing import Any
 from meshxds.errors import ManifestError, ManifestErrors
 from meshxds.model import gatewayapi
 from meshxds.model.base import Resource
-from meshxds.model.core import Secret
+from meshxds.model.core import ConfigMap, Secret
 from meshxds.model.manifests import ResourceSet, SourcedDocument, parse_documents
 
 __all__ = ["KubeResourceSet", "ObjectStore", "StoredObject", "trim"]
@@ -234,7 +234,7 @@ class ObjectStore:
         origins: dict[str, str] = {}
         warnings: list[str] = []
         errors: list[ManifestError] = []
-        wanted = _referenced_secrets(kinds)
+        wanted, wanted_maps = _referenced_secrets(kinds)
         for model, objects in kinds.items():
             for key, stored in sorted(objects.items()):
                 if stored.error is not None:
@@ -243,7 +243,10 @@ class ObjectStore:
                 resource = stored.resource
                 if resource is None:
                     continue
-                if isinstance(resource, Secret) and (resource.namespace, resource.name) not in wanted:
+                # A cluster holds many Secrets and ConfigMaps; only those a gateway names matter.
+                if model is Secret and key not in wanted:
+                    continue
+                if model is ConfigMap and key not in wanted_maps:
                     continue
                 by_kind.setdefault(model, {})[key] = resource
                 origins[resource.ref] = stored.origin
@@ -255,11 +258,13 @@ class ObjectStore:
 
 def _referenced_secrets(
     kinds: Mapping[type[Resource], Mapping[tuple[str, str], StoredObject]],
-) -> set[tuple[str, str]]:
-    """``(namespace, name)`` of Secrets a gateway may read: Gateway API listeners'
-    ``certificateRefs``, and Istio ``credentialName``s (resolved by the proxy's namespace, which
-    the source cannot know, so a name matches in every namespace)."""
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """``(namespace, name)`` of the Secrets, and of the ConfigMaps, a gateway may read: Gateway
+    API listeners' ``certificateRefs`` and ``spec.tls.frontend`` CA refs, and Istio
+    ``credentialName``s (resolved by the proxy's namespace, which the source cannot know, so a
+    name matches in every namespace)."""
     wanted: set[tuple[str, str]] = set()
+    maps: set[tuple[str, str]] = set()
     names: set[str] = set()
     for model, objects in kinds.items():
         for stored in objects.values():
@@ -269,13 +274,28 @@ def _referenced_secrets(
                     for ref in listener.tls.certificate_refs if listener.tls else ():
                         if (ref.group, ref.kind) == ("", "Secret"):
                             wanted.add((ref.namespace or resource.namespace, ref.name))
+                for ca in _frontend_ca_refs(resource):
+                    key = (ca.namespace or resource.namespace, ca.name)
+                    if ca.group == "" and ca.kind == "ConfigMap":
+                        maps.add(key)
+                    elif ca.group == "" and ca.kind == "Secret":
+                        wanted.add(key)
             elif model.API_GROUP == _ISTIO_GROUP:
                 names.update(_credential_names(stored.body.get("spec")))
     if names:
         for stored in (o for m, objs in kinds.items() if m is Secret for o in objs.values()):
             if stored.resource is not None and stored.resource.name in names:
                 wanted.add(stored.resource.key)
-    return wanted
+    return wanted, maps
+
+
+def _frontend_ca_refs(gateway: gatewayapi.Gateway) -> Iterable[gatewayapi.FrontendCACertificateRef]:
+    frontend = gateway.spec.tls.frontend if gateway.spec.tls is not None else None
+    if frontend is None:
+        return
+    for settings in (frontend.default, *(p.tls for p in frontend.per_port)):
+        if settings.validation is not None:
+            yield from settings.validation.ca_certificate_refs
 
 
 def _credential_names(value: Any) -> Iterable[str]:

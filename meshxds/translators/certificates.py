@@ -19,7 +19,13 @@ from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.backends import BackendIndex
 
-__all__ = ["certificate_problem", "resolve_certificate_ref", "secret_value", "tls_secret_from"]
+__all__ = [
+    "certificate_problem",
+    "resolve_ca_certificate_ref",
+    "resolve_certificate_ref",
+    "secret_value",
+    "tls_secret_from",
+]
 
 
 def secret_value(secret: core.Secret, key: str) -> bytes | None:
@@ -119,3 +125,58 @@ def resolve_certificate_ref(
     if secret is None:
         return f"{at}: Secret {namespace}/{ref.name} not found"
     return tls_secret_from(secret)
+
+
+def resolve_ca_certificate_ref(
+    resources: ResourceSet,
+    backends: BackendIndex,
+    ref: gatewayapi.FrontendCACertificateRef,
+    *,
+    gateway: gatewayapi.Gateway,
+    at: str,
+) -> bytes | tuple[str, str]:
+    """A ``spec.tls.frontend`` CA reference → its PEM bundle (``ca.crt`` of a ConfigMap, the Core
+    kind, or of a Secret), or ``(reason, message)`` as GEP-91 names them."""
+    if ref.group != "" or ref.kind not in ("ConfigMap", "Secret"):
+        return (
+            "InvalidCACertificateKind",
+            f"{at}: CA certificates of kind {ref.group or 'core'}/{ref.kind} are not supported",
+        )
+    namespace = ref.namespace or gateway.namespace
+    if not backends.reference_allowed(
+        from_group=gatewayapi.GROUP,
+        from_kind="Gateway",
+        from_namespace=gateway.namespace,
+        to_group="",
+        to_kind=ref.kind,
+        to_namespace=namespace,
+        to_name=ref.name,
+    ):
+        return "RefNotPermitted", (
+            f"{at}: no ReferenceGrant in namespace {namespace} allows Gateways from "
+            f"{gateway.namespace} to use {ref.kind} {ref.name}"
+        )
+    bundle: bytes | None = None
+    if ref.kind == "ConfigMap":
+        config_map = resources.get(core.ConfigMap, namespace, ref.name)
+        if config_map is None:
+            return "InvalidCACertificateRef", f"{at}: ConfigMap {namespace}/{ref.name} not found"
+        text = config_map.data.get("ca.crt")
+        bundle = text.encode() if text is not None else None
+    else:
+        secret = resources.get(core.Secret, namespace, ref.name)
+        if secret is None:
+            return "InvalidCACertificateRef", f"{at}: Secret {namespace}/{ref.name} not found"
+        bundle = secret_value(secret, "ca.crt")
+    if not bundle:
+        return "InvalidCACertificateRef", f"{at}: {ref.kind} {namespace}/{ref.name} has no ca.crt"
+    try:
+        certificates = x509.load_pem_x509_certificates(bundle)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        return (
+            "InvalidCACertificateRef",
+            f"{at}: {ref.kind} {namespace}/{ref.name}: ca.crt is not a PEM certificate bundle",
+        )
+    return bundle

@@ -516,6 +516,8 @@ def _downstream_tls(tls: ir.DownstreamTls) -> tls_pb2.DownstreamTlsContext:
         spki_hashes=tls.spki_hashes,
         cert_hashes=tls.cert_hashes,
     )
+    if tls.accept_untrusted:
+        validation.trust_chain_verification = common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
     _apply_validation(common, validation, ca_secret=tls.ca_secret)
     return context
 

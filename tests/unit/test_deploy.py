@@ -28,7 +28,13 @@ from meshxds.xds.auth import is_loopback, peer_identity
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-CORE_PLURALS = {"Service": "services", "Pod": "pods", "Namespace": "namespaces", "Secret": "secrets"}
+CORE_PLURALS = {
+    "Service": "services",
+    "Pod": "pods",
+    "Namespace": "namespaces",
+    "Secret": "secrets",
+    "ConfigMap": "configmaps",
+}
 READ = {"list", "watch"}
 
 

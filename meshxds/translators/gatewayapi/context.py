@@ -62,6 +62,12 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     clusters: dict[tuple[str, str], dict[str, ir.Cluster]] = field(default_factory=lambda: defaultdict(dict))
     secrets: dict[tuple[str, str], dict[str, ir.TlsSecret]] = field(default_factory=lambda: defaultdict(dict))
+    ca_secrets: dict[tuple[str, str], dict[str, ir.CaSecret]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    """Per Gateway: the CA bundles its ``spec.tls.frontend`` validates client certificates with."""
+    insecure_frontend: set[tuple[str, str]] = field(default_factory=set)
+    """Gateways with an ``AllowInsecureFallback`` validation (a Gateway condition says so)."""
     previous: GatewayAPIMemo | None = None
     """The last run's memo, when what routes compile from is unchanged since."""
     memo: GatewayAPIMemo = field(default_factory=GatewayAPIMemo)

@@ -34,6 +34,7 @@ def build_proxy_config(run: Run, gw: gatewayapi.Gateway) -> ir.ProxyConfig:
         ),
         tuple(sorted(run.clusters.get(gw.key, {}).items())),
         tuple(sorted(run.secrets.get(gw.key, {}).items())),
+        tuple(sorted(run.ca_secrets.get(gw.key, {}).items())),
     )
     if run.previous is not None:
         hit = run.previous.configs.get(gw.key)
@@ -76,10 +77,13 @@ def _assemble_proxy_config(run: Run, gw: gatewayapi.Gateway, policies: ListenerP
     clusters = run.clusters.get(gw.key, {})
     used_secrets = {n for lis in listeners for c in lis.chains if c.tls for n in c.tls.certificates}
     secrets = {k: v for k, v in run.secrets.get(gw.key, {}).items() if k in used_secrets}
+    used_cas = {c.tls.ca_secret for lis in listeners for c in lis.chains if c.tls and c.tls.ca_secret}
+    cas = {k: v for k, v in run.ca_secrets.get(gw.key, {}).items() if k in used_cas}
     return ir.ProxyConfig(
         listeners=tuple(listeners),
         clusters=tuple(clusters[k] for k in sorted(clusters)),
         secrets=tuple(secrets[k] for k in sorted(secrets)),
+        ca_secrets=tuple(cas[k] for k in sorted(cas)),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from meshxds import ir
 from meshxds.conditions import condition
 from meshxds.model import gatewayapi
-from meshxds.translators.certificates import resolve_certificate_ref
+from meshxds.translators.certificates import resolve_ca_certificate_ref, resolve_certificate_ref
 from meshxds.translators.gatewayapi.context import ListenerContext, Run
 
 __all__ = ["resolve_listener_tls"]
@@ -38,20 +38,6 @@ def resolve_listener_tls(run: Run, gw: gatewayapi.Gateway, ctx: ListenerContext)
                 )
             )
         return
-    if gw.spec.tls is not None and gw.spec.tls.frontend is not None:
-        # Security settings fail closed: serving this listener without the client-certificate
-        # validation it asks for would admit every client.
-        ctx.conditions.append(
-            condition(
-                "Accepted",
-                False,
-                "UnsupportedValue",
-                "spec.tls.frontend (client certificate validation) is not supported by meshxds yet; "
-                "the listener is not programmed rather than served without it",
-                generation=generation,
-            )
-        )
-        return
     if not tls.certificate_refs:
         ctx.conditions.append(
             condition(
@@ -79,8 +65,65 @@ def resolve_listener_tls(run: Run, gw: gatewayapi.Gateway, ctx: ListenerContext)
             continue
         run.secrets[gw.key][found.name] = found
         names_.append(found.name)
-    if names_ and len(names_) == len(tls.certificate_refs):
+    if not names_ or len(names_) != len(tls.certificate_refs):
+        return
+    frontend = gw.spec.tls.frontend if gw.spec.tls is not None else None
+    validation = (
+        frontend.for_port(ctx.spec.port) if frontend is not None and ctx.spec.protocol == "HTTPS" else None
+    )
+    if validation is None:
         ctx.tls = ir.DownstreamTls(certificates=tuple(names_))
+        return
+    ca_secret = _frontend_ca(run, gw, ctx, validation)
+    if ca_secret is None:
+        return  # security settings fail closed: no usable CA, no listener that admits everyone
+    insecure = validation.mode == "AllowInsecureFallback"
+    if insecure:
+        run.insecure_frontend.add(gw.key)
+    ctx.tls = ir.DownstreamTls(
+        certificates=tuple(names_),
+        require_client_certificate=not insecure,
+        ca_secret=ca_secret,
+        accept_untrusted=insecure,
+    )
+
+
+def _frontend_ca(
+    run: Run, gw: gatewayapi.Gateway, ctx: ListenerContext, validation: gatewayapi.FrontendTLSValidation
+) -> str | None:
+    """GEP-91: the listener's client CA bundle as an SDS secret (its name), from every valid
+    ``caCertificateRefs``; each invalid one sets ``ResolvedRefs=False``, all of them
+    ``Accepted=False`` (``NoValidCACertificate``)."""
+    generation = gw.metadata.generation
+    bundles: list[bytes] = []
+    for index, ref in enumerate(validation.ca_certificate_refs):
+        found = resolve_ca_certificate_ref(
+            run.resources, run.backends, ref, gateway=gw, at=f"spec.tls.frontend caCertificateRefs[{index}]"
+        )
+        if isinstance(found, tuple):
+            reason, message = found
+            ctx.conditions.append(condition("ResolvedRefs", False, reason, message, generation=generation))
+            continue
+        bundles.append(found if found.endswith(b"\n") else found + b"\n")
+    if not bundles:
+        ctx.conditions.append(
+            condition(
+                "Accepted",
+                False,
+                "NoValidCACertificate",
+                "no caCertificateRefs of spec.tls.frontend is usable: the listener is not served "
+                "rather than served without client certificate validation",
+                generation=generation,
+            )
+        )
+        return None
+    name = f"gateway-frontend-ca/{gw.namespace}/{gw.name}/{ctx.spec.port}"
+    run.ca_secrets[gw.key][name] = ir.CaSecret(
+        name=name,
+        ca_certificates=b"".join(bundles),
+        source=ir.ObjectRef(kind="Gateway", namespace=gw.namespace, name=gw.name),
+    )
+    return name
 
 
 def _certificate_reason(message: str) -> str:

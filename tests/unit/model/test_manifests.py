@@ -212,11 +212,11 @@ def test_cluster_scoped_kinds_get_no_namespace() -> None:
 
 
 def test_unknown_kind_is_a_warning_not_an_error() -> None:
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": "apps"}}
-    resources = parse_documents([doc(config_map), doc(service())])
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa", "namespace": "apps"}}
+    resources = parse_documents([doc(account), doc(service())])
     assert len(resources) == 1
     (warning,) = resources.warnings
-    assert warning.startswith("dir/app.yaml: ConfigMap/apps/cm: kind ConfigMap of v1 is not read")
+    assert warning.startswith("dir/app.yaml: ServiceAccount/apps/sa: kind ServiceAccount of v1 is not read")
 
 
 def test_known_kind_of_another_group_is_unknown() -> None:

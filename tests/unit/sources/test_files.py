@@ -118,7 +118,7 @@ def test_missing_directory_is_a_manifest_error(tmp_path: Path) -> None:
 
 
 def test_unknown_kinds_and_fields_are_warnings_of_the_set(tmp_path: Path) -> None:
-    write(tmp_path / "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n")
+    write(tmp_path / "sa.yaml", "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa\n")
     write(
         tmp_path / "route.yaml",
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
@@ -127,8 +127,8 @@ def test_unknown_kinds_and_fields_are_warnings_of_the_set(tmp_path: Path) -> Non
     resources = read_directory(tmp_path)
     assert [r.name for r in resources.all(gatewayapi.HTTPRoute)] == ["r"]
     assert len(resources.warnings) == 2
-    assert "kind ConfigMap" in resources.warnings[0]
-    assert "field spec.sparkle" in resources.warnings[1]
+    assert "field spec.sparkle" in resources.warnings[0]  # route.yaml, then sa.yaml
+    assert "kind ServiceAccount" in resources.warnings[1]
 
 
 # --- watch_directory -------------------------------------------------------------------------------
