@@ -23,9 +23,9 @@ from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet
 from meshxds.options import TranslateOptions, gateway_for_proxy
-from meshxds.translators.endpoints import ENDPOINT_KINDS, EndpointIndex
 from meshxds.translators.gatewayapi import GatewayAPIResult, translate_gateway_api
 from meshxds.translators.istio import IstioTranslator
+from meshxds.translators.upstream import ENDPOINT_KINDS, EndpointIndex
 from meshxds.xds.cache import TYPE_ENDPOINT, Snapshot
 from meshxds.xds.memo import ResourceMemo
 

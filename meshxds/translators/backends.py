@@ -1,7 +1,8 @@
-"""Kubernetes Services as upstream clusters: port lookup, endpoints, protocol, cross-namespace grants.
+"""Gateway API backendRefs (a Service port, or a kgateway ``Backend``) → clusters: kinds,
+cross-namespace grants, port lookup, and the protocol a route kind needs.
 
-Shared by every translator: the cluster for a Service port is the same whether a Gateway API
-route or an Istio VirtualService points at it.
+What a cluster is (its protocol decision, discovery, endpoints) comes from the shared upstream
+layer, ``translators/upstream``, as it does for Istio's destinations.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from typing import NamedTuple, cast
 from meshxds import ir, names
 from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.manifests import ResourceSet
-from meshxds.translators.endpoints import EndpointIndex, is_ip
-from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_grpc, is_http2
+from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_grpc
+from meshxds.translators.upstream import (
+    EndpointIndex,
+    UpstreamPort,
+    build_cluster,
+    decide_discovery,
+    decide_upstream_protocol,
+    service_port,
+)
 
-__all__ = ["BackendIndex", "ResolvedBackend", "kgateway_backend_host", "upstream_protocol_for"]
+__all__ = ["BackendIndex", "ResolvedBackend", "kgateway_backend_host"]
 
 _BACKEND_KINDS = frozenset({("", "Service"), (kgateway.GROUP, "Backend")})
 
@@ -25,17 +33,6 @@ _BACKEND_KINDS = frozenset({("", "Service"), (kgateway.GROUP, "Backend")})
 def kgateway_backend_host(name: str, namespace: str) -> str:
     """The HOST part of a kgateway Backend's cluster name: ``outbound|80||http2.default.backend.kgateway``."""
     return f"{name}.{namespace}.backend.kgateway"
-
-
-def upstream_protocol_for(
-    decision: ProtocolDecision, *, default: ir.UpstreamProtocol
-) -> tuple[ir.UpstreamProtocol, str]:
-    """Map a port protocol to what Envoy speaks upstream, with the reason in words."""
-    if is_http2(decision.protocol):
-        return ir.UpstreamProtocol.HTTP2, f"{decision.detail}: {decision.protocol.value} needs HTTP/2"
-    if decision.protocol in (Protocol.HTTP, Protocol.HTTP_PROXY):
-        return ir.UpstreamProtocol.HTTP1, f"{decision.detail}: HTTP/1.1"
-    return default, f"{decision.detail}: using the default, {default.value}"
 
 
 _VARIANT_TAGS: dict[ir.UpstreamProtocol, str] = {
@@ -55,7 +52,7 @@ def _choose_protocol(
     """``(protocol, reason, variant)``: the port's own protocol keeps the plain cluster name
     (``variant`` empty); a route kind that forces another (a GRPCRoute's HTTP/2 on an HTTP/1.1
     port) gets a variant cluster of its own, so neither overwrites the other."""
-    own, own_reason = upstream_protocol_for(decision, default=default)
+    own, own_reason = decide_upstream_protocol(decision, default=default)
     if force is None:
         return own, own_reason, ""
     protocol, reason = force
@@ -99,9 +96,9 @@ class BackendIndex:
     """Shared with the other frontends; built from ``resources`` when not given."""
     _grants: dict[str, list[gatewayapi.ReferenceGrant]] = field(default_factory=dict)
     _clusters: dict[tuple[str, ir.UpstreamProtocol], ir.Cluster] = field(default_factory=dict)
-    # Per (Service, port) object: its protocol decision and cluster host, decided once however
+    # Per (Service, port) object: the upstream port and cluster host, decided once however
     # many routes use it. Keyed by identity: the objects live as long as ``resources``.
-    _ports: dict[tuple[int, int], tuple[ProtocolDecision, str]] = field(default_factory=dict)
+    _ports: dict[tuple[int, int], tuple[UpstreamPort, str]] = field(default_factory=dict)
     _resolved: dict[_BackendRef, ResolvedBackend] = field(default_factory=dict)
     _services: Mapping[tuple[str, str], core.Service] = field(default_factory=dict)
 
@@ -144,12 +141,6 @@ class BackendIndex:
                 return True
         return False
 
-    def endpoint_key(self, service: core.Service, port: core.ServicePort) -> ir.EndpointKey:
-        target = port.target_port if isinstance(port.target_port, int) else None
-        return ir.EndpointKey(
-            namespace=service.namespace, service=service.name, port_name=port.name, target_port=target
-        )
-
     def service_cluster(
         self,
         service: core.Service,
@@ -162,16 +153,11 @@ class BackendIndex:
         port's own protocol."""
         memo = self._ports.get((id(service), id(port)))
         if memo is None:
-            index = service.spec.ports.index(port)
-            decision = decide_port_protocol(
-                port_name=port.name or None,
-                app_protocol=port.app_protocol,
-                transport=port.protocol,
-                field_prefix=f"spec.ports[{index}]",
-            )
+            upstream = service_port(service, service.spec.ports.index(port))
             host = names.service_fqdn(service.name, service.namespace, domain=self.cluster_domain)
-            memo = self._ports[(id(service), id(port))] = (decision, host)
-        decision, host = memo
+            memo = self._ports[(id(service), id(port))] = (upstream, host)
+        upstream, host = memo
+        decision = upstream.decision
         protocol, reason, variant = _choose_protocol(decision, default_protocol, force_protocol)
         name = names.cluster_name(host, port.port, variant=variant)
         # Keyed by protocol too: an HTTP/1.1 and a TCP cluster of an undecided port share the
@@ -179,16 +165,15 @@ class BackendIndex:
         cached = self._clusters.get((name, protocol))
         if cached is not None:
             return cached, decision.warnings, decision.protocol
-        key = self.endpoint_key(service, port)
-        assert self.endpoint_index is not None
-        cluster = ir.Cluster(
+        key = upstream.endpoint_key
+        assert self.endpoint_index is not None and key is not None
+        cluster = build_cluster(
             name=name,
-            upstream_protocol=protocol,
-            protocol_reason=f"{service.ref} {reason}",
+            source=ir.ObjectRef(kind="Service", namespace=service.namespace, name=service.name),
+            protocol=(protocol, reason),
             # Every variant reads the same endpoints: one EndpointKey per Service port.
             endpoints=self.endpoint_index.endpoints(key),
             endpoint_key=key,
-            source=ir.ObjectRef(kind="Service", namespace=service.namespace, name=service.name),
         )
         self._clusters[(name, protocol)] = cluster
         if not decision.warnings:
@@ -294,15 +279,13 @@ class BackendIndex:
             port_name=None, app_protocol=static.app_protocol, field_prefix="spec.static"
         )
         protocol, reason, variant = _choose_protocol(decision, default_protocol, force_protocol)
-        endpoints = tuple(ir.LbEndpoint(address=h.host, port=h.port) for h in static.hosts)
-        cluster = ir.Cluster(
+        cluster = build_cluster(
             name=names.cluster_name(
                 kgateway_backend_host(name, namespace), static.hosts[0].port, variant=variant
             ),
-            discovery="STATIC" if all(is_ip(h.host) for h in static.hosts) else "STRICT_DNS",
-            upstream_protocol=protocol,
-            protocol_reason=f"{backend.ref} {reason}",
-            endpoints=endpoints,
             source=ir.ObjectRef(kind="Backend", namespace=namespace, name=name),
+            protocol=(protocol, reason),
+            endpoints=tuple(ir.LbEndpoint(address=h.host, port=h.port) for h in static.hosts),
+            discovery=decide_discovery(h.host for h in static.hosts),
         )
         return ResolvedBackend(cluster=cluster, grpc=is_grpc(decision.protocol))

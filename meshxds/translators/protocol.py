@@ -28,6 +28,7 @@ __all__ = [
     "is_grpc",
     "is_http",
     "is_http2",
+    "is_opaque_tcp",
     "is_tls",
     "parse_protocol",
 ]
@@ -95,6 +96,12 @@ def is_http(protocol: Protocol) -> bool:
 
 def is_tls(protocol: Protocol) -> bool:
     return protocol in (Protocol.HTTPS, Protocol.TLS)
+
+
+def is_opaque_tcp(protocol: Protocol) -> bool:
+    """Protocols meshxds proxies as plain TCP: TCP, and those Envoy has filters for that we do
+    not configure (Mongo, Redis, MySQL)."""
+    return protocol in (Protocol.TCP, Protocol.MONGO, Protocol.REDIS, Protocol.MYSQL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,7 @@ sources → model → translators → ir → xds; translators never import Envoy
 imports nothing of ours; ``xds/cache.py`` knows no gRPC; only the server, admin and the test
 harness touch transports. Inside ``translators/``, the frontends (``gatewayapi/``, ``istio/``,
 ``kgateway/``) stand on the shared modules beside them and never import each other (kgateway
-extends Gateway API: the one allowed call)."""
+extends Gateway API: the one allowed call), and build clusters only through ``upstream/``."""
 
 from __future__ import annotations
 
@@ -118,9 +118,12 @@ def test_frontends_never_import_each_other(path: Path) -> None:
     assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "translators").glob("*.py")), ids=lambda p: p.name)
+_SHARED = [*sorted((PACKAGE / "translators").glob("*.py")), *modules("translators/upstream")]
+
+
+@pytest.mark.parametrize("path", _SHARED, ids=lambda p: str(p.relative_to(PACKAGE / "translators")))
 def test_shared_translator_modules_import_no_frontend(path: Path) -> None:
-    # translators/*.py (protocol, endpoints, backends, listeners, ...) serve every frontend.
+    # translators/*.py (protocol, backends, listeners, ...) and the upstream layer serve every frontend.
     frontends = tuple(f"meshxds.translators.{f}" for f in _FRONTENDS)
     bad = {m for m in imports_of(path) if m.startswith(frontends)}
     assert not bad, f"{path.name} imports {sorted(bad)}"
@@ -134,3 +137,23 @@ def test_route_kinds_compile_without_the_phases(module: str) -> None:
     inside = {m for m in ours if m.startswith("meshxds.translators.gatewayapi")}
     allowed = {"meshxds.translators.gatewayapi.httproutes", "meshxds.translators.gatewayapi.precedence"}
     assert inside <= allowed, sorted(inside - allowed)
+
+
+def _constructs_cluster(node: ast.AST) -> bool:
+    func = node.func if isinstance(node, ast.Call) else None
+    return (isinstance(func, ast.Attribute) and func.attr == "Cluster") or (
+        isinstance(func, ast.Name) and func.id == "Cluster"
+    )
+
+
+@pytest.mark.parametrize(
+    "path", modules("translators"), ids=lambda p: str(p.relative_to(PACKAGE / "translators"))
+)
+def test_clusters_are_built_only_by_the_upstream_layer(path: Path) -> None:
+    # Every frontend calls upstream.build_cluster with its own policy, so what a cluster is
+    # (discovery, protocol and its reason, endpoint key) is decided once.
+    if path == PACKAGE / "translators" / "upstream" / "clusters.py":
+        return
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = [n.lineno for n in ast.walk(tree) if _constructs_cluster(n)]
+    assert not lines, f"{path.relative_to(PACKAGE)} constructs ir.Cluster at lines {lines}"

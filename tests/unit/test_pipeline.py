@@ -294,7 +294,7 @@ async def test_identities_that_left_leave_nothing_in_the_cache_the_builder_or_th
 def test_an_updated_endpoint_index_answers_as_a_fresh_one() -> None:
     """The fast path's index is made from the last one and the change; it must equal a fresh one:
     a slice edited, one added, one moved to another Service, one deleted."""
-    from meshxds.translators.endpoints import EndpointIndex
+    from meshxds.translators.upstream import EndpointIndex
 
     docs = mesh()
     before = resource_set(docs)

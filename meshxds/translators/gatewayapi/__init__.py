@@ -19,13 +19,13 @@ from meshxds.conditions import ObjectStatus
 from meshxds.model.manifests import ResourceSet
 from meshxds.options import TranslateOptions
 from meshxds.translators.backends import BackendIndex
-from meshxds.translators.endpoints import EndpointIndex
 from meshxds.translators.gatewayapi.context import GatewayAPIMemo, Run, namespace_labels
 from meshxds.translators.gatewayapi.gateways import process_gateway_classes, process_gateways
 from meshxds.translators.gatewayapi.listeners import process_listeners
 from meshxds.translators.gatewayapi.proxyconfigs import build_proxy_config
 from meshxds.translators.gatewayapi.routes import process_routes
 from meshxds.translators.gatewayapi.status import gateway_status
+from meshxds.translators.upstream import EndpointIndex
 
 __all__ = ["GatewayAPIMemo", "GatewayAPIResult", "translate_gateway_api"]
 

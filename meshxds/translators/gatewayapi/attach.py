@@ -9,6 +9,7 @@ from meshxds.model import gatewayapi
 from meshxds.translators.gatewayapi.context import AnyRoute, ListenerContext, Run
 from meshxds.translators.gatewayapi.httproutes import CompiledRoute
 from meshxds.translators.hostnames import intersect_hostnames
+from meshxds.translators.labels import labels_match
 
 __all__ = ["attach"]
 
@@ -99,7 +100,7 @@ def _route_allowed(run: Run, ctx: ListenerContext, route_namespace: str, route_k
 def _selector_matches(selector: gatewayapi.LabelSelector | None, labels: dict[str, str]) -> bool:
     if selector is None:
         return False
-    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+    if not labels_match(labels, selector.match_labels):
         return False
     for expr in selector.match_expressions:
         present, value = expr.key in labels, labels.get(expr.key)

@@ -15,11 +15,11 @@ from meshxds import ir, names
 from meshxds.identity import ProxyIdentity
 from meshxds.model import core, istio
 from meshxds.model.manifests import ResourceSet
-from meshxds.translators.endpoints import EndpointIndex
 from meshxds.translators.istio.clusters import ClusterBuilder
 from meshxds.translators.istio.gateways import build_gateways, selects
 from meshxds.translators.istio.registry import ServiceRegistry
 from meshxds.translators.istio.sidecar import build_sidecar
+from meshxds.translators.upstream import EndpointIndex
 
 __all__ = ["IstioConfig", "IstioTranslator"]
 

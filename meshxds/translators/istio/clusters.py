@@ -1,22 +1,29 @@
 """Upstream clusters for Istio destinations: DestinationRule selection, traffic-policy merging,
-subsets, and the HTTP/2 upgrade decision (Istio's ``shouldH2Upgrade``)."""
+and the policy inputs (lb, outlier, circuit breaker, TLS, HTTP/2 upgrade) the shared upstream
+layer builds each cluster with."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from meshxds import ir, names
 from meshxds.model import core, istio
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.certificates import secret_value, tls_secret_from
 from meshxds.translators.hostnames import covering_patterns
-from meshxds.translators.istio.registry import RegisteredPort, RegisteredService, ServiceRegistry, visible_to
-from meshxds.translators.protocol import Protocol, is_http, is_http2
+from meshxds.translators.istio.registry import RegisteredService, ServiceRegistry, visible_to
+from meshxds.translators.upstream import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    ClusterPolicy,
+    UpstreamPort,
+    build_cluster,
+    decide_upstream_protocol,
+)
 
-__all__ = ["ClusterBuilder", "Policy", "decide_upstream_protocol", "merged_policy"]
+__all__ = ["ClusterBuilder", "Policy", "merged_policy"]
 
-_LB = {
+_LB: dict[str, ir.LbPolicy] = {
     "ROUND_ROBIN": "ROUND_ROBIN",
     "LEAST_REQUEST": "LEAST_REQUEST",
     "LEAST_CONN": "LEAST_REQUEST",
@@ -65,22 +72,17 @@ def merged_policy(rule: istio.DestinationRule | None, port: int, subset: istio.S
     return policy
 
 
-def decide_upstream_protocol(port: RegisteredPort, policy: Policy) -> tuple[ir.UpstreamProtocol, str]:
-    """Istio's precedence: ``useClientProtocol``, then an HTTP2/GRPC port (``DO_NOT_UPGRADE``
-    never downgrades it), then ``h2UpgradePolicy: UPGRADE`` on an HTTP port, then the port."""
+def _upstream_protocol(port: UpstreamPort, policy: Policy) -> tuple[ir.UpstreamProtocol, str]:
+    """The shared decision (Istio's precedence) fed the DestinationRule's ``useClientProtocol``
+    and ``h2UpgradePolicy``; ``DO_NOT_UPGRADE`` never downgrades an HTTP2/GRPC port."""
     http = policy.connection_pool.http if policy.connection_pool is not None else None
-    detail = port.decision.detail
-    if http is not None and http.use_client_protocol:
-        return ir.UpstreamProtocol.DOWNSTREAM, "DestinationRule connectionPool.http.useClientProtocol is true"
-    if is_http2(port.protocol):
-        return ir.UpstreamProtocol.HTTP2, f"{detail}: {port.protocol.value} needs HTTP/2"
-    if http is not None and http.h2_upgrade_policy == "UPGRADE" and is_http(port.protocol):
-        return ir.UpstreamProtocol.HTTP2, "DestinationRule connectionPool.http.h2UpgradePolicy is UPGRADE"
-    if port.protocol is Protocol.UNSUPPORTED:
-        return ir.UpstreamProtocol.DOWNSTREAM, f"{detail}: protocol detected from the client's"
-    if is_http(port.protocol):
-        return ir.UpstreamProtocol.HTTP1, f"{detail}: HTTP/1.1"
-    return ir.UpstreamProtocol.TCP, f"{detail}: {port.protocol.value} is proxied as TCP"
+    use_client = http is not None and http.use_client_protocol
+    upgrade = http is not None and http.h2_upgrade_policy == "UPGRADE"
+    return decide_upstream_protocol(
+        port.decision,
+        client_protocol="DestinationRule connectionPool.http.useClientProtocol is true" if use_client else "",
+        h2_upgrade="DestinationRule connectionPool.http.h2UpgradePolicy is UPGRADE" if upgrade else "",
+    )
 
 
 @dataclass(slots=True)
@@ -164,18 +166,12 @@ class ClusterBuilder:
         self,
         name: str,
         service: RegisteredService,
-        port: RegisteredPort,
+        port: UpstreamPort,
         rule: istio.DestinationRule | None,
         subset: istio.Subset | None,
     ) -> ir.Cluster:
         policy = merged_policy(rule, port.number, subset)
-        protocol, reason = decide_upstream_protocol(port, policy)
-        endpoints = port.endpoints
-        key = port.endpoint_key
-        if subset is not None:
-            endpoints = tuple(e for e in endpoints if e.has(subset.labels))
-            if key is not None:
-                key = replace(key, subset=tuple(sorted(subset.labels.items())))
+        endpoints, key = port.subset(subset.labels if subset is not None else {})
         pool = policy.connection_pool
         tcp = pool.tcp if pool is not None else None
         http = pool.http if pool is not None else None
@@ -187,25 +183,26 @@ class ClusterBuilder:
                 max_requests=http.http2_max_requests if http else None,
                 max_retries=http.max_retries if http else None,
             )
-        return ir.Cluster(
+        return build_cluster(
             name=name,
-            discovery="STRICT_DNS" if service.discovery == "STRICT_DNS" else "EDS",
-            upstream_protocol=protocol,
-            protocol_reason=f"{service.source} {reason}",
-            endpoints=tuple(sorted({e.endpoint for e in endpoints})),
-            endpoint_key=key if service.discovery == "EDS" else None,
-            connect_timeout_s=_seconds(tcp.connect_timeout if tcp else None, 10.0),
-            lb_policy=self._lb_policy(policy, name),  # type: ignore[arg-type]
-            hash_policy=_hash_policy(policy.load_balancer),
-            ring_size=_ring_size(policy.load_balancer),
-            circuit_breaker=circuit,
-            outlier_detection=_outlier(policy.outlier_detection),
-            upstream_tls=self._upstream_tls(policy.tls, service, name),
-            max_requests_per_connection=http.max_requests_per_connection if http else None,
             source=service.source,
+            protocol=_upstream_protocol(port, policy),
+            endpoints=endpoints,
+            discovery=service.discovery,
+            endpoint_key=key,
+            policy=ClusterPolicy(
+                connect_timeout_s=_seconds(tcp.connect_timeout if tcp else None, DEFAULT_CONNECT_TIMEOUT_S),
+                lb_policy=self._lb_policy(policy, name),
+                hash_policy=_hash_policy(policy.load_balancer),
+                ring_size=_ring_size(policy.load_balancer),
+                circuit_breaker=circuit,
+                outlier_detection=_outlier(policy.outlier_detection),
+                upstream_tls=self._upstream_tls(policy.tls, service, name),
+                max_requests_per_connection=http.max_requests_per_connection if http else None,
+            ),
         )
 
-    def _lb_policy(self, policy: Policy, name: str) -> str:
+    def _lb_policy(self, policy: Policy, name: str) -> ir.LbPolicy:
         lb = policy.load_balancer
         if lb is None:
             return "ROUND_ROBIN"

@@ -19,6 +19,7 @@ from meshxds.translators.certificates import secret_value, tls_secret_from
 from meshxds.translators.hostnames import intersect_hostnames
 from meshxds.translators.istio.registry import visible_to
 from meshxds.translators.istio.routes import RouteContext, http_routes, l4_backends, vs_gateways
+from meshxds.translators.labels import labels_match
 from meshxds.translators.listeners import (
     HttpServer,
     RouteBucket,
@@ -26,12 +27,10 @@ from meshxds.translators.listeners import (
     assemble_http_listener,
     assemble_tcp_listener,
 )
-from meshxds.translators.protocol import is_grpc, parse_protocol
+from meshxds.translators.protocol import Protocol, is_grpc, is_http, is_opaque_tcp, is_tls, parse_protocol
 
 __all__ = ["GatewayBuild", "build_gateways", "parse_server_host", "selects"]
 
-_HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
-_TCP_PROTOCOLS = ("TCP", "MONGO", "REDIS", "MYSQL")
 _TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
 
 
@@ -51,7 +50,7 @@ def _is_cert_hash(value: str) -> bool:
 
 def selects(gateway: istio.Gateway, labels: dict[str, str]) -> bool:
     """A Gateway applies to workloads whose labels include its selector (empty: every workload)."""
-    return all(labels.get(k) == v for k, v in gateway.spec.selector.items())
+    return labels_match(labels, gateway.spec.selector)
 
 
 def parse_server_host(host: str, gateway_namespace: str) -> tuple[str, str]:
@@ -213,12 +212,12 @@ def build_gateways(
         http: list[HttpServer] = []
         tcp: list[TcpServer] = []
         for server in servers:
-            protocol = server.spec.port.protocol.upper()
+            protocol = parse_protocol(server.spec.port.protocol)
             context = RouteContext(
                 gateway=server.key,
                 port=port,
                 warnings=build.warnings,
-                grpc_web=is_grpc(parse_protocol(protocol)),
+                grpc_web=is_grpc(protocol),
                 **context_args,  # type: ignore[arg-type]
             )
             tls = server.spec.tls
@@ -230,11 +229,11 @@ def build_gateways(
                 )
                 continue
             bound = _bound_virtual_services(server.key, server, by_gateway.get(server.key, []))
-            if protocol in _HTTP_PROTOCOLS or (
-                protocol == "HTTPS" and mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
-            ):
+            # HTTP_PROXY (a forward proxy's protocol) is not one a gateway server serves.
+            plain_http = is_http(protocol) and protocol is not Protocol.HTTP_PROXY
+            if plain_http or (protocol is Protocol.HTTPS and mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH")):
                 downstream = None
-                if protocol == "HTTPS":
+                if protocol is Protocol.HTTPS:
                     if tls is None:
                         build.errors.append(f"{server.at}.tls: an HTTPS server needs tls")
                         continue
@@ -249,22 +248,23 @@ def build_gateways(
                     )
                     if downstream is None:
                         continue
-                redirect = bool(tls is not None and tls.https_redirect and protocol != "HTTPS")
+                redirect = bool(tls is not None and tls.https_redirect and protocol is not Protocol.HTTPS)
                 http.append(_http_server(context, server, bound, downstream, redirect))
-            elif mode in ("PASSTHROUGH",) and protocol in ("HTTPS", "TLS"):
+            elif mode == "PASSTHROUGH" and is_tls(protocol):
                 tcp.extend(_passthrough_servers(context, server, bound))
             elif mode == "AUTO_PASSTHROUGH":
                 tcp.extend(_auto_passthrough_servers(context))
-            elif protocol in _TCP_PROTOCOLS or protocol == "TLS":
+            elif is_opaque_tcp(protocol) or protocol is Protocol.TLS:
                 downstream = None
-                if protocol == "TLS" and tls is not None:
+                if protocol is Protocol.TLS and tls is not None:
                     downstream = _downstream_tls(
                         server, secrets_by_key, proxy_namespace, build, secrets, ca_secrets, alpn=()
                     )
                     if downstream is None:
                         continue
-                if protocol in ("MONGO", "REDIS", "MYSQL"):
-                    build.warnings.append(f"{server.at}.port.protocol: {protocol} is proxied as plain TCP")
+                if protocol is not Protocol.TCP and protocol is not Protocol.TLS:
+                    named = server.spec.port.protocol.upper()
+                    build.warnings.append(f"{server.at}.port.protocol: {named} is proxied as plain TCP")
                 backends = next((b for vs, _ in bound if (b := l4_backends(context, vs))), None)
                 if backends:
                     tcp.append(TcpServer(server_names=(), backends=backends, tls=downstream))

@@ -12,42 +12,37 @@ from dataclasses import dataclass, field
 from meshxds import ir, names
 from meshxds.model import core, istio
 from meshxds.model.manifests import ResourceSet
-from meshxds.translators.endpoints import ENTRY, EndpointIndex, LabelledEndpoint, is_ip
 from meshxds.translators.hostnames import hostname_matches
-from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol
+from meshxds.translators.protocol import decide_port_protocol
+from meshxds.translators.upstream import (
+    ENTRY,
+    Discovery,
+    EndpointIndex,
+    LabelledEndpoint,
+    UpstreamPort,
+    decide_discovery,
+    is_ip,
+    service_port,
+)
 
-__all__ = ["RegisteredPort", "RegisteredService", "ServiceRegistry", "visible_to"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RegisteredPort:
-    number: int
-    name: str
-    decision: ProtocolDecision
-    endpoints: tuple[LabelledEndpoint, ...] = ()
-    endpoint_key: ir.EndpointKey | None = None
-    """Where ``endpoints`` came from in the shared ``EndpointIndex`` (a Service's or a
-    ServiceEntry's port); its clusters keep it when they are EDS."""
-
-    @property
-    def protocol(self) -> Protocol:
-        return self.decision.protocol
+__all__ = ["RegisteredService", "ServiceRegistry", "visible_to"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegisteredService:
     hostname: str
     namespace: str
-    ports: tuple[RegisteredPort, ...]
+    ports: tuple[UpstreamPort, ...]
     source: ir.ObjectRef
     export_to: tuple[str, ...] = ()
-    discovery: str = "EDS"
-    """``EDS`` (Kubernetes, STATIC ServiceEntries), ``STRICT_DNS`` (DNS ServiceEntries)."""
+    discovery: Discovery = "EDS"
+    """``EDS`` (Kubernetes, STATIC ServiceEntries), ``STRICT_DNS`` (DNS ServiceEntries, and
+    entries with a hostname among their endpoints)."""
     external: bool = False
     cluster_ips: tuple[str, ...] = ()
     short_name: str = ""
 
-    def port(self, number: int | None) -> RegisteredPort | None:
+    def port(self, number: int | None) -> UpstreamPort | None:
         if number is None:
             return self.ports[0] if len(self.ports) == 1 else None
         return next((p for p in self.ports if p.number == number), None)
@@ -87,34 +82,14 @@ class ServiceRegistry:
             self._add_service_entry(entry, index)
 
     def _add_kubernetes(self, svc: core.Service, index: EndpointIndex) -> None:
-        ports = []
-        for number, port in enumerate(svc.spec.ports):
-            decision = decide_port_protocol(
-                port_name=port.name or None,
-                app_protocol=port.app_protocol,
-                transport=port.protocol,
-                field_prefix=f"spec.ports[{number}]",
-            )
-            self.warnings.extend(f"{svc.ref}: {w}" for w in decision.warnings)
-            target = port.target_port if isinstance(port.target_port, int) else None
-            key = ir.EndpointKey(
-                namespace=svc.namespace, service=svc.name, port_name=port.name, target_port=target
-            )
-            ports.append(
-                RegisteredPort(
-                    number=port.port,
-                    name=port.name,
-                    decision=decision,
-                    endpoints=index.labelled(svc.namespace, svc.name, port.name, target),
-                    endpoint_key=key,
-                )
-            )
+        ports = tuple(service_port(svc, number, endpoints=index) for number in range(len(svc.spec.ports)))
+        self.warnings.extend(f"{svc.ref}: {w}" for port in ports for w in port.decision.warnings)
         hostname = names.service_fqdn(svc.name, svc.namespace, domain=self.cluster_domain)
         cluster_ips = tuple(ip for ip in (svc.spec.cluster_ips or [svc.spec.cluster_ip]) if ip and is_ip(ip))
         self.services[hostname] = RegisteredService(
             hostname=hostname,
             namespace=svc.namespace,
-            ports=tuple(ports),
+            ports=ports,
             source=ir.ObjectRef(kind="Service", namespace=svc.namespace, name=svc.name),
             cluster_ips=cluster_ips,
             short_name=svc.name,
@@ -161,7 +136,7 @@ class ServiceRegistry:
                     namespace=entry.namespace, service=entry.name, port_name=port.name, entry=ENTRY
                 )
                 ports.append(
-                    RegisteredPort(
+                    UpstreamPort(
                         number=port.number,
                         name=port.name,
                         decision=decision,
@@ -169,8 +144,10 @@ class ServiceRegistry:
                         endpoint_key=key,
                     )
                 )
-            dns = resolution in ("DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS") or any(
-                not is_ip(e.endpoint.address) for p in ports for e in p.endpoints
+            discovery = decide_discovery(
+                (e.endpoint.address for p in ports for e in p.endpoints),
+                dns=resolution in ("DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"),
+                eds=True,
             )
             self.services[host] = RegisteredService(
                 hostname=host,
@@ -178,7 +155,7 @@ class ServiceRegistry:
                 ports=tuple(ports),
                 source=ir.ObjectRef(kind="ServiceEntry", namespace=entry.namespace, name=entry.name),
                 export_to=tuple(spec.export_to),
-                discovery="STRICT_DNS" if dns else "EDS",
+                discovery=discovery,
                 external=(spec.location or "MESH_EXTERNAL") == "MESH_EXTERNAL",
             )
 

@@ -18,6 +18,7 @@ from meshxds.model import istio
 from meshxds.translators.headers import envoy_value, mutation_problems
 from meshxds.translators.istio.clusters import ClusterBuilder
 from meshxds.translators.istio.registry import ServiceRegistry
+from meshxds.translators.labels import labels_match
 from meshxds.translators.protocol import is_grpc
 from meshxds.translators.regex import re2_error, route_match_regex_problems
 
@@ -73,7 +74,7 @@ def _match_applies(
         return False
     if port is not None and port != ctx.port:
         return False
-    if any(ctx.proxy_labels.get(k) != v for k, v in source_labels.items()):
+    if not labels_match(ctx.proxy_labels, source_labels):
         return False
     return source_namespace is None or source_namespace == ctx.proxy_namespace
 

@@ -2,7 +2,8 @@
 
 kgateway's objects extend Gateway API ones (a policy targets a Gateway), so the Gateway API
 translator calls in here; nothing here calls back into it. Its ``Backend`` kind is resolved with
-every other backendRef, in the shared ``translators/backends.py``.
+every other backendRef, in the shared ``translators/backends.py``, into a cluster built by the
+upstream layer (``translators/upstream``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from meshxds.translators.protocol import (
     is_grpc,
     is_http,
     is_http2,
+    is_opaque_tcp,
     is_tls,
     parse_protocol,
 )
@@ -242,3 +243,19 @@ def test_websocket_over_tls_app_protocol_is_https() -> None:
 def test_explanation_names_the_field() -> None:
     decision = decide_port_protocol(port_name=None, app_protocol="http2", field_prefix="spec.ports[0]")
     assert "spec.ports[0].appProtocol" in decision.detail
+
+
+@pytest.mark.parametrize(
+    ("protocol", "opaque"),
+    [
+        pytest.param(Protocol.TCP, True, id="TCP is plain TCP"),
+        pytest.param(Protocol.MONGO, True, id="Mongo is proxied as plain TCP"),
+        pytest.param(Protocol.REDIS, True, id="Redis is proxied as plain TCP"),
+        pytest.param(Protocol.MYSQL, True, id="MySQL is proxied as plain TCP"),
+        pytest.param(Protocol.TLS, False, id="TLS is not opaque: it may be terminated"),
+        pytest.param(Protocol.HTTP, False, id="HTTP is not opaque"),
+        pytest.param(Protocol.UNSUPPORTED, False, id="unsupported is not opaque"),
+    ],
+)
+def test_is_opaque_tcp(protocol: Protocol, opaque: bool) -> None:
+    assert is_opaque_tcp(protocol) is opaque

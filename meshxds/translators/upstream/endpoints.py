@@ -13,15 +13,16 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from meshxds import ir
 from meshxds.model import core, istio
 from meshxds.model.base import Resource
 from meshxds.model.manifests import ResourceSet
+from meshxds.translators.labels import labels_match
 
-__all__ = ["ENDPOINT_KINDS", "EndpointIndex", "LabelledEndpoint", "is_ip"]
+__all__ = ["ENDPOINT_KINDS", "ENTRY", "EndpointIndex", "LabelledEndpoint", "is_ip"]
 
 ENDPOINT_KINDS: frozenset[type[Resource]] = frozenset({core.EndpointSlice, core.Pod, istio.WorkloadEntry})
 """Kinds that change endpoints (addresses, readiness, the labels subsets select by): only, for
@@ -59,9 +60,7 @@ class LabelledEndpoint:
     labels: tuple[tuple[str, str], ...] = ()
 
     def has(self, selector: Mapping[str, str] | Iterable[tuple[str, str]]) -> bool:
-        mine = dict(self.labels)
-        pairs = selector.items() if isinstance(selector, Mapping) else selector
-        return all(mine.get(k) == v for k, v in pairs)
+        return labels_match(dict(self.labels), selector)
 
 
 class EndpointIndex:
@@ -143,26 +142,31 @@ class EndpointIndex:
                 return p.port
         return target_port if not eps.ports else None
 
+    def _ready_endpoints(
+        self, namespace: str, service: str, port_name: str, target_port: int | None
+    ) -> Iterator[tuple[core.Endpoint, int]]:
+        """The ready endpoints of a Service port's slices, each with the port it listens on."""
+        for eps in self._slices.get((namespace, service), ()):
+            target = self._target(eps, port_name, target_port)
+            if target is not None:
+                for ep in eps.endpoints:
+                    if ep.is_ready:
+                        yield ep, target
+
     def _compute(
         self, namespace: str, service: str, port_name: str, target_port: int | None
     ) -> tuple[LabelledEndpoint, ...]:
         # Plain tuples while collecting: they hash and sort in C, dataclasses in Python.
         found: set[tuple[str, int, tuple[tuple[str, str], ...]]] = set()
-        for eps in self._slices.get((namespace, service), ()):
-            target = self._target(eps, port_name, target_port)
-            if target is None:
-                continue
-            for ep in eps.endpoints:
-                if not ep.is_ready:
-                    continue
-                labels: tuple[tuple[str, str], ...] = ()
-                ref = ep.target_ref
-                if ref is not None and ref.kind == "Pod":
-                    pod = self._pods.get((ref.namespace or namespace, ref.name))
-                    labels = tuple(sorted(pod.metadata.labels.items())) if pod is not None else ()
-                for address in ep.addresses:
-                    if is_ip(address):
-                        found.add((address, target, labels))
+        for ep, target in self._ready_endpoints(namespace, service, port_name, target_port):
+            labels: tuple[tuple[str, str], ...] = ()
+            ref = ep.target_ref
+            if ref is not None and ref.kind == "Pod":
+                pod = self._pods.get((ref.namespace or namespace, ref.name))
+                labels = tuple(sorted(pod.metadata.labels.items())) if pod is not None else ()
+            for address in ep.addresses:
+                if is_ip(address):
+                    found.add((address, target, labels))
         return tuple(
             LabelledEndpoint(endpoint=self._lb_endpoint(address, port), labels=labels)
             for address, port, labels in sorted(found)
@@ -180,21 +184,15 @@ class EndpointIndex:
         """``_compute`` without Pod labels (no subset selects by them): each address once."""
         known = self._lb  # an address found there is an IP: no need to parse it again
         found: dict[tuple[str, int], ir.LbEndpoint] = {}
-        for eps in self._slices.get((namespace, service), ()):
-            target = self._target(eps, port_name, target_port)
-            if target is None:
-                continue
-            for ep in eps.endpoints:
-                if not ep.is_ready:
-                    continue
-                for address in ep.addresses:
-                    pair = (address, target)
-                    endpoint = known.get(pair)
-                    if endpoint is None:
-                        if not is_ip(address):
-                            continue
-                        endpoint = known[pair] = ir.LbEndpoint(address=address, port=target)
-                    found[pair] = endpoint
+        for ep, target in self._ready_endpoints(namespace, service, port_name, target_port):
+            for address in ep.addresses:
+                pair = (address, target)
+                endpoint = known.get(pair)
+                if endpoint is None:
+                    if not is_ip(address):
+                        continue
+                    endpoint = known[pair] = ir.LbEndpoint(address=address, port=target)
+                found[pair] = endpoint
         # Plain tuples sort in C, and as LbEndpoint orders (address, then port).
         return tuple([found[pair] for pair in sorted(found)])
 
@@ -218,11 +216,9 @@ class EndpointIndex:
         spec = entry.spec
         workloads = list(spec.endpoints)
         if spec.workload_selector is not None:
-            selector = spec.workload_selector.labels.items()
+            selector = spec.workload_selector.labels
             workloads += [
-                w.spec
-                for w in self._workloads.get(namespace, ())
-                if all(w.spec.labels.get(k) == v for k, v in selector)
+                w.spec for w in self._workloads.get(namespace, ()) if labels_match(w.spec.labels, selector)
             ]
         found = []
         for workload in workloads:
@@ -264,7 +260,7 @@ class EndpointIndex:
             selector = entry.spec.workload_selector
             if selector is None:
                 continue
-            if all(workload.spec.labels.get(k) == v for k, v in selector.labels.items()):
+            if labels_match(workload.spec.labels, selector.labels):
                 found.append(entry)
         return found
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from meshxds import ir
 from meshxds.model.manifests import SourcedDocument, parse_documents
-from meshxds.translators.endpoints import EndpointIndex
+from meshxds.translators.upstream import EndpointIndex
 
 
 def _slice(name: str, endpoints: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""Cluster construction: what Envoy speaks upstream (and why), how it finds the endpoints, and the
+one constructor of ``ir.Cluster`` every frontend calls with its own policy (Istio's
+DestinationRule, Gateway API's defaults, a kgateway Backend's hosts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from meshxds import ir
+from meshxds.translators.protocol import Protocol, ProtocolDecision, is_http, is_http2
+from meshxds.translators.upstream.endpoints import is_ip
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "ClusterPolicy",
+    "Discovery",
+    "build_cluster",
+    "decide_discovery",
+    "decide_upstream_protocol",
+]
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+"""Istio's default ``connectTimeout``, and ours wherever no policy sets one."""
+
+Discovery = Literal["EDS", "STATIC", "STRICT_DNS"]
+
+
+def decide_upstream_protocol(
+    decision: ProtocolDecision,
+    *,
+    default: ir.UpstreamProtocol | None = None,
+    client_protocol: str = "",
+    h2_upgrade: str = "",
+) -> tuple[ir.UpstreamProtocol, str]:
+    """What Envoy speaks to a port's endpoints, with the reason in words.
+
+    Istio's precedence (``shouldH2Upgrade``): the client's protocol when a policy says so
+    (``client_protocol`` is the policy's reason), HTTP/2 for an HTTP2/GRPC port (nothing
+    downgrades it), an HTTP port upgraded when a policy says so (``h2_upgrade``), HTTP/1.1 for
+    an HTTP port. A port that is not HTTP takes the frontend's ``default`` when it has one
+    (Gateway API's route kinds, GEP-1911); without one, Istio's rule: an undecided port is
+    detected from the client's protocol, any other is proxied as TCP.
+    """
+    detail, protocol = decision.detail, decision.protocol
+    if client_protocol:
+        return ir.UpstreamProtocol.DOWNSTREAM, client_protocol
+    if is_http2(protocol):
+        return ir.UpstreamProtocol.HTTP2, f"{detail}: {protocol.value} needs HTTP/2"
+    if is_http(protocol):
+        if h2_upgrade:
+            return ir.UpstreamProtocol.HTTP2, h2_upgrade
+        return ir.UpstreamProtocol.HTTP1, f"{detail}: HTTP/1.1"
+    if default is not None:
+        return default, f"{detail}: using the default, {default.value}"
+    if protocol is Protocol.UNSUPPORTED:
+        return ir.UpstreamProtocol.DOWNSTREAM, f"{detail}: protocol detected from the client's"
+    return ir.UpstreamProtocol.TCP, f"{detail}: {protocol.value} is proxied as TCP"
+
+
+def decide_discovery(addresses: Iterable[str], *, dns: bool = False, eds: bool = False) -> Discovery:
+    """``STRICT_DNS`` when asked to resolve names (``dns``) or any address is a name; else
+    ``EDS`` for endpoints served from the index (``eds``), ``STATIC`` for fixed IPs."""
+    if dns or not all(is_ip(a) for a in addresses):
+        return "STRICT_DNS"
+    return "EDS" if eds else "STATIC"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterPolicy:
+    """How a frontend's policy shapes a cluster beyond where and how it connects (Istio's
+    DestinationRule traffic policy); the defaults are Envoy's behaviour and Gateway API's."""
+
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    lb_policy: ir.LbPolicy = "ROUND_ROBIN"
+    hash_policy: ir.HashPolicy | None = None
+    ring_size: int | None = None
+    circuit_breaker: ir.CircuitBreaker | None = None
+    outlier_detection: ir.OutlierDetection | None = None
+    upstream_tls: ir.UpstreamTls | None = None
+    max_requests_per_connection: int | None = None
+
+
+NO_POLICY = ClusterPolicy()
+
+
+def build_cluster(
+    *,
+    name: str,
+    source: ir.ObjectRef,
+    protocol: tuple[ir.UpstreamProtocol, str],
+    endpoints: tuple[ir.LbEndpoint, ...],
+    discovery: Discovery = "EDS",
+    endpoint_key: ir.EndpointKey | None = None,
+    policy: ClusterPolicy = NO_POLICY,
+) -> ir.Cluster:
+    """The one constructor of ``ir.Cluster``. ``protocol`` is a ``decide_upstream_protocol``
+    answer, its reason prefixed here with ``source``; ``endpoint_key`` is kept only for EDS
+    (a DNS or static cluster carries its endpoints itself, so the endpoint fast path skips it)."""
+    upstream, reason = protocol
+    return ir.Cluster(
+        name=name,
+        discovery=discovery,
+        upstream_protocol=upstream,
+        protocol_reason=f"{source} {reason}",
+        endpoints=endpoints,
+        endpoint_key=endpoint_key if discovery == "EDS" else None,
+        connect_timeout_s=policy.connect_timeout_s,
+        lb_policy=policy.lb_policy,
+        hash_policy=policy.hash_policy,
+        ring_size=policy.ring_size,
+        circuit_breaker=policy.circuit_breaker,
+        outlier_detection=policy.outlier_detection,
+        upstream_tls=policy.upstream_tls,
+        max_requests_per_connection=policy.max_requests_per_connection,
+        source=source,
+    )
