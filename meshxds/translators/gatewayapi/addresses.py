@@ -114,8 +114,8 @@ def decide_gateway_addresses(gw: gatewayapi.Gateway, options: TranslateOptions) 
                 found.extend(assigned)
             else:
                 unassigned.append(
-                    f"{where}: no {spec.type} to assign (meshxds knows the proxies by "
-                    f"{_describe(known, known_source)}; set serve --gateway-address)"
+                    f"{where}: no {spec.type} to assign ({_describe(known, known_source)}; "
+                    "set serve --gateway-address)"
                 )
             continue
         if gateway_address_type(spec.value) != spec.type:
@@ -144,5 +144,5 @@ def decide_gateway_addresses(gw: gatewayapi.Gateway, options: TranslateOptions) 
 
 def _describe(addresses: tuple[StatusAddress, ...], source: str) -> str:
     if not addresses:
-        return "no address: listeners bind every interface"
-    return f"{', '.join(a.value for a in addresses)}, from {source}"
+        return "meshxds knows no address of the proxies: listeners bind every interface"
+    return f"meshxds knows them by {', '.join(a.value for a in addresses)}, from {source}"
