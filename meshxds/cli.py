@@ -193,18 +193,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _gateway_address(text: str) -> str:
+    from meshxds.options import gateway_address_type
+
+    if gateway_address_type(text) is None:
+        raise argparse.ArgumentTypeError(f"not an IP address or a lowercase DNS name: {text!r}")
+    return text
+
+
 def _add_translate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listener-address",
         default="0.0.0.0",
         help="address gateway listeners bind when the manifests name none (default 0.0.0.0)",
     )
+    parser.add_argument(
+        "--gateway-address",
+        action="append",
+        type=_gateway_address,
+        default=[],
+        metavar="ADDR",
+        help="an IP or DNS name the Gateway API Gateways' proxies are reachable at, e.g. their load "
+        "balancer (repeat, at most 16): their status.addresses, and what spec.addresses may ask for "
+        "(default: the --listener-address unless it is 0.0.0.0)",
+    )
 
 
 def _options(args: argparse.Namespace) -> TranslateOptions:
     from meshxds.options import TranslateOptions
 
-    return TranslateOptions(listener_address=args.listener_address)
+    return TranslateOptions(
+        listener_address=args.listener_address, gateway_addresses=tuple(dict.fromkeys(args.gateway_address))
+    )
 
 
 def _print_errors(errors: ManifestErrors) -> None:
@@ -445,7 +465,12 @@ def _security(args: argparse.Namespace) -> XdsSecurity | str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from meshxds.options import MAX_GATEWAY_ADDRESSES  # light: no models or protos
+
+    if len(set(getattr(args, "gateway_address", ()))) > MAX_GATEWAY_ADDRESSES:
+        parser.error(f"--gateway-address: at most {MAX_GATEWAY_ADDRESSES} addresses (status.addresses)")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

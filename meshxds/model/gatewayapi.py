@@ -108,7 +108,8 @@ class GatewayListener(KubeModel):
 
 class GatewayAddress(KubeModel):
     type: str = "IPAddress"
-    value: str
+    value: str = ""
+    """Optional in the CRD: an empty value asks the implementation to assign one."""
 
 
 class FrontendCACertificateRef(KubeModel):

@@ -142,6 +142,10 @@ def status_patch(
                     }
                     for item in value
                 ]
+            elif value == [] and not old.get(key):
+                continue  # nothing to say, and nothing said before: no write for an absent list
+            elif value == []:
+                new[key] = None  # a merge patch's null removes what we wrote earlier
             else:
                 new[key] = value
     if _canonical(new) == _canonical({k: old.get(k) for k in new}):

@@ -41,6 +41,7 @@ from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import MeshxdsProcess
 from meshxds.testing.stack import attached
 from meshxds.testing.upstreams import H2cOnlyServer, Http1OnlyServer, curl
+from meshxds.translators.gatewayapi.features import supported_features
 from meshxds.xds.render import dumps, snapshot_to_json
 
 GW = "gateway.networking.k8s.io"
@@ -143,9 +144,11 @@ def kube_stack(
     envoy_factory: EnvoyFactory,
 ) -> Callable[..., KubeStack]:
     """Start meshxds on the fake API (the Foundation gateway and ``nginx`` already in it) and an
-    Envoy for the gateway; ``without`` leaves Gateway API CRDs out."""
+    Envoy for the gateway; ``without`` leaves Gateway API CRDs out; ``extra``: more serve flags."""
 
-    def start(*, delta: bool = False, without: tuple[str, ...] = ()) -> KubeStack:
+    def start(
+        *, delta: bool = False, without: tuple[str, ...] = (), extra: tuple[str, ...] = ()
+    ) -> KubeStack:
         listener_port = free_port()
         install_gateway_api(fake_api, without=without)
         fake_api.apply_yaml(gateway_yaml(listener_port))
@@ -154,7 +157,7 @@ def kube_stack(
             if fake_api.served(doc["apiVersion"].rpartition("/")[0], doc["kind"]) is not None:
                 fake_api.apply(doc)
         kubeconfig = fake_api.write_kubeconfig(tmp_path / "kubeconfig")
-        server = meshxds_factory(None, extra_args=kube_args(kubeconfig))
+        server = meshxds_factory(None, extra_args=kube_args(kubeconfig, *extra))
         envoy = envoy_factory(node_id="gw", namespace="gateway-system", labels=GATEWAY_LABELS, delta=delta)
         server.wait_synced("gw")
         return KubeStack(fake_api, server, envoy, listener_port, h2c_upstream, tmp_path)
@@ -263,6 +266,9 @@ def test_status_is_written_for_gateway_class_gateway_and_routes_once(foundation:
         assert by_type["Accepted"]["observedGeneration"] == route["metadata"]["generation"]
     gateway_class = fake.get(f"{GW}/v1", "GatewayClass", "", "meshxds") or {}
     assert gateway_class["status"]["conditions"][0]["type"] == "Accepted"
+    assert gateway_class["status"]["supportedFeatures"] == supported_features()
+    # No spec.addresses, no --gateway-address: the concrete --listener-address.
+    assert gateway["status"]["addresses"] == [{"type": "IPAddress", "value": "127.0.0.1"}]
     # Only on change: one write per object, and none while nothing changes.
     writes = [w.path for w in fake.status_writes()]
     assert len(writes) == len(set(writes)) == 2 + len(HTTP2_VARIANTS) + len(HTTP1_VARIANTS)
@@ -380,3 +386,46 @@ def test_an_invalid_object_is_reported_and_the_rest_still_served(
     stack.fake.apply_yaml(upstream_yaml("bad", stack.h2c.port))  # fixed
     stack.wait_status("bad.example.com", 200)
     assert errors() == []
+
+
+def test_gateway_addresses_follow_the_flag_and_spec_addresses(kube_stack: Callable[..., KubeStack]) -> None:
+    stack = kube_stack(extra=("--gateway-address", "lb.example.com"))
+    fake = stack.fake
+
+    def status() -> dict[str, Any]:
+        return dict((fake.get(f"{GW}/v1", "Gateway", "gateway-system", "http") or {}).get("status") or {})
+
+    def programmed() -> dict[str, Any]:
+        return {c["type"]: c for c in status().get("conditions") or ()}.get("Programmed") or {}
+
+    lb = {"type": "Hostname", "value": "lb.example.com"}
+    wait_until(lambda: status().get("addresses") == [lb], timeout=10, what="the flag's address written")
+    gateway_class = fake.get(f"{GW}/v1", "GatewayClass", "", "meshxds") or {}
+    assert gateway_class["status"]["supportedFeatures"] == supported_features()
+
+    # spec.addresses asks for the load balancer and an address the proxies are not reachable at.
+    body = fake.get(f"{GW}/v1", "Gateway", "gateway-system", "http") or {}
+    body["spec"]["addresses"] = [lb, {"type": "IPAddress", "value": "192.0.2.1"}]
+    fake.apply(body)
+    wait_until(lambda: programmed().get("reason") == "AddressNotUsable", timeout=10, what="AddressNotUsable")
+    assert programmed()["status"] == "False" and "192.0.2.1" in programmed()["message"]
+    assert (
+        programmed()["observedGeneration"]
+        == fake.get(f"{GW}/v1", "Gateway", "gateway-system", "http")["metadata"]["generation"]
+    )
+    assert status()["addresses"] == [lb]
+    assert stack.status("nginx.example.com") == 200, "the listeners stay served"
+
+    # Only the listener address (where the proxies bind, so usable): programmed, and reported.
+    body = fake.get(f"{GW}/v1", "Gateway", "gateway-system", "http") or {}
+    body["spec"]["addresses"] = [{"type": "IPAddress", "value": "127.0.0.1"}]
+    fake.apply(body)
+    wait_until(
+        lambda: (
+            programmed().get("status") == "True"
+            and status().get("addresses") == [{"type": "IPAddress", "value": "127.0.0.1"}]
+        ),
+        timeout=10,
+        what="programmed with the listener address",
+    )
+    assert stack.status("nginx.example.com") == 200

@@ -148,6 +148,49 @@ def test_validate_json_output(
     }
 
 
+def test_validate_json_status_has_gateway_addresses_and_supported_features(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from meshxds.translators.gatewayapi.features import supported_features
+
+    args = ("validate", "--config-dir", str(EXAMPLES), "--output", "json")
+    code, out, _ = run(
+        capsys, *args, "--gateway-address", "203.0.113.7", "--gateway-address", "lb.example.com"
+    )
+    assert code == 0
+    status = {s["kind"]: s["status"] for s in json.loads(out)["status"]}
+    assert status["Gateway"]["addresses"] == [
+        {"type": "IPAddress", "value": "203.0.113.7"},
+        {"type": "Hostname", "value": "lb.example.com"},
+    ]
+    assert status["GatewayClass"]["supportedFeatures"] == supported_features()
+    # Without the flag: the concrete listener address, and none for 0.0.0.0.
+    code, out, _ = run(capsys, *args, "--listener-address", "127.0.0.1")
+    (gateway,) = [s["status"] for s in json.loads(out)["status"] if s["kind"] == "Gateway"]
+    assert gateway["addresses"] == [{"type": "IPAddress", "value": "127.0.0.1"}]
+    code, out, _ = run(capsys, *args)
+    (gateway,) = [s["status"] for s in json.loads(out)["status"] if s["kind"] == "Gateway"]
+    assert gateway["addresses"] == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["LB.Example.com"], "not an IP address or a lowercase DNS name"),
+        ([f"10.0.0.{i}" for i in range(17)], "at most 16 addresses"),
+    ],
+    ids=["not-a-crd-hostname", "more-than-status-maxitems"],
+)
+def test_gateway_address_flag_is_checked(
+    values: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = [arg for value in values for arg in ("--gateway-address", value)]
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--config-dir", str(EXAMPLES), *flags])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 # --- translate ---------------------------------------------------------------------------------------
 
 

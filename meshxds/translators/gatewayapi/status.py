@@ -1,5 +1,6 @@
-"""Gateway API status, as data: the conditions of GatewayClasses, Gateways and their listeners,
-and each route's ``status.parents``. The Kubernetes source writes them (``meshxds.conditions``)."""
+"""Gateway API status, as data: the conditions of GatewayClasses (with ``supportedFeatures``,
+features.py), Gateways (with ``addresses``, addresses.py) and their listeners, and each route's
+``status.parents``. The Kubernetes source writes them (``meshxds.conditions``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 from meshxds.conditions import Condition, ObjectStatus, condition, merge_conditions
 from meshxds.model import gatewayapi
 from meshxds.options import GATEWAY_NAME_LABEL
+from meshxds.translators.gatewayapi.addresses import decide_gateway_addresses
 from meshxds.translators.gatewayapi.context import AnyRoute, Run
+from meshxds.translators.gatewayapi.features import supported_features
 from meshxds.translators.gatewayapi.httproutes import CompiledRoute
 
 __all__ = ["clash_condition", "gateway_class_status", "gateway_status", "route_parent_status"]
@@ -19,7 +22,10 @@ def gateway_class_status(gc: gatewayapi.GatewayClass) -> ObjectStatus:
         "Accepted", True, "Accepted", "handled by meshxds", generation=gc.metadata.generation
     )
     return ObjectStatus(
-        kind="GatewayClass", namespace="", name=gc.name, status={"conditions": [accepted.as_dict()]}
+        kind="GatewayClass",
+        namespace="",
+        name=gc.name,
+        status={"conditions": [accepted.as_dict()], "supportedFeatures": supported_features()},
     )
 
 
@@ -93,13 +99,13 @@ def gateway_status(run: Run, gw: gatewayapi.Gateway) -> ObjectStatus:
         # would hide a Conflicted=True (a problem, unlike the other types' False) behind the default.
         reported = {c.type for c in ctx.conditions}
         merged = merge_conditions([*ctx.conditions, *(d for d in defaults if d.type not in reported)])
-        programmed = ctx.valid
+        listener_programmed = ctx.valid
         merged += (
             condition(
                 "Programmed",
-                programmed,
-                "Programmed" if programmed else "Invalid",
-                "listener is programmed" if programmed else "listener is invalid",
+                listener_programmed,
+                "Programmed" if listener_programmed else "Invalid",
+                "listener is programmed" if listener_programmed else "listener is invalid",
                 generation=generation,
             ),
         )
@@ -112,21 +118,38 @@ def gateway_status(run: Run, gw: gatewayapi.Gateway) -> ObjectStatus:
             }
         )
     any_valid = any(ctx.valid for ctx in run.listeners[gw.key])
-    conditions = [
-        condition("Accepted", True, "Accepted", "Gateway accepted by meshxds", generation=generation),
-        condition(
+    addresses = decide_gateway_addresses(gw, run.options)
+    served = f"served to proxies labelled {GATEWAY_NAME_LABEL}={gw.name} in namespace {gw.namespace}"
+    if addresses.unsupported:
+        accepted = condition(
+            "Accepted", False, "UnsupportedAddress", "; ".join(addresses.unsupported), generation=generation
+        )
+    else:
+        accepted = condition(
+            "Accepted", True, "Accepted", "Gateway accepted by meshxds", generation=generation
+        )
+    if not any_valid:
+        programmed = condition("Programmed", False, "Invalid", "no listener is valid", generation=generation)
+    elif addresses.unsupported or addresses.unusable or addresses.unassigned:
+        # The spec's reasons; the listeners are still served (addresses.py says why).
+        reason = "AddressNotUsable" if addresses.unsupported or addresses.unusable else "AddressNotAssigned"
+        problems = [*addresses.unsupported, *addresses.unusable, *addresses.unassigned]
+        programmed = condition(
             "Programmed",
-            any_valid,
-            "Programmed" if any_valid else "Invalid",
-            f"served to proxies labelled {GATEWAY_NAME_LABEL}={gw.name} in namespace {gw.namespace}"
-            if any_valid
-            else "no listener is valid",
+            False,
+            reason,
+            f"{'; '.join(problems)}; listeners still {served}",
             generation=generation,
-        ),
-    ]
+        )
+    else:
+        programmed = condition("Programmed", True, "Programmed", served, generation=generation)
     return ObjectStatus(
         kind="Gateway",
         namespace=gw.namespace,
         name=gw.name,
-        status={"conditions": [c.as_dict() for c in conditions], "listeners": listener_status},
+        status={
+            "addresses": [a.as_dict() for a in addresses.addresses],
+            "conditions": [accepted.as_dict(), programmed.as_dict()],
+            "listeners": listener_status,
+        },
     )

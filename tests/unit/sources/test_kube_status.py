@@ -304,3 +304,57 @@ def test_objects_not_in_the_store_or_gone_are_skipped(fake: FakeApiServer, kube:
     fake.delete(f"{GW}/v1", "HTTPRoute", "default", "r")
     report = writer(kube, store).write(statuses())
     assert report.skipped == 1 and report.written == 2 and report.failed == 0
+
+
+# --- Gateway status.addresses and GatewayClass supportedFeatures --------------------------------
+
+FEATURES = [{"name": "Gateway"}, {"name": "HTTPRoute"}]
+ADDRESSES = [{"type": "IPAddress", "value": "203.0.113.7"}, {"type": "Hostname", "value": "lb.example.com"}]
+
+
+def test_addresses_are_written_and_an_empty_list_is_written_only_to_remove_ours() -> None:
+    desired = {"addresses": ADDRESSES, "conditions": [cond("Programmed", True)]}
+    patch = status_patch(obj("Gateway", "g"), desired, kind="Gateway", controller_name=OURS, now=T0)
+    assert patch is not None and patch["status"]["addresses"] == ADDRESSES
+    written = obj("Gateway", "g", status=patch["status"], rv="6")
+    assert status_patch(written, desired, kind="Gateway", controller_name=OURS, now=T1) is None
+    # No address known any more: a merge-patch null removes the list written before ...
+    gone = {**desired, "addresses": []}
+    patch = status_patch(written, gone, kind="Gateway", controller_name=OURS, now=T1)
+    assert patch is not None and patch["status"]["addresses"] is None
+    # ... and an object that never had one gets no write for it.
+    fresh = obj("Gateway", "g", status={"conditions": written["status"]["conditions"]}, rv="7")
+    assert status_patch(fresh, gone, kind="Gateway", controller_name=OURS, now=T1) is None
+
+
+def test_writer_puts_addresses_and_supported_features_on_the_api_server(
+    fake: FakeApiServer, kube: KubeApi
+) -> None:
+    seed(fake)
+    store = ObjectStore(MODELS)
+    load(fake, store)
+    w = writer(kube, store)
+    gateway_class, gateway, route = statuses()
+    with_fields = [
+        ObjectStatus(
+            kind="GatewayClass",
+            namespace="",
+            name="meshxds",
+            status={**gateway_class.status, "supportedFeatures": FEATURES},
+        ),
+        ObjectStatus(
+            kind="Gateway", namespace="gw-ns", name="gw", status={"addresses": ADDRESSES, **gateway.status}
+        ),
+        route,
+    ]
+    assert w.write(with_fields).written == 3
+    assert fake.get(f"{GW}/v1", "GatewayClass", "", "meshxds")["status"]["supportedFeatures"] == FEATURES
+    assert fake.get(f"{GW}/v1", "Gateway", "gw-ns", "gw")["status"]["addresses"] == ADDRESSES
+    # The addresses go away: removed on the server, the rest untouched.
+    load(fake, store)
+    with_fields[1] = ObjectStatus(
+        kind="Gateway", namespace="gw-ns", name="gw", status={"addresses": [], **gateway.status}
+    )
+    assert w.write(with_fields).written == 1
+    stored = fake.get(f"{GW}/v1", "Gateway", "gw-ns", "gw")["status"]
+    assert "addresses" not in stored and stored["conditions"][0]["type"] == "Accepted"
