@@ -143,13 +143,26 @@ def gateway_status(run: Run, gw: gatewayapi.Gateway) -> ObjectStatus:
         )
     else:
         programmed = condition("Programmed", True, "Programmed", served, generation=generation)
+    conditions = [accepted.as_dict(), programmed.as_dict()]
+    if gw.key in run.insecure_frontend:
+        # GEP-91: say, on the Gateway itself, that clients without a valid certificate get in.
+        conditions.append(
+            condition(
+                "InsecureFrontendValidationMode",
+                True,
+                "ConfigurationChanged",
+                "Mode AllowInsecureFallback of spec.tls.frontend: clients without a valid certificate "
+                "are let through, their authorization is the backends'",
+                generation=generation,
+            ).as_dict()
+        )
     return ObjectStatus(
         kind="Gateway",
         namespace=gw.namespace,
         name=gw.name,
         status={
             "addresses": [a.as_dict() for a in addresses.addresses],
-            "conditions": [accepted.as_dict(), programmed.as_dict()],
+            "conditions": conditions,
             "listeners": listener_status,
         },
     )
