@@ -34,10 +34,19 @@ _MATCHING = "tests/integration/test_httproute_matching.py"
 _FILTERS = "tests/integration/test_httproute_filters.py"
 _BACKENDS = "tests/integration/test_httproute_backends.py"
 _TLS_TCP = "tests/integration/test_tls_tcp_routes.py"
+_FRONTEND = "tests/integration/test_gateway_frontend_validation.py"
 
 SUPPORTED_FEATURES: tuple[Feature, ...] = (
     _f("GRPCRoute", "tests/integration/test_grpcroute.py::test_grpc_call_routed_by_method_and_header"),
     _f("Gateway", f"{_MATCHING}::test_path_matching"),
+    _f(
+        "GatewayFrontendClientCertificateValidation",
+        f"{_FRONTEND}::test_no_certificate_or_one_of_another_ca_is_refused",
+    ),
+    _f(
+        "GatewayFrontendClientCertificateValidationInsecureFallback",
+        f"{_FRONTEND}::test_insecure_fallback_lets_every_client_through",
+    ),
     _f("HTTPRoute", f"{_MATCHING}::test_httproute_matching"),
     _f("HTTPRoute307RedirectStatusCode", f"{_FILTERS}::test_request_redirect"),
     _f("HTTPRoute308RedirectStatusCode", f"{_FILTERS}::test_request_redirect"),
@@ -65,6 +74,10 @@ SUPPORTED_FEATURES: tuple[Feature, ...] = (
     _f("HTTPRouteQueryParamMatching", f"{_MATCHING}::test_query_param_matching"),
     _f("HTTPRouteRequestTimeout", f"{_BACKENDS}::test_request_timeout_gives_504_in_time"),
     _f("HTTPRouteResponseHeaderModification", f"{_FILTERS}::test_response_header_modifier"),
+    _f(
+        "HTTPRouteRetry",
+        "tests/integration/test_httproute_retries.py::test_a_failing_first_attempt_is_retried_as_the_stanza_says",
+    ),
     _f("HTTPRouteSchemeRedirect", f"{_FILTERS}::test_request_redirect"),
     _f("ReferenceGrant", f"{_BACKENDS}::test_reference_grant_written_then_deleted"),
     _f("TCPRoute", f"{_TLS_TCP}::test_tcp_route_proxies_bytes"),
