@@ -301,7 +301,7 @@ def check_input(directory: Path) -> Outcome:
             outcome.verdict = "refused" if outcome.errors else "nothing-to-translate"
             return outcome
         translation = translate(resources, TranslateOptions(listener_address="127.0.0.1"))
-        outcome.errors += list(translation.errors)
+        outcome.errors += [str(e) for e in translation.errors]
         outcome.warnings = len(resources.warnings) + len(translation.warnings)
         outcome.errors += _false_conditions(translation.statuses)
         for (ns, name), config in sorted(translation.gateway_api.gateways.items()):
@@ -388,7 +388,7 @@ def _false_conditions(statuses: Any) -> list[str]:
 def _reported(translation: Any, owner: str) -> bool:
     """Did meshxds say anything is wrong with what ``owner`` serves (an error naming it, or a
     False Accepted/Programmed condition on it or one of its listeners)?"""
-    if any(e.startswith(owner) for e in translation.errors):
+    if any(e.object is not None and e.object.ref == owner for e in translation.errors):
         return True
     kind, namespace, name = owner.split("/") if owner.count("/") == 2 else ("", "", owner)
     for status in translation.statuses:

@@ -46,7 +46,9 @@ class AdminState:
     ready: bool = False
     generation: int = 0
     errors: tuple[dict[str, str], ...] = ()
-    warnings: tuple[str, ...] = ()
+    """Invalid objects (left out) and what the translators cannot serve, as ``validate
+    --output json`` lists them."""
+    warnings: tuple[dict[str, str], ...] = ()
     statuses: tuple[dict[str, Any], ...] = ()
 
 

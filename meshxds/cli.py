@@ -293,9 +293,10 @@ def _validate(args: argparse.Namespace, prefetch: manifest_reader.Prefetch | Non
     from meshxds.sources.files import read_directory
 
     errors: list[dict[str, str]] = []
-    warnings: list[str] = []
+    warnings: list[dict[str, str]] = []
     statuses: list[dict[str, Any]] = []
     info: list[str] = []
+    warning_texts: list[str] = []
     try:
         resources = read_directory(args.config_dir, prefetch=prefetch)
     except ManifestErrors as exc:
@@ -304,17 +305,15 @@ def _validate(args: argparse.Namespace, prefetch: manifest_reader.Prefetch | Non
     else:
         texts = []
         translation = translate(resources, _options(args))
-        warnings = list(translation.warnings)
+        warnings = translation.warning_entries()
+        warning_texts = list(translation.warnings)
         statuses = [s.as_dict() for s in translation.statuses]
         for (ns, name), config in sorted(translation.gateway_api.gateways.items()):
             for problem in config.validate():
                 errors.append({"file": "", "object": f"Gateway/{ns}/{name}", "field": "", "message": problem})
                 texts.append(f"Gateway/{ns}/{name}: {problem}")
-        for problem in translation.errors:
-            ref, _, message = problem.partition(": ")
-            origin = resources.origins.get(ref, "")
-            errors.append({"file": origin, "object": ref, "field": "", "message": message})
-            texts.append(problem)
+        errors += translation.error_entries()
+        texts += [m.labelled() for m in translation.errors]
         info = _cluster_explanations(translation)
     if args.output == "json":
         print(
@@ -323,7 +322,7 @@ def _validate(args: argparse.Namespace, prefetch: manifest_reader.Prefetch | Non
     else:
         for text in texts:
             print(f"error: {text}")
-        for warning in warnings:
+        for warning in warning_texts:
             print(f"warning: {warning}")
         for line in info:
             print(f"info: {line}")

@@ -1,5 +1,7 @@
-"""Kubernetes status conditions as data (Gateway API style): computed by translators, written by
-sources (which import this module, never a translator).
+"""What translators report about the objects they read, as data: Kubernetes status conditions
+(Gateway API style), and analysis messages (Istio style: ``istioctl analyze``, an Istio object's
+``status.validationMessages``). Computed by translators, consumed by sources, the CLI and the
+admin endpoint (which import this module, never a translator).
 
 Translators never read the clock: ``lastTransitionTime`` is set by whoever writes status.
 """
@@ -9,9 +11,19 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-__all__ = ["Condition", "ObjectStatus", "condition", "merge_conditions"]
+__all__ = [
+    "AnalysisMessage",
+    "Condition",
+    "Level",
+    "MessageType",
+    "ObjectKey",
+    "ObjectStatus",
+    "condition",
+    "merge_conditions",
+]
 
 _MAX_MESSAGE = 32 * 1024
 
@@ -77,3 +89,67 @@ class ObjectStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "status": self.status}
+
+
+class Level(StrEnum):
+    """How bad a message is (Istio's ``AnalysisMessageBase.Level``): an error means meshxds does
+    not serve what the object asks for; a warning, that it serves it differently or in part."""
+
+    ERROR = "ERROR"
+    WARNING = "WARNING"
+    INFO = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageType:
+    """A kind of problem, as Istio's ``AnalysisMessageBase.Type``: ``IST0101`` /
+    ``ReferencedResourceNotFound`` where Istio has one, an ``MXD`` code where it has none."""
+
+    code: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectKey:
+    """The object a message is about."""
+
+    kind: str
+    namespace: str
+    name: str
+    ref: str
+    """How meshxds prints it (``Kind/namespace/name``; an Istio Gateway
+    ``Gateway.networking.istio.io/namespace/name``): the key of ``ResourceSet.origins``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisMessage:
+    """One problem found in valid manifests: which object and field, how bad, what kind, why."""
+
+    type: MessageType
+    level: Level
+    message: str
+    object: ObjectKey | None = None
+    """``None`` when the problem belongs to no one object (two services claiming one port)."""
+    field: str = ""
+    """Dotted path in the object, e.g. ``spec.servers[2].tls.credentialName``."""
+
+    def __str__(self) -> str:
+        """``ref: field: message``, as meshxds has always printed its warnings."""
+        ref = self.object.ref if self.object is not None else ""
+        return ": ".join(p for p in (ref, self.field, self.message) if p)
+
+    def labelled(self) -> str:
+        """``str(self)`` and the type's code, as the CLI prints it: ``... not found [IST0101]``."""
+        return f"{self} [{self.type.code}]"
+
+    def as_dict(self, *, file: str = "") -> dict[str, str]:
+        """The entry ``validate --output json`` and ``/debug/config`` list (a manifest error's
+        keys, plus the type); ``file``: where the object came from, when known."""
+        return {
+            "file": file,
+            "object": self.object.ref if self.object is not None else "",
+            "field": self.field,
+            "message": self.message,
+            "code": self.type.code,
+            "reason": self.type.name,
+        }

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 
 from meshxds import ir
-from meshxds.conditions import ObjectStatus
+from meshxds.conditions import AnalysisMessage, Level, ObjectStatus
 from meshxds.errors import IRValidationError
 from meshxds.identity import ProxyIdentity
 from meshxds.model import core, gatewayapi, kgateway
@@ -47,17 +47,37 @@ class Translation:
     istio: IstioTranslator
     endpoints: EndpointIndex
     """The index the translators read endpoints from."""
-    istio_errors: tuple[str, ...] = ()
-    istio_warnings: tuple[str, ...] = ()
+    istio_messages: tuple[AnalysisMessage, ...] = ()
+    """What the Istio translator found wrong, as records (``IstioTranslator.check``)."""
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return self.resources.warnings + self.gateway_api.warnings + self.istio_warnings
+        """Every warning as text (the other frontends' and the sources' are only text)."""
+        istio = tuple(m.labelled() for m in self.istio_warnings)
+        return self.resources.warnings + self.gateway_api.warnings + istio
 
     @property
-    def errors(self) -> tuple[str, ...]:
+    def istio_warnings(self) -> tuple[AnalysisMessage, ...]:
+        return tuple(m for m in self.istio_messages if m.level is Level.WARNING)
+
+    @property
+    def errors(self) -> tuple[AnalysisMessage, ...]:
         """Valid manifests asking for something meshxds cannot serve (e.g. ISTIO_MUTUAL)."""
-        return self.istio_errors
+        return tuple(m for m in self.istio_messages if m.level is Level.ERROR)
+
+    def error_entries(self) -> list[dict[str, str]]:
+        """The errors as ``validate --output json`` and ``/debug/config`` list them."""
+        return [self._entry(m) for m in self.errors]
+
+    def warning_entries(self) -> list[dict[str, str]]:
+        """The warnings as ``validate --output json`` and ``/debug/config`` list them: a record's
+        entry for each Istio message, ``{"message": text}`` (and empty keys) for the others."""
+        texts = self.resources.warnings + self.gateway_api.warnings
+        return [*map(_text_entry, texts), *map(self._entry, self.istio_warnings)]
+
+    def _entry(self, message: AnalysisMessage) -> dict[str, str]:
+        file = self.resources.origins.get(message.object.ref, "") if message.object is not None else ""
+        return message.as_dict(file=file)
 
     @property
     def statuses(self) -> tuple[ObjectStatus, ...]:
@@ -74,6 +94,10 @@ class Translation:
         if istio_config.gateways or not selected:
             selected.append(istio_config.config)
         return ir.ProxyConfig.merge(selected)
+
+
+def _text_entry(text: str) -> dict[str, str]:
+    return {"file": "", "object": "", "field": "", "message": text}
 
 
 def translate(
@@ -96,7 +120,7 @@ def translate(
         cluster_domain=options.cluster_domain,
         endpoint_index=endpoints,
     )
-    errors, warnings = istio_translator.check() if istio_translator.has_config else ([], [])
+    messages = istio_translator.check() if istio_translator.has_config else ()
     return Translation(
         resources=resources,
         gateway_api=translate_gateway_api(
@@ -108,8 +132,7 @@ def translate(
         ),
         istio=istio_translator,
         endpoints=endpoints,
-        istio_errors=tuple(errors),
-        istio_warnings=tuple(warnings),
+        istio_messages=messages,
     )
 
 

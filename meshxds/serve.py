@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshxds.admin import AdminServer, AdminState
+from meshxds.conditions import AnalysisMessage, Level
 from meshxds.errors import ManifestErrors, MeshxdsError
 from meshxds.identity import ProxyIdentity
 from meshxds.memory import building
@@ -113,7 +114,8 @@ class Service:
         self._kube: KubeSource | None = None
         self._skipped: frozenset[str] = frozenset()
         self._statuses: object = None
-        self._logged_warnings: tuple[str, ...] = ()
+        self._logged: tuple[tuple[str, ...], tuple[AnalysisMessage, ...]] = ((), ())
+        self._translation_errors: tuple[dict[str, str], ...] = ()
 
     def config_dump(self, node_id: str) -> dict[str, Any] | None:
         conn = self.registry.find(node_id)
@@ -132,10 +134,16 @@ class Service:
             log.info(
                 "config published generation=%d objects=%d", self.cache.generation, len(translation.resources)
             )
-            if translation.warnings != self._logged_warnings:  # an endpoint edit keeps them
-                for warning in translation.warnings:
+            warnings = translation.resources.warnings + translation.gateway_api.warnings
+            if (warnings, translation.istio_messages) != self._logged:  # an endpoint edit keeps them
+                for warning in warnings:
                     log.warning("%s", warning)
-                self._logged_warnings = translation.warnings
+                for message in translation.istio_messages:
+                    level = logging.ERROR if message.level is Level.ERROR else logging.WARNING
+                    log.log(level, "%s code=%s reason=%s", message, message.type.code, message.type.name)
+                self._logged = (warnings, translation.istio_messages)
+            self._translation_errors = tuple(translation.error_entries())
+            self.state.warnings = tuple(translation.warning_entries())
             if self._kube is not None:
                 self._kube.published(translation.statuses)
         self.state.generation = self.cache.generation
@@ -143,13 +151,12 @@ class Service:
         # of rejecting the read: show them, and log each once, when it appears.
         # The read's own: a read that changes only which objects are invalid keeps the builder.
         skipped = (read or translation.resources).errors
-        self.state.errors = tuple(e.as_dict() for e in skipped)
+        self.state.errors = tuple(e.as_dict() for e in skipped) + self._translation_errors
         texts = frozenset(str(e) for e in skipped)
         for text in sorted(texts - self._skipped):
             log.error("manifest error (object not served): %s", text)
         self._skipped = texts
         self.metrics.config_errors.set(len(skipped))
-        self.state.warnings = translation.warnings
         if translation.statuses is not self._statuses:
             # 30,000 dicts at 10k routes: not again for an endpoint edit (same statuses), on the loop.
             self._statuses = translation.statuses

@@ -1405,7 +1405,7 @@ def check(docs: Sequence[Doc], workdir: Path) -> Verdict:
         resources = ResourceSet.of(objects)
         translation = translate(resources, TranslateOptions(listener_address="127.0.0.1"))
         builder = SnapshotBuilder(translation)
-        errors = list(translation.errors) + verdict.invalid_objects
+        errors = [str(e) for e in translation.errors] + verdict.invalid_objects
         for owner, identity in identities_of(resources):
             verdict.identities += 1
             gateway_api = owner.startswith("Gateway/")

@@ -63,6 +63,29 @@ spec:
 """
 
 
+ISTIO_MISSING_SECRET = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: edge
+  namespace: istio-system
+spec:
+  selector: {istio: edge}
+  servers:
+    - port: {number: 443, name: https, protocol: HTTPS}
+      hosts: ["*"]
+      tls: {mode: SIMPLE, credentialName: missing-cert}
+"""
+
+
+@pytest.fixture
+def istio_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "istio"
+    folder.mkdir()
+    (folder / "gateway.yaml").write_text(ISTIO_MISSING_SECRET)
+    return folder
+
+
 @pytest.fixture
 def broken_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "broken"
@@ -139,7 +162,10 @@ def test_validate_json_output(
     report = json.loads(out)
     assert code == 0
     assert report["errors"] == []
-    assert len(report["warnings"]) == 1
+    (warning,) = report["warnings"]
+    # Only text (not an Istio record): the entry's keys, the whole sentence as its message.
+    assert warning["message"].startswith("Service/default/legacy: spec.ports[0].name 'http-legacy'")
+    assert (warning["file"], warning["object"], warning["field"]) == ("", "", "")
     kinds = {(s["kind"], s["namespace"], s["name"]) for s in report["status"]}
     assert kinds == {
         ("GatewayClass", "", "meshxds"),
@@ -301,3 +327,31 @@ def test_label_must_be_key_equals_value(capsys: pytest.CaptureFixture[str]) -> N
         main(["translate", "--config-dir", str(EXAMPLES), "--label", "no-equals-sign"])
     assert info.value.code == 2
     assert "expected k=v" in capsys.readouterr().err
+
+
+def test_validate_prints_istio_errors_with_their_code(
+    istio_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "validate", "--config-dir", str(istio_dir))
+    assert code == 1
+    (error,) = [line for line in out.splitlines() if line.startswith("error:")]
+    assert error == (
+        "error: Gateway.networking.istio.io/istio-system/edge: spec.servers[0].tls.credentialName: "
+        "Secret istio-system/missing-cert not found [IST0101]"
+    )
+
+
+def test_validate_json_lists_istio_errors_as_records(
+    istio_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "validate", "--config-dir", str(istio_dir), "--output", "json")
+    assert code == 1
+    (error,) = json.loads(out)["errors"]
+    assert error == {
+        "file": str(istio_dir / "gateway.yaml"),
+        "object": "Gateway.networking.istio.io/istio-system/edge",
+        "field": "spec.servers[0].tls.credentialName",
+        "message": "Secret istio-system/missing-cert not found",
+        "code": "IST0101",
+        "reason": "ReferencedResourceNotFound",
+    }

@@ -154,3 +154,45 @@ async def test_a_first_read_started_before_the_server_is_what_it_serves(manifest
     finally:
         svc.stop()
         await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_istio_problems_are_shown_as_records_and_logged_with_their_code(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": "istio-system"},
+        "spec": {
+            "selector": {"istio": "edge"},
+            "servers": [
+                {
+                    "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                    "hosts": ["*"],
+                    "tls": {"mode": "ISTIO_MUTUAL"},
+                }
+            ],
+        },
+    }
+    write(tmp_path / "gateway.yaml", [gateway])
+    caplog.set_level(logging.WARNING, logger="meshxds.serve")
+    svc = Service(
+        ServeOptions(config_dir=str(tmp_path), xds_address="127.0.0.1:0", admin_address="127.0.0.1:0")
+    )
+    task = asyncio.create_task(svc.run(), name="serve")
+    try:
+        await until(lambda: svc.state.ready or task.done(), what="first configuration served")
+        (error,) = svc.state.errors
+        assert error["object"] == "Gateway.networking.istio.io/istio-system/edge"
+        assert (error["field"], error["code"], error["reason"]) == (
+            "spec.servers[0].tls.mode",
+            "MXD0001",
+            "UnsupportedFeature",
+        )
+        assert error["file"] == str(tmp_path / "gateway.yaml")
+        (record,) = [r for r in caplog.records if "ISTIO_MUTUAL" in r.getMessage()]
+        assert record.levelno == logging.ERROR
+        assert "code=MXD0001 reason=UnsupportedFeature" in record.getMessage()
+    finally:
+        svc.stop()
+        await asyncio.wait_for(task, TIMEOUT)

@@ -4,6 +4,9 @@ Unlike Gateway API config, Istio config depends on the proxy: which Gateways its
 ``sourceLabels`` in matches, and the namespace it sees services from. So ``IstioTranslator``
 indexes the objects once per run and builds a ``ProxyConfig`` per proxy identity on demand (the
 snapshot cache asks once per identity per generation). Pure: no I/O, no clock, no Envoy imports.
+
+Problems are reported as ``AnalysisMessage`` records (object, field, level, Istio-style code:
+``messages.py``), never as sentences a reader must parse.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from meshxds import ir, names
+from meshxds.conditions import AnalysisMessage, Level
 from meshxds.identity import ProxyIdentity
 from meshxds.model import core, istio
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.istio.clusters import ClusterBuilder
+from meshxds.translators.istio.context import BuildContext
 from meshxds.translators.istio.gateways import build_gateways, selects
+from meshxds.translators.istio.messages import INTERNAL_ERROR, UNCLASSIFIED
 from meshxds.translators.istio.registry import ServiceRegistry
 from meshxds.translators.istio.sidecar import build_sidecar
 from meshxds.translators.upstream import EndpointIndex
@@ -29,8 +35,22 @@ class IstioConfig:
     config: ir.ProxyConfig
     gateways: tuple[str, ...]
     """``ns/name`` of the Istio Gateways that selected the proxy (empty: it is a sidecar)."""
-    errors: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
+    messages: tuple[AnalysisMessage, ...] = ()
+    """Each once, in the order found."""
+
+    @property
+    def errors(self) -> tuple[AnalysisMessage, ...]:
+        return tuple(m for m in self.messages if m.level is Level.ERROR)
+
+    @property
+    def warnings(self) -> tuple[AnalysisMessage, ...]:
+        return tuple(m for m in self.messages if m.level is Level.WARNING)
+
+
+def _unclassified(sentences: Iterable[str]) -> list[AnalysisMessage]:
+    """The registry's and the cluster builder's sentences (the upstream layer, being rewritten to
+    serve every frontend, reports no records yet), kept whole rather than parsed."""
+    return [AnalysisMessage(type=UNCLASSIFIED, level=Level.WARNING, message=s) for s in sentences]
 
 
 @dataclass(slots=True)
@@ -96,63 +116,47 @@ class IstioTranslator:
             # Neither an Istio gateway nor a sidecar (a Gateway API gateway): nothing to build.
             return IstioConfig(config=ir.ProxyConfig(), gateways=())
         clusters = ClusterBuilder(self.resources, self.registry, identity.namespace)
-        context_args: dict[str, object] = {
-            "proxy_namespace": identity.namespace,
-            "proxy_labels": identity.label_map,
-            "clusters": clusters,
-            "registry": self.registry,
-        }
-        errors: list[str] = []
-        warnings: list[str] = []
-        listeners: list[ir.Listener] = []
+        build = BuildContext(
+            proxy_namespace=identity.namespace,
+            proxy_labels=identity.label_map,
+            registry=self.registry,
+            clusters=clusters,
+            secrets=self._secrets,
+            listener_address=self.listener_address,
+        )
         if selected:
-            build = build_gateways(
-                selected,
-                vses=self.virtual_services,
-                context_args=context_args,
-                listener_address=self.listener_address,
-                secrets=clusters.secrets,
-                ca_secrets=clusters.ca_secrets,
-                secrets_by_key=self._secrets,
-            )
-            listeners, errors, warnings = build.listeners, build.errors, build.warnings
-        elif sidecar:
-            side = build_sidecar(context_args, self.virtual_services, listener_address=self.listener_address)
-            listeners, warnings = side.listeners, side.warnings
+            build_gateways(build, selected, self.virtual_services)
+        else:
+            build_sidecar(build, self.virtual_services)
         config = ir.ProxyConfig(
-            listeners=tuple(sorted(listeners, key=lambda lis: lis.name)),
+            listeners=tuple(sorted(build.listeners, key=lambda lis: lis.name)),
             clusters=tuple(clusters.clusters[k] for k in sorted(clusters.clusters)),
             secrets=tuple(clusters.secrets[k] for k in sorted(clusters.secrets)),
             ca_secrets=tuple(clusters.ca_secrets[k] for k in sorted(clusters.ca_secrets)),
         )
+        messages = [
+            *_unclassified(self.registry.warnings),
+            *_unclassified(clusters.warnings),
+            *build.messages,
+        ]
         return IstioConfig(
             config=config,
             gateways=tuple(f"{g.namespace}/{g.name}" for g in selected),
-            errors=tuple(dict.fromkeys(errors)),
-            warnings=tuple(dict.fromkeys([*self.registry.warnings, *clusters.warnings, *warnings])),
+            messages=tuple(dict.fromkeys(messages)),
         )
 
-    def check(self) -> tuple[list[str], list[str]]:
-        """Errors and warnings of every Istio Gateway (as its selected proxies see it) and of the
-        sidecars of every namespace holding VirtualServices, for ``meshxds validate``."""
-        errors: list[str] = []
-        warnings: list[str] = list(self.registry.warnings)
-        seen_errors: set[str] = set()
-        seen_warnings = set(warnings)  # each message once, without a quadratic list scan
+    def check(self) -> tuple[AnalysisMessage, ...]:
+        """The messages of every Istio Gateway (as its selected proxies see it) and of the
+        sidecars of every namespace holding VirtualServices, each once, for ``meshxds validate``."""
+        found: dict[AnalysisMessage, None] = dict.fromkeys(_unclassified(self.registry.warnings))
         identities = [ProxyIdentity.of(namespace=g.namespace, labels=g.spec.selector) for g in self.gateways]
         namespaces = sorted({vs.namespace for vs in self.virtual_services})
         identities += [ProxyIdentity.of(namespace=ns) for ns in namespaces]
         for identity in dict.fromkeys(identities):
             result = self.config_for(identity, sidecar=True)
-            for error in result.errors:
-                if error not in seen_errors:
-                    seen_errors.add(error)
-                    errors.append(error)
-            for warning in result.warnings:
-                if warning not in seen_warnings:
-                    seen_warnings.add(warning)
-                    warnings.append(warning)
-            problems = [f"{identity}: {p}" for p in result.config.validate()]
-            warnings.extend(problems)
-            seen_warnings.update(problems)
-        return errors, warnings
+            found.update(dict.fromkeys(result.messages))
+            for problem in result.config.validate():
+                # An IR invariant the build broke: a bug, but the rest is still served.
+                message = f"{identity}: {problem}"
+                found[AnalysisMessage(type=INTERNAL_ERROR, level=Level.WARNING, message=message)] = None
+        return tuple(found)

@@ -11,12 +11,20 @@ import base64
 import binascii
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from meshxds import ir, names
-from meshxds.model import core, istio
+from meshxds.model import istio
 from meshxds.translators.certificates import secret_value, tls_secret_from
 from meshxds.translators.hostnames import intersect_hostnames
+from meshxds.translators.istio.context import At, BuildContext
+from meshxds.translators.istio.messages import (
+    CONFLICTING_CLAIMS,
+    INVALID_GATEWAY_CREDENTIAL,
+    REFERENCED_RESOURCE_NOT_FOUND,
+    SCHEMA_VALIDATION_ERROR,
+    UNSUPPORTED_FEATURE,
+)
 from meshxds.translators.istio.registry import visible_to
 from meshxds.translators.istio.routes import RouteContext, http_routes, l4_backends, vs_gateways
 from meshxds.translators.labels import labels_match
@@ -29,7 +37,7 @@ from meshxds.translators.listeners import (
 )
 from meshxds.translators.protocol import Protocol, is_grpc, is_http, is_opaque_tcp, is_tls, parse_protocol
 
-__all__ = ["GatewayBuild", "build_gateways", "parse_server_host", "selects"]
+__all__ = ["build_gateways", "parse_server_host", "selects"]
 
 _TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
 
@@ -61,13 +69,6 @@ def parse_server_host(host: str, gateway_namespace: str) -> tuple[str, str]:
     return (gateway_namespace if namespace == "." else namespace), hostname
 
 
-@dataclass(slots=True, kw_only=True)
-class GatewayBuild:
-    listeners: list[ir.Listener] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
 @dataclass(slots=True)
 class _Server:
     gateway: istio.Gateway
@@ -75,8 +76,8 @@ class _Server:
     spec: istio.Server
 
     @property
-    def at(self) -> str:
-        return f"{self.gateway.ref}: spec.servers[{self.index}]"
+    def at(self) -> At:
+        return At.of(self.gateway, f"spec.servers[{self.index}]")
 
     @property
     def key(self) -> str:
@@ -107,17 +108,14 @@ def _bound_virtual_services(
 
 
 def _downstream_tls(
-    server: _Server,
-    resources_secret: dict[tuple[str, str], core.Secret],
-    proxy_namespace: str,
-    build: GatewayBuild,
-    secrets: dict[str, ir.TlsSecret],
-    ca_secrets: dict[str, ir.CaSecret],
-    *,
-    alpn: tuple[str, ...],
+    server: _Server, build: BuildContext, *, alpn: tuple[str, ...]
 ) -> ir.DownstreamTls | None:
     tls = server.spec.tls
     assert tls is not None
+    proxy_namespace = build.proxy_namespace
+    resources_secret = build.secrets
+    secrets, ca_secrets = build.clusters.secrets, build.clusters.ca_secrets
+    at = server.at.sub(".tls")
     mode = tls.mode or "SIMPLE"
     certificates: list[str] = []
     ca_secret: str | None = None
@@ -126,13 +124,15 @@ def _downstream_tls(
         # The Secret lives in the gateway workload's namespace (Istio's rule).
         secret = resources_secret.get((proxy_namespace, credential))
         if secret is None:
-            build.errors.append(
-                f"{server.at}.tls.credentialName: Secret {proxy_namespace}/{credential} not found"
+            build.error(
+                at.sub(".credentialName"),
+                REFERENCED_RESOURCE_NOT_FOUND,
+                f"Secret {proxy_namespace}/{credential} not found",
             )
             return None
         found = tls_secret_from(secret)
         if isinstance(found, str):
-            build.errors.append(f"{server.at}.tls.credentialName: {found}")
+            build.error(at.sub(".credentialName"), INVALID_GATEWAY_CREDENTIAL, found)
             return None
         secrets[found.name] = found
         certificates.append(found.name)
@@ -152,20 +152,22 @@ def _downstream_tls(
         if c.server_certificate and c.private_key
     ]
     if not certificates and not files:
-        build.errors.append(
-            f"{server.at}.tls: {mode} needs credentialName or serverCertificate and privateKey"
+        build.error(
+            at, SCHEMA_VALIDATION_ERROR, f"{mode} needs credentialName or serverCertificate and privateKey"
         )
         return None
     bad_pins = [p for p in tls.verify_certificate_spki if not _is_spki_pin(p)]
     bad_pins += [h for h in tls.verify_certificate_hash if not _is_cert_hash(h)]
     if bad_pins:
-        build.errors.append(
-            f"{server.at}.tls: {', '.join(map(repr, bad_pins))} is not a base64 SHA-256 SPKI pin "
-            "(verifyCertificateSpki) or a hex SHA-256 certificate hash (verifyCertificateHash)"
+        build.error(
+            at,
+            SCHEMA_VALIDATION_ERROR,
+            f"{', '.join(map(repr, bad_pins))} is not a base64 SHA-256 SPKI pin "
+            "(verifyCertificateSpki) or a hex SHA-256 certificate hash (verifyCertificateHash)",
         )
         return None
     if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and ca_secret is None and not tls.ca_certificates:
-        build.errors.append(f"{server.at}.tls: {mode} needs caCertificates or a CA in the credential")
+        build.error(at, SCHEMA_VALIDATION_ERROR, f"{mode} needs caCertificates or a CA in the credential")
         return None
     return ir.DownstreamTls(
         certificates=tuple(certificates),
@@ -184,23 +186,14 @@ def _downstream_tls(
 
 
 def build_gateways(
-    gateways: list[istio.Gateway],
-    *,
-    vses: list[istio.VirtualService],
-    context_args: dict[str, object],
-    listener_address: str,
-    secrets: dict[str, ir.TlsSecret],
-    ca_secrets: dict[str, ir.CaSecret],
-    secrets_by_key: dict[tuple[str, str], core.Secret],
-) -> GatewayBuild:
+    build: BuildContext, gateways: list[istio.Gateway], vses: list[istio.VirtualService]
+) -> None:
     """Listeners for every server of the selected gateways."""
-    build = GatewayBuild()
-    proxy_namespace = str(context_args["proxy_namespace"])
     by_address: dict[tuple[str, int], list[_Server]] = defaultdict(list)
     for gw in gateways:
         for index, spec in enumerate(gw.spec.servers):
             # bind: an IP, or a Unix socket path (``unix:///path``, ``unix://@abstract``) with port 0.
-            address = spec.bind or listener_address
+            address = spec.bind or build.listener_address
             by_address[(address, spec.port.number)].append(_Server(gateway=gw, index=index, spec=spec))
     # The VirtualServices naming each gateway, once per gateway rather than once per server.
     by_gateway: dict[str, list[istio.VirtualService]] = defaultdict(list)
@@ -213,19 +206,15 @@ def build_gateways(
         tcp: list[TcpServer] = []
         for server in servers:
             protocol = parse_protocol(server.spec.port.protocol)
-            context = RouteContext(
-                gateway=server.key,
-                port=port,
-                warnings=build.warnings,
-                grpc_web=is_grpc(protocol),
-                **context_args,  # type: ignore[arg-type]
-            )
+            context = RouteContext(build=build, gateway=server.key, port=port, grpc_web=is_grpc(protocol))
             tls = server.spec.tls
             mode = (tls.mode or "SIMPLE") if tls is not None else None
             if mode == "ISTIO_MUTUAL":
-                build.errors.append(
-                    f"{server.at}.tls.mode: ISTIO_MUTUAL needs Istio's mesh CA, which meshxds does not "
-                    "provide; the server is not served (use SIMPLE or MUTUAL with credentialName)"
+                build.error(
+                    server.at.sub(".tls.mode"),
+                    UNSUPPORTED_FEATURE,
+                    "ISTIO_MUTUAL needs Istio's mesh CA, which meshxds does not provide; the server is "
+                    "not served (use SIMPLE or MUTUAL with credentialName)",
                 )
                 continue
             bound = _bound_virtual_services(server.key, server, by_gateway.get(server.key, []))
@@ -235,17 +224,11 @@ def build_gateways(
                 downstream = None
                 if protocol is Protocol.HTTPS:
                     if tls is None:
-                        build.errors.append(f"{server.at}.tls: an HTTPS server needs tls")
+                        build.error(
+                            server.at.sub(".tls"), SCHEMA_VALIDATION_ERROR, "an HTTPS server needs tls"
+                        )
                         continue
-                    downstream = _downstream_tls(
-                        server,
-                        secrets_by_key,
-                        proxy_namespace,
-                        build,
-                        secrets,
-                        ca_secrets,
-                        alpn=("h2", "http/1.1"),
-                    )
+                    downstream = _downstream_tls(server, build, alpn=("h2", "http/1.1"))
                     if downstream is None:
                         continue
                 redirect = bool(tls is not None and tls.https_redirect and protocol is not Protocol.HTTPS)
@@ -257,20 +240,24 @@ def build_gateways(
             elif is_opaque_tcp(protocol) or protocol is Protocol.TLS:
                 downstream = None
                 if protocol is Protocol.TLS and tls is not None:
-                    downstream = _downstream_tls(
-                        server, secrets_by_key, proxy_namespace, build, secrets, ca_secrets, alpn=()
-                    )
+                    downstream = _downstream_tls(server, build, alpn=())
                     if downstream is None:
                         continue
                 if protocol is not Protocol.TCP and protocol is not Protocol.TLS:
                     named = server.spec.port.protocol.upper()
-                    build.warnings.append(f"{server.at}.port.protocol: {named} is proxied as plain TCP")
+                    build.warn(
+                        server.at.sub(".port.protocol"),
+                        UNSUPPORTED_FEATURE,
+                        f"{named} is proxied as plain TCP",
+                    )
                 backends = next((b for vs, _ in bound if (b := l4_backends(context, vs))), None)
                 if backends:
                     tcp.append(TcpServer(server_names=(), backends=backends, tls=downstream))
             else:
-                build.errors.append(
-                    f"{server.at}.port.protocol: {server.spec.port.protocol} is not supported"
+                build.error(
+                    server.at.sub(".port.protocol"),
+                    UNSUPPORTED_FEATURE,
+                    f"{server.spec.port.protocol} is not supported",
                 )
         sources = tuple(
             ir.ObjectRef(
@@ -282,8 +269,10 @@ def build_gateways(
             for s in servers
         )
         if http and tcp:
-            build.errors.append(
-                f"listener {name}: HTTP and TCP servers cannot share a port; the TCP servers are dropped"
+            build.error(
+                None,
+                CONFLICTING_CLAIMS,
+                f"listener {name}: HTTP and TCP servers cannot share a port; the TCP servers are dropped",
             )
         if http:
             build.listeners.append(
@@ -293,7 +282,6 @@ def build_gateways(
             build.listeners.append(
                 assemble_tcp_listener(name=name, address=address, port=port, servers=tcp, sources=sources)
             )
-    return build
 
 
 def _http_server(
@@ -343,9 +331,9 @@ def _passthrough_servers(
 
 def _auto_passthrough_servers(ctx: RouteContext) -> list[TcpServer]:
     out = []
-    for service in ctx.registry.services.values():
+    for service in ctx.build.registry.services.values():
         for port in service.ports:
-            cluster = ctx.clusters.cluster(service.hostname, port.number, None)
+            cluster = ctx.build.clusters.cluster(service.hostname, port.number, None)
             if isinstance(cluster, ir.Cluster):
                 sni = f"outbound_.{port.number}_._.{service.hostname}"
                 out.append(

@@ -11,13 +11,20 @@ a gRPC client's ``grpc-timeout`` ends the call at the proxy, capped by ``timeout
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from meshxds import ir
 from meshxds.model import istio
 from meshxds.translators.headers import envoy_value, mutation_problems
-from meshxds.translators.istio.clusters import ClusterBuilder
-from meshxds.translators.istio.registry import ServiceRegistry
+from meshxds.translators.istio.context import At, BuildContext
+from meshxds.translators.istio.messages import (
+    INVALID_HEADER_OPERATION,
+    INVALID_REGEXP,
+    REFERENCED_RESOURCE_NOT_FOUND,
+    SCHEMA_VALIDATION_ERROR,
+    UNSUPPORTED_FEATURE,
+)
 from meshxds.translators.labels import labels_match
 from meshxds.translators.protocol import is_grpc
 from meshxds.translators.regex import re2_error, route_match_regex_problems
@@ -33,20 +40,22 @@ _GRPC_NAMES = (
     "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 )  # fmt: skip
 _GRPC_CODES = {name: code for code, name in enumerate(_GRPC_NAMES)}
+_PATH_KINDS: dict[str, Literal["exact", "prefix", "regex"]] = {
+    "exact": "exact",
+    "prefix": "prefix",
+    "regex": "regex",
+}
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteContext:
-    """Where rules are being applied: a gateway (``ns/name``) or the mesh, on one port."""
+    """Where rules are being applied: a gateway (``ns/name``) or the mesh, on one port, in one
+    proxy's build (which they read the registry and clusters from and report to)."""
 
+    build: BuildContext
     gateway: str
     """``namespace/name`` of an Istio Gateway, or ``mesh`` for sidecars."""
     port: int
-    proxy_namespace: str
-    proxy_labels: dict[str, str]
-    clusters: ClusterBuilder
-    registry: ServiceRegistry
-    warnings: list[str] = field(default_factory=list)
     grpc_web: bool = False
     """Requests here may be gRPC-Web (an Istio ``GRPC-WEB`` or ``GRPC`` server or port): every
     forwarding route takes them, as Istio adds the grpc_web filter for such a server."""
@@ -74,9 +83,9 @@ def _match_applies(
         return False
     if port is not None and port != ctx.port:
         return False
-    if not labels_match(ctx.proxy_labels, source_labels):
+    if not labels_match(ctx.build.proxy_labels, source_labels):
         return False
-    return source_namespace is None or source_namespace == ctx.proxy_namespace
+    return source_namespace is None or source_namespace == ctx.build.proxy_namespace
 
 
 def _string(sm: istio.StringMatch) -> ir.StringMatch | None:
@@ -100,8 +109,8 @@ def _route_match(match: istio.HTTPMatchRequest | None) -> ir.RouteMatch:
         return ir.RouteMatch()
     path = ir.PathMatch()
     if match.uri is not None and (uri := _string(match.uri)) is not None:
-        kind = {"exact": "exact", "prefix": "prefix", "regex": "regex"}[uri.kind]
-        path = ir.PathMatch(kind=kind, value=uri.value, ignore_case=bool(match.ignore_uri_case))  # type: ignore[arg-type]
+        kind = _PATH_KINDS[uri.kind]
+        path = ir.PathMatch(kind=kind, value=uri.value, ignore_case=bool(match.ignore_uri_case))
     headers = [_header(n, sm) for n, sm in sorted(match.headers.items())]
     headers += [_header(n, sm, invert=True) for n, sm in sorted(match.without_headers.items())]
     for pseudo, sm in ((":scheme", match.scheme), (":method", match.method), (":authority", match.authority)):
@@ -114,7 +123,7 @@ def _route_match(match: istio.HTTPMatchRequest | None) -> ir.RouteMatch:
     return ir.RouteMatch(path=path, headers=tuple(headers), query_params=tuple(params))
 
 
-def _mutation(ops: istio.HeaderOperations | None, at: str, warnings: list[str]) -> ir.HeaderMutation:
+def _mutation(ops: istio.HeaderOperations | None, at: At, build: BuildContext) -> ir.HeaderMutation:
     """The header operations as Envoy takes them: Envoy's command operators kept (Istio users rely
     on ``%DOWNSTREAM_REMOTE_ADDRESS%``), any other ``%`` sent literally, with a warning."""
     if ops is None:
@@ -123,8 +132,10 @@ def _mutation(ops: istio.HeaderOperations | None, at: str, warnings: list[str]) 
     def value(verb: str, name: str, raw: str) -> str:
         sent, escaped = envoy_value(raw)
         if escaped:
-            warnings.append(
-                f"{at}.{verb}[{name!r}]: '%' that starts no Envoy command operator is sent literally"
+            build.warn(
+                at.sub(f".{verb}[{name!r}]"),
+                INVALID_HEADER_OPERATION,
+                "'%' that starts no Envoy command operator is sent literally",
             )
         return sent
 
@@ -168,7 +179,7 @@ def _retries(rule: istio.HTTPRoute) -> ir.RetryPolicy | None:
     )
 
 
-def _fault(rule: istio.HTTPRoute, at: str, warnings: list[str]) -> ir.Fault | None:
+def _fault(rule: istio.HTTPRoute, at: At, build: BuildContext) -> ir.Fault | None:
     fault = rule.fault
     if fault is None:
         return None
@@ -180,7 +191,7 @@ def _fault(rule: istio.HTTPRoute, at: str, warnings: list[str]) -> ir.Fault | No
         if fault.delay.fixed_delay:
             delay_s = istio.parse_istio_duration(fault.delay.fixed_delay)
         else:
-            warnings.append(f"{at}.fault.delay: only fixedDelay is supported")
+            build.warn(at.sub(".fault.delay"), UNSUPPORTED_FEATURE, "only fixedDelay is supported")
         delay_percent = _percent(fault.delay.percentage, fault.delay.percent)
     if fault.abort is not None:
         abort_percent = _percent(fault.abort.percentage)
@@ -188,13 +199,15 @@ def _fault(rule: istio.HTTPRoute, at: str, warnings: list[str]) -> ir.Fault | No
             code = fault.abort.grpc_status.upper()
             abort_grpc = int(code) if code.isdigit() else _GRPC_CODES.get(code)
             if abort_grpc is None:
-                warnings.append(
-                    f"{at}.fault.abort.grpcStatus: {fault.abort.grpc_status!r} is not a gRPC status"
+                build.warn(
+                    at.sub(".fault.abort.grpcStatus"),
+                    SCHEMA_VALIDATION_ERROR,
+                    f"{fault.abort.grpc_status!r} is not a gRPC status",
                 )
         elif fault.abort.http_status:
             abort_http = fault.abort.http_status
         else:
-            warnings.append(f"{at}.fault.abort: http2Error is not supported")
+            build.warn(at.sub(".fault.abort"), UNSUPPORTED_FEATURE, "http2Error is not supported")
     if delay_s is None and abort_http is None and abort_grpc is None:
         return None
     return ir.Fault(
@@ -206,7 +219,7 @@ def _fault(rule: istio.HTTPRoute, at: str, warnings: list[str]) -> ir.Fault | No
     )
 
 
-def _cors(policy: istio.CorsPolicy | None, at: str, warnings: list[str]) -> ir.Cors | None:
+def _cors(policy: istio.CorsPolicy | None, at: At, build: BuildContext) -> ir.Cors | None:
     if policy is None:
         return None
     origins = []
@@ -216,8 +229,10 @@ def _cors(policy: istio.CorsPolicy | None, at: str, warnings: list[str]) -> ir.C
             continue
         if match.kind == "regex" and (err := re2_error(match.value)) is not None:
             # Left out, so that origin is not allowed: CORS fails closed, the route still serves.
-            warnings.append(
-                f"{at}.corsPolicy.allowOrigins[{index}]: {match.value!r}: {err}; this origin is not allowed"
+            build.warn(
+                at.sub(f".corsPolicy.allowOrigins[{index}]"),
+                INVALID_REGEXP,
+                f"{match.value!r}: {err}; this origin is not allowed",
             )
             continue
         origins.append(match)
@@ -233,41 +248,45 @@ def _cors(policy: istio.CorsPolicy | None, at: str, warnings: list[str]) -> ir.C
 
 
 def _cluster(
-    ctx: RouteContext, vs: istio.VirtualService, dest: istio.Destination, at: str
+    ctx: RouteContext, vs: istio.VirtualService, dest: istio.Destination, at: At
 ) -> ir.Cluster | None:
-    host = ctx.registry.resolve(dest.host, vs.namespace)
-    found = ctx.clusters.cluster(host, dest.port.number if dest.port else None, dest.subset)
-    if isinstance(found, str):
-        ctx.warnings.append(f"{at}: {found}")
+    host = ctx.build.registry.resolve(dest.host, vs.namespace)
+    found = ctx.build.clusters.cluster(host, dest.port.number if dest.port else None, dest.subset)
+    if isinstance(found, str):  # why: the host, its port or the subset is not there for this proxy
+        ctx.build.warn(at, REFERENCED_RESOURCE_NOT_FOUND, found)
         return None
     return found
 
 
 def _speaks_grpc(ctx: RouteContext, vs: istio.VirtualService, dest: istio.Destination) -> bool:
     """The destination's port is GRPC or GRPC-Web (Istio's protocol selection)."""
-    service = ctx.registry.get(ctx.registry.resolve(dest.host, vs.namespace))
+    registry = ctx.build.registry
+    service = registry.get(registry.resolve(dest.host, vs.namespace))
     port = service.port(dest.port.number if dest.port else None) if service is not None else None
     return port is not None and is_grpc(port.protocol)
 
 
-def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: str) -> ir.ForwardAction:
+def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: At) -> ir.ForwardAction:
     backends: list[ir.WeightedCluster] = []
     invalid = 0
     grpc_web = ctx.grpc_web
     for index, dest in enumerate(rule.route):
         weight = dest.weight if dest.weight is not None else (100 if len(rule.route) == 1 else 0)
-        cluster = _cluster(ctx, vs, dest.destination, f"{at}.route[{index}]")
+        cluster = _cluster(ctx, vs, dest.destination, at.sub(f".route[{index}]"))
         if cluster is None:
             invalid += weight
             continue
         if weight > 0:
             headers = dest.headers
-            where = f"{at}.route[{index}].headers"
-            request = _mutation(headers.request if headers else None, f"{where}.request", ctx.warnings)
-            response = _mutation(headers.response if headers else None, f"{where}.response", ctx.warnings)
+            where = at.sub(f".route[{index}].headers")
+            request = _mutation(headers.request if headers else None, where.sub(".request"), ctx.build)
+            response = _mutation(headers.response if headers else None, where.sub(".response"), ctx.build)
             problems = [*mutation_problems(request), *mutation_problems(response)]
             if problems:  # this destination's share fails closed (500), as an unknown one
-                ctx.warnings.extend(f"{where}: {p}; this destination's share answers 500" for p in problems)
+                for problem in problems:
+                    ctx.build.warn(
+                        where, INVALID_HEADER_OPERATION, f"{problem}; this destination's share answers 500"
+                    )
                 invalid += weight
                 continue
             backends.append(
@@ -280,7 +299,7 @@ def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute,
     targets = [(rule.mirror, _percent(rule.mirror_percentage, rule.mirror_percent))] if rule.mirror else []
     targets += [(m.destination, _percent(m.percentage)) for m in rule.mirrors]
     for index, (target, percent) in enumerate(targets):
-        cluster = _cluster(ctx, vs, target, f"{at}.mirror[{index}]")
+        cluster = _cluster(ctx, vs, target, at.sub(f".mirror[{index}]"))
         if cluster is not None:
             mirrors.append(ir.Mirror(cluster=cluster.name, percent=percent))
     rewrite = None
@@ -299,13 +318,13 @@ def _forward(ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute,
         grpc_timeout_header_max_s=timeout,
         rewrite=rewrite,
         mirrors=tuple(mirrors),
-        hash_policies=ctx.clusters.hash_policies(b.cluster for b in backends),
+        hash_policies=ctx.build.clusters.hash_policies(b.cluster for b in backends),
         grpc_web=grpc_web,
     )
 
 
 def _action(
-    ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: str
+    ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: At
 ) -> ir.ForwardAction | ir.DirectResponse | ir.Redirect:
     if rule.redirect is not None:
         r = rule.redirect
@@ -329,7 +348,9 @@ def _action(
         return ir.DirectResponse(status=rule.direct_response.status, body=text)
     action = _forward(ctx, vs, rule, at)
     if not action.backends:
-        ctx.warnings.append(f"{at}: no destination could be resolved; the rule answers 500")
+        ctx.build.warn(
+            at, REFERENCED_RESOURCE_NOT_FOUND, "no destination could be resolved; the rule answers 500"
+        )
         return ir.DirectResponse(status=500)
     return action
 
@@ -354,7 +375,7 @@ def http_routes(
     """The VirtualService's ``http`` rules that apply in this context, in order."""
     out: list[ir.Route] = []
     for r_index, rule in enumerate(rules if rules is not None else vs.spec.http):
-        at = f"{vs.ref}: spec.http[{r_index}]"
+        at = At.of(vs, f"spec.http[{r_index}]")
         matches: list[istio.HTTPMatchRequest | None] = list(rule.match) or [None]
         applicable = [
             m
@@ -368,25 +389,26 @@ def http_routes(
             continue
         action = _action(ctx, vs, rule, at)
         headers = rule.headers
-        request_headers = _mutation(
-            headers.request if headers else None, f"{at}.headers.request", ctx.warnings
-        )
-        response_headers = _mutation(
-            headers.response if headers else None, f"{at}.headers.response", ctx.warnings
-        )
-        invalid = [f"{at}.headers.request: {p}" for p in mutation_problems(request_headers)]
-        invalid += [f"{at}.headers.response: {p}" for p in mutation_problems(response_headers)]
+        request_at, response_at = at.sub(".headers.request"), at.sub(".headers.response")
+        request_headers = _mutation(headers.request if headers else None, request_at, ctx.build)
+        response_headers = _mutation(headers.response if headers else None, response_at, ctx.build)
+        invalid = [(request_at, p) for p in mutation_problems(request_headers)]
+        invalid += [(response_at, p) for p in mutation_problems(response_headers)]
         if invalid:
             # Never served without its header operations, never sent where Envoy refuses them.
-            ctx.warnings.extend(f"{p}; this rule answers 500" for p in invalid)
+            for where, problem in invalid:
+                ctx.build.warn(where, INVALID_HEADER_OPERATION, f"{problem}; this rule answers 500")
             action = ir.DirectResponse(status=500)
             request_headers = response_headers = ir.NO_HEADER_CHANGES
-        cors = _cors(rule.cors_policy, at, ctx.warnings)
+        cors = _cors(rule.cors_policy, at, ctx.build)
         for m_index, match in enumerate(applicable):
             route_match = _route_match(match)
             problems = route_match_regex_problems(route_match)
             if problems:
-                ctx.warnings.extend(f"{at}.match[{m_index}]: {p}; this match is dropped" for p in problems)
+                for problem in problems:
+                    ctx.build.warn(
+                        at.sub(f".match[{m_index}]"), INVALID_REGEXP, f"{problem}; this match is dropped"
+                    )
                 continue
             out.append(
                 ir.Route(
@@ -398,7 +420,7 @@ def http_routes(
                     request_headers=request_headers,
                     response_headers=response_headers,
                     retries=_retries(rule) if isinstance(action, ir.ForwardAction) else None,
-                    fault=_fault(rule, at, ctx.warnings),
+                    fault=_fault(rule, at, ctx.build),
                     cors=cors,
                     source=ir.ObjectRef(kind="VirtualService", namespace=vs.namespace, name=vs.name),
                 )
@@ -407,28 +429,31 @@ def http_routes(
 
 
 def _delegate(
-    ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: str, depth: int
+    ctx: RouteContext, vs: istio.VirtualService, rule: istio.HTTPRoute, at: At, depth: int
 ) -> list[ir.Route]:
     """A delegate rule hands its matches to another VirtualService's rules (one level, as Istio)."""
     assert rule.delegate is not None
+    where = at.sub(".delegate")
     if depth > 0:
-        ctx.warnings.append(f"{at}.delegate: a delegate VirtualService cannot delegate again")
+        ctx.build.warn(where, SCHEMA_VALIDATION_ERROR, "a delegate VirtualService cannot delegate again")
         return []
     name, namespace = rule.delegate.name, rule.delegate.namespace or vs.namespace
     child = next(
         (
             c
-            for c in ctx.clusters.resources.all(istio.VirtualService)
+            for c in ctx.build.clusters.resources.all(istio.VirtualService)
             if (c.namespace, c.name) == (namespace, name)
         ),
         None,
     )
     if child is None:
-        ctx.warnings.append(f"{at}.delegate: VirtualService {namespace}/{name} not found")
+        ctx.build.warn(where, REFERENCED_RESOURCE_NOT_FOUND, f"VirtualService {namespace}/{name} not found")
         return []
     if child.spec.hosts:
-        ctx.warnings.append(
-            f"{at}.delegate: VirtualService {namespace}/{name} has hosts, so it cannot be a delegate"
+        ctx.build.warn(
+            where,
+            SCHEMA_VALIDATION_ERROR,
+            f"VirtualService {namespace}/{name} has hosts, so it cannot be a delegate",
         )
         return []
     parent_matches = list(rule.match)
@@ -467,7 +492,7 @@ def l4_backends(
     rules: Sequence[istio.TCPRoute | istio.TLSRoute] = vs.spec.tls if sni is not None else vs.spec.tcp
     kind = "tls" if sni is not None else "tcp"
     for r_index, rule in enumerate(rules):
-        at = f"{vs.ref}: spec.{kind}[{r_index}]"
+        at = At.of(vs, f"spec.{kind}[{r_index}]")
         matches: list[istio.L4MatchAttributes | istio.TLSMatchAttributes | None] = [*rule.match] or [None]
         for match in matches:
             if match is not None:
@@ -482,10 +507,12 @@ def l4_backends(
                 ):
                     continue
                 if match.destination_subnets:
-                    ctx.warnings.append(f"{at}: destinationSubnets are not supported; matching on the rest")
+                    ctx.build.warn(
+                        at, UNSUPPORTED_FEATURE, "destinationSubnets are not supported; matching on the rest"
+                    )
             backends = []
             for d_index, dest in enumerate(rule.route):
-                cluster = _cluster(ctx, vs, dest.destination, f"{at}.route[{d_index}]")
+                cluster = _cluster(ctx, vs, dest.destination, at.sub(f".route[{d_index}]"))
                 weight = dest.weight if dest.weight is not None else (100 if len(rule.route) == 1 else 0)
                 if cluster is not None and weight > 0:
                     backends.append(ir.WeightedCluster(cluster=cluster.name, weight=weight))

@@ -11,30 +11,26 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 from meshxds import ir, names
 from meshxds.model import istio
 from meshxds.translators.hostnames import covering_patterns
+from meshxds.translators.istio.context import At, BuildContext
+from meshxds.translators.istio.messages import CONFLICTING_CLAIMS, REFERENCED_RESOURCE_NOT_FOUND
 from meshxds.translators.istio.registry import RegisteredService, visible_to
 from meshxds.translators.istio.routes import MESH, RouteContext, http_routes, l4_backends, vs_gateways
 from meshxds.translators.listeners import TcpServer, assemble_tcp_listener
 from meshxds.translators.protocol import Protocol, is_grpc, is_http
 
-__all__ = ["SidecarBuild", "build_sidecar"]
-
-
-@dataclass(slots=True, kw_only=True)
-class SidecarBuild:
-    listeners: list[ir.Listener] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+__all__ = ["build_sidecar"]
 
 
 def _mesh_virtual_services(ctx: RouteContext, vses: list[istio.VirtualService]) -> list[istio.VirtualService]:
     return [
         vs
         for vs in vses
-        if MESH in vs_gateways(vs) and visible_to(tuple(vs.spec.export_to), vs.namespace, ctx.proxy_namespace)
+        if MESH in vs_gateways(vs)
+        and visible_to(tuple(vs.spec.export_to), vs.namespace, ctx.build.proxy_namespace)
     ]
 
 
@@ -47,7 +43,7 @@ class _VirtualServiceIndex:
         self._first: dict[str, int] = {}
         for position, vs in enumerate(vses):
             for host in vs.spec.hosts:
-                self._first.setdefault(ctx.registry.resolve(host, vs.namespace).lower(), position)
+                self._first.setdefault(ctx.build.registry.resolve(host, vs.namespace).lower(), position)
 
     def for_service(self, service: RegisteredService) -> istio.VirtualService | None:
         positions = [self._first[p] for p in covering_patterns(service.hostname) if p in self._first]
@@ -59,34 +55,29 @@ def _domains(service: RegisteredService, port: int, client_namespace: str) -> tu
     return tuple(d for form in forms for d in (form, f"{form}:{port}"))
 
 
-def build_sidecar(
-    ctx_args: dict[str, object], vses: list[istio.VirtualService], *, listener_address: str
-) -> SidecarBuild:
-    build = SidecarBuild()
+def build_sidecar(build: BuildContext, vses: list[istio.VirtualService]) -> None:
+    """The outbound listeners of a sidecar in ``build``'s namespace."""
+    listener_address = build.listener_address
     http_ports: dict[int, list[ir.VirtualHost]] = defaultdict(list)
     tcp_ports: dict[int, list[tuple[RegisteredService, TcpServer]]] = defaultdict(list)
-    base = RouteContext(gateway=MESH, port=0, warnings=build.warnings, **ctx_args)  # type: ignore[arg-type]
+    base = RouteContext(build=build, gateway=MESH, port=0)
     mesh_vses = _VirtualServiceIndex(base, _mesh_virtual_services(base, vses))
-    for service in sorted(base.registry.services.values(), key=lambda s: s.hostname):
-        if not visible_to(service.export_to, service.namespace, base.proxy_namespace):
+    for service in sorted(build.registry.services.values(), key=lambda s: s.hostname):
+        if not visible_to(service.export_to, service.namespace, build.proxy_namespace):
             continue
         vs = mesh_vses.for_service(service)
         for svc_port in service.ports:
             if svc_port.protocol in (Protocol.UDP,):
                 continue
             ctx = RouteContext(
-                gateway=MESH,
-                port=svc_port.number,
-                warnings=build.warnings,
-                grpc_web=is_grpc(svc_port.protocol),
-                **ctx_args,  # type: ignore[arg-type]
+                build=build, gateway=MESH, port=svc_port.number, grpc_web=is_grpc(svc_port.protocol)
             )
             if is_http(svc_port.protocol) or svc_port.protocol is Protocol.UNSUPPORTED:
                 routes = http_routes(ctx, vs) if vs is not None else []
                 if not routes:
-                    cluster = ctx.clusters.cluster(service.hostname, svc_port.number, None)
+                    cluster = build.clusters.cluster(service.hostname, svc_port.number, None)
                     if isinstance(cluster, str):
-                        build.warnings.append(f"{service.source}: {cluster}")
+                        build.warn(At.source(service.source), REFERENCED_RESOURCE_NOT_FOUND, cluster)
                         continue
                     routes = [
                         ir.Route(
@@ -106,16 +97,16 @@ def build_sidecar(
                 http_ports[svc_port.number].append(
                     ir.VirtualHost(
                         name=names.virtual_host_name(service.hostname, svc_port.number),
-                        domains=_domains(service, svc_port.number, base.proxy_namespace),
+                        domains=_domains(service, svc_port.number, build.proxy_namespace),
                         routes=tuple(routes),
                     )
                 )
             else:
                 backends = l4_backends(ctx, vs) if vs is not None else None
                 if backends is None:
-                    cluster = ctx.clusters.cluster(service.hostname, svc_port.number, None)
+                    cluster = build.clusters.cluster(service.hostname, svc_port.number, None)
                     if isinstance(cluster, str):
-                        build.warnings.append(f"{service.source}: {cluster}")
+                        build.warn(At.source(service.source), REFERENCED_RESOURCE_NOT_FOUND, cluster)
                         continue
                     backends = (ir.WeightedCluster(cluster=cluster.name, weight=1),)
                 tcp_ports[svc_port.number].append(
@@ -126,11 +117,13 @@ def build_sidecar(
                 )
     for port, vhosts in sorted(http_ports.items()):
         if port in tcp_ports:
-            build.warnings.append(
-                f"port {port}: HTTP and TCP services share it; without protocol sniffing the HTTP ones win"
+            build.warn(
+                None,
+                CONFLICTING_CLAIMS,
+                f"port {port}: HTTP and TCP services share it; without protocol sniffing the HTTP ones win",
             )
         name = names.listener_name(port, bind=listener_address)
-        table = ir.RouteTable(name=str(port), virtual_hosts=tuple(_unique_domains(vhosts, build.warnings)))
+        table = ir.RouteTable(name=str(port), virtual_hosts=tuple(_unique_domains(vhosts, build)))
         build.listeners.append(
             ir.Listener(
                 name=name,
@@ -143,10 +136,13 @@ def build_sidecar(
     for port, claims in sorted(tcp_ports.items()):
         if port in http_ports:
             continue
-        servers = _unique_destinations(port, claims, build.warnings)
+        servers = _unique_destinations(port, claims, build)
         if len(servers) > 1 and any(not s.destination_ranges for s in servers):
-            build.warnings.append(
-                f"port {port}: several TCP services without cluster IPs share it; only the first is reachable"
+            build.warn(
+                None,
+                CONFLICTING_CLAIMS,
+                f"port {port}: several TCP services without cluster IPs share it; "
+                "only the first is reachable",
             )
             servers = servers[:1]
         if len(servers) == 1:
@@ -159,11 +155,10 @@ def build_sidecar(
                 servers=servers,
             )
         )
-    return build
 
 
 def _unique_destinations(
-    port: int, claims: list[tuple[RegisteredService, TcpServer]], warnings: list[str]
+    port: int, claims: list[tuple[RegisteredService, TcpServer]], build: BuildContext
 ) -> list[TcpServer]:
     """Envoy rejects two filter chains matching one destination address (two ServiceEntries may
     share an address; Services that share a cluster IP come from outside the API server): the
@@ -174,9 +169,11 @@ def _unique_destinations(
         ranges = []
         for cidr in server.destination_ranges:
             if cidr in claimed:
-                warnings.append(
-                    f"{service.source}: port {port}: address {cidr} is also {claimed[cidr]}'s, which keeps "
-                    f"it; {service.hostname} is not reachable there"
+                build.warn(
+                    At.source(service.source),
+                    CONFLICTING_CLAIMS,
+                    f"port {port}: address {cidr} is also {claimed[cidr]}'s, which keeps it; "
+                    f"{service.hostname} is not reachable there",
                 )
             else:
                 claimed[cidr] = service.hostname
@@ -186,14 +183,18 @@ def _unique_destinations(
     return servers
 
 
-def _unique_domains(vhosts: list[ir.VirtualHost], warnings: list[str]) -> list[ir.VirtualHost]:
+def _unique_domains(vhosts: list[ir.VirtualHost], build: BuildContext) -> list[ir.VirtualHost]:
     """Envoy rejects a domain in two virtual hosts: the first service to claim a name keeps it."""
     seen: set[str] = set()
     out = []
     for vhost in vhosts:
         domains = tuple(d for d in vhost.domains if d not in seen)
         if len(domains) != len(vhost.domains):
-            warnings.append(f"virtual host {vhost.name}: some names are claimed by another service; dropped")
+            build.warn(
+                None,
+                CONFLICTING_CLAIMS,
+                f"virtual host {vhost.name}: some names are claimed by another service; dropped",
+            )
         seen.update(domains)
         if domains:
             out.append(ir.VirtualHost(name=vhost.name, domains=domains, routes=vhost.routes))

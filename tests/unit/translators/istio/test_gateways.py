@@ -68,11 +68,11 @@ def test_plain_tcp_kinds_get_a_tcp_proxy(protocol: str, warns: bool) -> None:
     assert [c.tcp_backends[0].cluster for c in listener.chains] == [
         "outbound|80||web.default.svc.cluster.local"
     ]
-    assert any("is proxied as plain TCP" in w for w in config.warnings) is warns
+    assert any("is proxied as plain TCP" in str(w) for w in config.warnings) is warns
 
 
 @pytest.mark.parametrize("protocol", ["HTTP_PROXY", "UDP", "QUIC"])
 def test_other_protocols_are_not_served(protocol: str) -> None:
     config = _config(protocol)
     assert not config.config.listeners
-    assert [e for e in config.errors if e.endswith(f"port.protocol: {protocol} is not supported")]
+    assert [e for e in config.errors if str(e).endswith(f"port.protocol: {protocol} is not supported")]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from meshxds.conditions import Level
 from meshxds.identity import ProxyIdentity
 from meshxds.model import istio
 from meshxds.model.manifests import SourcedDocument, parse_documents
@@ -49,11 +50,14 @@ def identities(t: IstioTranslator) -> dict[str, ProxyIdentity]:
 
 def translate_case(case: str) -> dict[str, Any]:
     t = translator(case)
-    errors, warnings = t.check()
+    messages = t.check()
     proxies = {
         name: to_plain(t.config_for(identity, sidecar=True).config)
         for name, identity in identities(t).items()
     }
+    # As meshxds has always printed them (``str``): the records' types are unit-tested.
+    errors = [str(m) for m in messages if m.level is Level.ERROR]
+    warnings = [str(m) for m in messages if m.level is Level.WARNING]
     return {"proxies": proxies, "errors": errors, "warnings": warnings}
 
 

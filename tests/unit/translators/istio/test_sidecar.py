@@ -33,7 +33,7 @@ def test_services_sharing_a_cluster_ip_get_one_filter_chain_each_address(tmp_pat
     translation = translate(resources)
     sidecar = ProxyIdentity.of(namespace="default", labels={"app": "sleep"})
     config = translation.config_for(sidecar)
-    warnings = translation.istio.config_for(sidecar, sidecar=True).warnings
+    warnings = [str(w) for w in translation.istio.config_for(sidecar, sidecar=True).warnings]
 
     [listener] = config.listeners
     assert [(c.destination_ranges, [b.cluster for b in c.tcp_backends]) for c in listener.chains] == [
