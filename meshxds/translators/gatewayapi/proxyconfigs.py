@@ -57,23 +57,37 @@ def _assemble_proxy_config(run: Run, gw: gatewayapi.Gateway, policies: ListenerP
     for port in sorted(by_port):
         contexts = sorted(by_port[port], key=lambda c: c.spec.name)
         name = names.listener_name(port, bind=run.options.listener_address)
-        common = {
-            "name": name,
-            "address": run.options.listener_address,
-            "port": port,
-            "access_logs": policies.for_listeners([c.spec.name for c in contexts]),
-            "sources": tuple(
-                ir.ObjectRef(kind="Gateway", namespace=gw.namespace, name=gw.name, section=c.spec.name)
-                for c in contexts
-            ),
-        }
+        access_logs = policies.for_listeners([c.spec.name for c in contexts])
+        sources = tuple(
+            ir.ObjectRef(kind="Gateway", namespace=gw.namespace, name=gw.name, section=c.spec.name)
+            for c in contexts
+        )
+        address = run.options.listener_address
         if contexts[0].spec.protocol in _HTTP_PROTOCOLS:
             http_servers = [_http_server(c, contexts) for c in contexts]
-            listeners.append(assemble_http_listener(servers=http_servers, **common))  # type: ignore[arg-type]
+            listeners.append(
+                assemble_http_listener(
+                    name=name,
+                    address=address,
+                    port=port,
+                    servers=http_servers,
+                    access_logs=access_logs,
+                    sources=sources,
+                )
+            )
         else:
             servers = [s for c in contexts for s in _tcp_servers(run, c)]
             if servers:  # a TCP listener without routes has nothing to proxy to
-                listeners.append(assemble_tcp_listener(servers=servers, **common))  # type: ignore[arg-type]
+                listeners.append(
+                    assemble_tcp_listener(
+                        name=name,
+                        address=address,
+                        port=port,
+                        servers=servers,
+                        access_logs=access_logs,
+                        sources=sources,
+                    )
+                )
     clusters = run.clusters.get(gw.key, {})
     used_secrets = {n for lis in listeners for c in lis.chains if c.tls for n in c.tls.certificates}
     secrets = {k: v for k, v in run.secrets.get(gw.key, {}).items() if k in used_secrets}

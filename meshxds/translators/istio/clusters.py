@@ -46,21 +46,21 @@ def _apply_level(policy: Policy, level: istio.TrafficPolicy | None, port: int) -
     """Istio merges by replacing whole sections: the top level, then the port's level."""
     if level is None:
         return policy
-    sections = {
-        "load_balancer": level.load_balancer or policy.load_balancer,
-        "connection_pool": level.connection_pool or policy.connection_pool,
-        "outlier_detection": level.outlier_detection or policy.outlier_detection,
-        "tls": level.tls or policy.tls,
-    }
+    merged = Policy(
+        load_balancer=level.load_balancer or policy.load_balancer,
+        connection_pool=level.connection_pool or policy.connection_pool,
+        outlier_detection=level.outlier_detection or policy.outlier_detection,
+        tls=level.tls or policy.tls,
+    )
     for port_level in level.port_level_settings:
         if port_level.port is not None and port_level.port.number == port:
-            sections = {
-                "load_balancer": port_level.load_balancer or sections["load_balancer"],
-                "connection_pool": port_level.connection_pool or sections["connection_pool"],
-                "outlier_detection": port_level.outlier_detection or sections["outlier_detection"],
-                "tls": port_level.tls or sections["tls"],
-            }
-    return Policy(**sections)  # type: ignore[arg-type]
+            merged = Policy(
+                load_balancer=port_level.load_balancer or merged.load_balancer,
+                connection_pool=port_level.connection_pool or merged.connection_pool,
+                outlier_detection=port_level.outlier_detection or merged.outlier_detection,
+                tls=port_level.tls or merged.tls,
+            )
+    return merged
 
 
 def merged_policy(rule: istio.DestinationRule | None, port: int, subset: istio.Subset | None) -> Policy:
