@@ -13,7 +13,7 @@ from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -24,7 +24,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2
-from envoy.type.v3 import percent_pb2
+from envoy.type.v3 import http_pb2, percent_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
@@ -124,6 +124,8 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
         _apply_circuit_breaker(out, cluster.circuit_breaker)
     if cluster.outlier_detection is not None:
         _apply_outlier_detection(out, cluster.outlier_detection)
+    for check in cluster.health_checks:
+        out.health_checks.append(_health_check(check, cluster.upstream_protocol))
     if cluster.upstream_tls is not None:
         out.transport_socket.name = "envoy.transport_sockets.tls"
         out.transport_socket.typed_config.CopyFrom(pack(_upstream_tls(cluster.upstream_tls)))
@@ -138,6 +140,31 @@ _LB_POLICIES = {
     "MAGLEV": cluster_pb2.Cluster.MAGLEV,
     "CLUSTER_PROVIDED": cluster_pb2.Cluster.CLUSTER_PROVIDED,
 }
+
+
+_HTTP2_CODEC = http_pb2.HTTP2
+
+
+def _health_check(check: ir.HealthCheck, protocol: ir.UpstreamProtocol) -> health_check_pb2.HealthCheck:
+    out = health_check_pb2.HealthCheck(
+        interval=duration(check.interval_s),
+        timeout=duration(check.timeout_s),
+        unhealthy_threshold=wrappers_pb2.UInt32Value(value=check.unhealthy_threshold),
+        healthy_threshold=wrappers_pb2.UInt32Value(value=check.healthy_threshold),
+    )
+    if check.kind == "grpc":
+        out.grpc_health_check.service_name = check.service_name
+        out.grpc_health_check.authority = check.host
+        return out
+    http = out.http_health_check
+    http.path = check.path
+    http.host = check.host
+    if check.method:
+        http.method = base_pb2.RequestMethod.Value(check.method)
+    if protocol == ir.UpstreamProtocol.HTTP2:
+        # The checks speak what the cluster speaks: an h2c-only endpoint refuses HTTP/1.1.
+        http.codec_client_type = _HTTP2_CODEC
+    return out
 
 
 def _apply_circuit_breaker(out: cluster_pb2.Cluster, cb: ir.CircuitBreaker) -> None:
