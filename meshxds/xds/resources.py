@@ -148,6 +148,10 @@ _HTTP2_CODEC = http_pb2.HTTP2
 def _health_check(check: ir.HealthCheck, protocol: ir.UpstreamProtocol) -> health_check_pb2.HealthCheck:
     out = health_check_pb2.HealthCheck(
         interval=duration(check.interval_s),
+        # Envoy's default for a cluster that has had no traffic yet is 60 s, and it keeps that
+        # pace until the next check: an endpoint that fails just after start would keep traffic
+        # for up to a minute. The interval the policy gives is the interval.
+        no_traffic_interval=duration(check.interval_s),
         timeout=duration(check.timeout_s),
         unhealthy_threshold=wrappers_pb2.UInt32Value(value=check.unhealthy_threshold),
         healthy_threshold=wrappers_pb2.UInt32Value(value=check.healthy_threshold),

@@ -222,6 +222,8 @@ def test_grpc_check_in_xds_is_accepted_by_envoy(tmp_path: Path) -> None:
     assert isinstance(out, cluster_pb2.Cluster)
     (check,) = out.health_checks
     assert check.grpc_health_check.service_name == "x"
+    # Envoy's 60 s pace for a cluster without traffic yet would hide a failure that long.
+    assert check.no_traffic_interval == check.interval
     assert (check.interval.nanos, check.unhealthy_threshold.value, check.healthy_threshold.value) == (
         500_000_000,
         2,
