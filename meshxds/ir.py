@@ -150,6 +150,28 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TcpKeepalive:
+    """OS-level keepalive on upstream connections; ``None``: the OS default."""
+
+    probes: int | None = None
+    time_s: int | None = None
+    interval_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamHttpOptions:
+    """HTTP connection options to the endpoints (kgateway ``commonHttpProtocolOptions`` and
+    ``http2ProtocolOptions``); the ``h2_`` ones apply only where Envoy speaks HTTP/2."""
+
+    idle_timeout_s: float | None = None
+    max_stream_duration_s: float | None = None
+    max_headers_count: int | None = None
+    h2_max_concurrent_streams: int | None = None
+    h2_initial_stream_window_size: int | None = None
+    h2_initial_connection_window_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamTls:
     """TLS origination to the endpoints (Istio DestinationRule ``tls`` SIMPLE / MUTUAL)."""
 
@@ -199,6 +221,8 @@ class Cluster:
     upstream_tls: UpstreamTls | None = None
     max_requests_per_connection: int | None = None
     health_checks: tuple[HealthCheck, ...] = ()
+    tcp_keepalive: TcpKeepalive | None = None
+    http_options: UpstreamHttpOptions | None = None
     source: ObjectRef | None = None
 
 

@@ -124,6 +124,10 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
         _apply_circuit_breaker(out, cluster.circuit_breaker)
     if cluster.outlier_detection is not None:
         _apply_outlier_detection(out, cluster.outlier_detection)
+    if cluster.http_options is not None:
+        _apply_http_options(out, cluster.upstream_protocol, cluster.http_options)
+    if cluster.tcp_keepalive is not None:
+        _apply_tcp_keepalive(out, cluster.tcp_keepalive)
     for check in cluster.health_checks:
         out.health_checks.append(_health_check(check, cluster.upstream_protocol))
     if cluster.upstream_tls is not None:
@@ -143,6 +147,52 @@ _LB_POLICIES = {
 
 
 _HTTP2_CODEC = http_pb2.HTTP2
+
+
+def _apply_http_options(
+    out: cluster_pb2.Cluster, protocol: ir.UpstreamProtocol, http: ir.UpstreamHttpOptions
+) -> None:
+    """Over what ``_apply_upstream_protocol`` wrote: common options on any HTTP cluster, the
+    HTTP/2 ones where Envoy may speak HTTP/2. A TCP cluster has no HTTP to tune."""
+    if protocol is ir.UpstreamProtocol.TCP:
+        return
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    packed = out.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS_KEY)
+    if packed is not None:
+        packed.Unpack(options)
+    else:  # HTTP/1.1 without options so far
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    common = options.common_http_protocol_options
+    if http.idle_timeout_s is not None:
+        common.idle_timeout.CopyFrom(duration(http.idle_timeout_s))
+    if http.max_stream_duration_s is not None:
+        common.max_stream_duration.CopyFrom(duration(http.max_stream_duration_s))
+    if http.max_headers_count is not None:
+        common.max_headers_count.value = http.max_headers_count
+    h2_options = []
+    if options.explicit_http_config.HasField("http2_protocol_options"):
+        h2_options.append(options.explicit_http_config.http2_protocol_options)
+    if options.use_downstream_protocol_config.HasField("http2_protocol_options"):
+        h2_options.append(options.use_downstream_protocol_config.http2_protocol_options)
+    for h2 in h2_options:
+        if http.h2_max_concurrent_streams is not None:
+            h2.max_concurrent_streams.value = http.h2_max_concurrent_streams
+        if http.h2_initial_stream_window_size is not None:
+            h2.initial_stream_window_size.value = http.h2_initial_stream_window_size
+        if http.h2_initial_connection_window_size is not None:
+            h2.initial_connection_window_size.value = http.h2_initial_connection_window_size
+    out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(pack(options))
+
+
+def _apply_tcp_keepalive(out: cluster_pb2.Cluster, keepalive: ir.TcpKeepalive) -> None:
+    tcp = out.upstream_connection_options.tcp_keepalive
+    tcp.SetInParent()
+    if keepalive.probes is not None:
+        tcp.keepalive_probes.value = keepalive.probes
+    if keepalive.time_s is not None:
+        tcp.keepalive_time.value = keepalive.time_s
+    if keepalive.interval_s is not None:
+        tcp.keepalive_interval.value = keepalive.interval_s
 
 
 def _health_check(check: ir.HealthCheck, protocol: ir.UpstreamProtocol) -> health_check_pb2.HealthCheck:

@@ -1,5 +1,7 @@
 """kgateway ``BackendConfigPolicy``: cluster settings (active health checks, connectTimeout,
-maxRequestsPerConnection) for the Services and Backends a policy targets.
+tcpKeepalive, commonHttpProtocolOptions, http2ProtocolOptions) for the Services and Backends a
+policy targets. Fields not modelled (tls, loadBalancer, outlierDetection, ...) are warned about
+when the manifest is read.
 
 A policy applies in its own namespace, to every port of a Service or, with ``sectionName``, to
 the one port it names (by name or number). Where several policies target one cluster, a
@@ -45,15 +47,44 @@ def health_check(check: kgateway.HealthCheck) -> ir.HealthCheck:
     return replace(timing, path=check.http.path, method=check.http.method or "", host=check.http.host or "")
 
 
+def _seconds(value: str | None) -> float | None:
+    return None if value is None else parse_istio_duration(value)
+
+
+def _whole_seconds(value: str | None) -> int | None:
+    return None if value is None else round(parse_istio_duration(value))
+
+
 def policy_of(policy: kgateway.BackendConfigPolicy) -> ClusterPolicy:
     """What one policy sets on the clusters it targets, over meshxds's defaults."""
     spec = policy.spec
     out = NO_POLICY
     if spec.connect_timeout is not None:
         out = replace(out, connect_timeout_s=parse_istio_duration(spec.connect_timeout))
+    keepalive = spec.tcp_keepalive
+    if keepalive is not None:
+        out = replace(
+            out,
+            tcp_keepalive=ir.TcpKeepalive(
+                probes=keepalive.keep_alive_probes,
+                time_s=_whole_seconds(keepalive.keep_alive_time),
+                interval_s=_whole_seconds(keepalive.keep_alive_interval),
+            ),
+        )
     common = spec.common_http_protocol_options
     if common is not None and common.max_requests_per_connection:
         out = replace(out, max_requests_per_connection=common.max_requests_per_connection)
+    h2 = spec.http2_protocol_options
+    http = ir.UpstreamHttpOptions(
+        idle_timeout_s=_seconds(common.idle_timeout) if common is not None else None,
+        max_stream_duration_s=_seconds(common.max_stream_duration) if common is not None else None,
+        max_headers_count=common.max_headers_count if common is not None else None,
+        h2_max_concurrent_streams=h2.max_concurrent_streams if h2 is not None else None,
+        h2_initial_stream_window_size=h2.initial_stream_window_size if h2 is not None else None,
+        h2_initial_connection_window_size=h2.initial_connection_window_size if h2 is not None else None,
+    )
+    if http != ir.UpstreamHttpOptions():
+        out = replace(out, http_options=http)
     if spec.health_check is not None:
         out = replace(out, health_checks=(health_check(spec.health_check),))
     return out
@@ -81,11 +112,17 @@ class BackendConfigs:
         return self._find(kind, namespace, name, sections)
 
 
-def _grpc_check_warning(
-    resources: ResourceSet, policy: kgateway.BackendConfigPolicy, kind: str, name: str, section: str
+def _needs_http2_warning(
+    resources: ResourceSet,
+    policy: kgateway.BackendConfigPolicy,
+    kind: str,
+    name: str,
+    section: str,
+    field: str,
 ) -> str | None:
-    """A gRPC health check needs HTTP/2 to the endpoints: say so for a target that speaks
-    HTTP/1.1 by its own protocol (a GRPCRoute's HTTP/2 cluster of the port still gets the check)."""
+    """A gRPC health check and HTTP/2 options need HTTP/2 to the endpoints: say so for a target
+    that does not speak it by its own protocol (a GRPCRoute's HTTP/2 cluster of the port still
+    gets them)."""
     slow: list[str] = []
     if kind == "Service":
         service = resources.get(core.Service, policy.namespace, name)
@@ -106,9 +143,9 @@ def _grpc_check_warning(
     if not slow:
         return None
     return (
-        f"{policy.ref}: spec.healthCheck.grpc: {kind} {policy.namespace}/{name} "
-        f"({', '.join(slow)}) is not reached over HTTP/2, which gRPC health checks need; "
-        "no health check there (set appProtocol to grpc, or kubernetes.io/h2c)"
+        f"{policy.ref}: {field}: {kind} {policy.namespace}/{name} "
+        f"({', '.join(slow)}) is not reached over HTTP/2, which this needs; "
+        "not applied there (set appProtocol to grpc, or kubernetes.io/h2c)"
     )
 
 
@@ -160,8 +197,14 @@ def backend_configs(resources: ResourceSet) -> BackendConfigs:
                 )
                 continue
             out.by_target[target] = (policy, cluster_policy)
-            if policy.spec.health_check is not None and policy.spec.health_check.grpc is not None:
-                warning = _grpc_check_warning(resources, policy, ref.kind, ref.name, section)
+            spec = policy.spec
+            needs_http2 = []
+            if spec.health_check is not None and spec.health_check.grpc is not None:
+                needs_http2.append("spec.healthCheck.grpc")
+            if spec.http2_protocol_options is not None:
+                needs_http2.append("spec.http2ProtocolOptions")
+            for field_path in needs_http2:
+                warning = _needs_http2_warning(resources, policy, ref.kind, ref.name, section, field_path)
                 if warning is not None:
                     out.warnings.append(warning)
     return out

@@ -82,6 +82,8 @@ class ClusterPolicy:
     upstream_tls: ir.UpstreamTls | None = None
     max_requests_per_connection: int | None = None
     health_checks: tuple[ir.HealthCheck, ...] = ()
+    tcp_keepalive: ir.TcpKeepalive | None = None
+    http_options: ir.UpstreamHttpOptions | None = None
 
 
 NO_POLICY = ClusterPolicy()
@@ -122,5 +124,7 @@ def build_cluster(
         upstream_tls=policy.upstream_tls,
         max_requests_per_connection=policy.max_requests_per_connection,
         health_checks=checks,
+        tcp_keepalive=policy.tcp_keepalive,
+        http_options=policy.http_options,
         source=source,
     )

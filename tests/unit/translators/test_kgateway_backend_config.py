@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
 
 from meshxds import ir
@@ -18,7 +19,7 @@ from meshxds.pipeline import translate
 from meshxds.sources.files import read_directory
 from meshxds.testing.envoy_validate import envoy_validate
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
-from meshxds.xds.resources import build_cluster
+from meshxds.xds.resources import HTTP_PROTOCOL_OPTIONS_KEY, build_cluster
 
 CLUSTER = "outbound|8080||echo.default.svc.cluster.local"
 GRPC_CHECK = {"timeout": "1s", "interval": "500ms", "unhealthyThreshold": 2, "grpc": {"serviceName": "x"}}
@@ -115,8 +116,8 @@ def test_unsupported_target_kind_and_missing_service_are_warnings(tmp_path: Path
 
 
 def test_unmodelled_fields_are_warned_not_dropped(tmp_path: Path) -> None:
-    resources = read(tmp_path, policy({"targetRefs": [target()], "tcpKeepalive": {"keepAliveProbes": 3}}))
-    assert any("spec.tcpKeepalive" in w and "not supported" in w for w in resources.warnings), (
+    resources = read(tmp_path, policy({"targetRefs": [target()], "outlierDetection": {"interval": "1s"}}))
+    assert any("spec.outlierDetection" in w and "not supported" in w for w in resources.warnings), (
         resources.warnings
     )
 
@@ -258,3 +259,106 @@ def test_grpc_check_on_an_http1_port_is_left_out_and_reported(tmp_path: Path) ->
     assert any("spec.healthCheck.grpc" in w and "port web" in w for w in warnings), warnings
     result = envoy_validate(config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+CONNECTION_SPEC: dict[str, Any] = {
+    "tcpKeepalive": {"keepAliveProbes": 3, "keepAliveTime": "30s", "keepAliveInterval": "1m"},
+    "commonHttpProtocolOptions": {
+        "idleTimeout": "90s",
+        "maxStreamDuration": "500ms",
+        "maxHeadersCount": 50,
+        "maxRequestsPerConnection": 7,
+    },
+    "http2ProtocolOptions": {
+        "maxConcurrentStreams": 100,
+        "initialStreamWindowSize": "64Ki",
+        "initialConnectionWindowSize": 1048576,
+    },
+}
+
+
+def test_connection_options_reach_xds_and_envoy_accepts_them(tmp_path: Path) -> None:
+    found, warnings, config = clusters(read(tmp_path, policy({"targetRefs": [target()], **CONNECTION_SPEC})))
+    assert warnings == ()
+    cluster = found[CLUSTER]
+    assert cluster.tcp_keepalive == ir.TcpKeepalive(probes=3, time_s=30, interval_s=60)
+    assert cluster.http_options == ir.UpstreamHttpOptions(
+        idle_timeout_s=90.0,
+        max_stream_duration_s=0.5,
+        max_headers_count=50,
+        h2_max_concurrent_streams=100,
+        h2_initial_stream_window_size=65536,
+        h2_initial_connection_window_size=1048576,
+    )
+    out = build_cluster(cluster)
+    keepalive = out.upstream_connection_options.tcp_keepalive
+    assert (
+        keepalive.keepalive_probes.value,
+        keepalive.keepalive_time.value,
+        keepalive.keepalive_interval.value,
+    ) == (
+        3,
+        30,
+        60,
+    )
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    common = options.common_http_protocol_options
+    assert (
+        common.idle_timeout.seconds,
+        common.max_stream_duration.nanos,
+        common.max_headers_count.value,
+    ) == (
+        90,
+        500_000_000,
+        50,
+    )
+    assert common.max_requests_per_connection.value == 7
+    h2 = options.explicit_http_config.http2_protocol_options
+    assert (h2.max_concurrent_streams.value, h2.initial_stream_window_size.value) == (100, 65536)
+    assert h2.initial_connection_window_size.value == 1048576
+    result = envoy_validate(config, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_common_options_on_an_http1_cluster_and_h2_options_reported(tmp_path: Path) -> None:
+    found, warnings, config = clusters(
+        read(
+            tmp_path,
+            policy({"targetRefs": [target()], **CONNECTION_SPEC}),
+            app_protocol=None,
+            port_name="web",
+        )
+    )
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    build_cluster(found[CLUSTER]).typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    assert options.explicit_http_config.HasField("http_protocol_options")
+    assert options.common_http_protocol_options.idle_timeout.seconds == 90
+    assert any("spec.http2ProtocolOptions" in w and "port web" in w for w in warnings), warnings
+    result = envoy_validate(config, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        ({"http2ProtocolOptions": {"initialStreamWindowSize": "1Ki"}}, "initialStreamWindowSize", "greater"),
+        (
+            {"http2ProtocolOptions": {"initialStreamWindowSize": "lots"}},
+            "initialStreamWindowSize",
+            "quantity",
+        ),
+        ({"tcpKeepalive": {"keepAliveTime": "100ms"}}, "spec.tcpKeepalive", "at least 1s"),
+        ({"connectTimeout": "0s"}, "spec", "connectTimeout must be greater than 0"),
+    ],
+)
+def test_invalid_connection_options_name_the_field(
+    tmp_path: Path, spec: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(ManifestErrors) as caught:
+        read(tmp_path, policy({"targetRefs": [target()], **spec}))
+    (error,) = caught.value.errors
+    assert field in error.field_path + error.message and message in error.message, (
+        error.field_path,
+        error.message,
+    )
