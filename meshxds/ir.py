@@ -129,6 +129,49 @@ class OutlierDetection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    """Active health checking of a cluster's endpoints (kgateway BackendConfigPolicy
+    ``healthCheck``): an endpoint that fails ``unhealthy_threshold`` checks in a row gets no
+    traffic until it passes ``healthy_threshold`` in a row."""
+
+    kind: Literal["http", "grpc"]
+    interval_s: float
+    timeout_s: float
+    unhealthy_threshold: int = 1
+    healthy_threshold: int = 1
+    path: str = ""
+    """HTTP: the path requested (a 200 passes)."""
+    method: str = ""
+    """HTTP: the method; empty, GET."""
+    host: str = ""
+    """HTTP: the Host header; gRPC: the ``:authority``. Empty, the cluster's name."""
+    service_name: str = ""
+    """gRPC: the ``grpc.health.v1`` service asked about; empty, the server as a whole."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TcpKeepalive:
+    """OS-level keepalive on upstream connections; ``None``: the OS default."""
+
+    probes: int | None = None
+    time_s: int | None = None
+    interval_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamHttpOptions:
+    """HTTP connection options to the endpoints (kgateway ``commonHttpProtocolOptions`` and
+    ``http2ProtocolOptions``); the ``h2_`` ones apply only where Envoy speaks HTTP/2."""
+
+    idle_timeout_s: float | None = None
+    max_stream_duration_s: float | None = None
+    max_headers_count: int | None = None
+    h2_max_concurrent_streams: int | None = None
+    h2_initial_stream_window_size: int | None = None
+    h2_initial_connection_window_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamTls:
     """TLS origination to the endpoints (Istio DestinationRule ``tls`` SIMPLE / MUTUAL)."""
 
@@ -177,6 +220,9 @@ class Cluster:
     outlier_detection: OutlierDetection | None = None
     upstream_tls: UpstreamTls | None = None
     max_requests_per_connection: int | None = None
+    health_checks: tuple[HealthCheck, ...] = ()
+    tcp_keepalive: TcpKeepalive | None = None
+    http_options: UpstreamHttpOptions | None = None
     source: ObjectRef | None = None
 
 

@@ -1,15 +1,26 @@
 """kgateway extensions (``gateway.kgateway.dev/v1alpha1``): Backend and HTTPListenerPolicy,
-as kgateway's HTTP/2 guide uses them."""
+as kgateway's HTTP/2 guide uses them, and BackendConfigPolicy (active health checks,
+connectTimeout, tcpKeepalive, HTTP and HTTP/2 connection options) attached to Services and
+Backends."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from meshxds.model.base import KubeModel, Resource
+from meshxds.model.istio import Duration, parse_istio_duration
 
-__all__ = ["GROUP", "Backend", "HTTPListenerPolicy", "StaticHost"]
+__all__ = [
+    "GROUP",
+    "Backend",
+    "BackendConfigPolicy",
+    "HTTPListenerPolicy",
+    "HealthCheck",
+    "StaticHost",
+]
 
 GROUP = "gateway.kgateway.dev"
 
@@ -77,3 +88,115 @@ class HTTPListenerPolicy(Resource):
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1alpha1",)
     KIND: ClassVar[str] = "HTTPListenerPolicy"
     spec: HTTPListenerPolicySpec
+
+
+class HealthCheckHttp(KubeModel):
+    host: str | None = None
+    """The Host header of the checks; unset, the cluster's name (Envoy's default)."""
+    path: str = Field(min_length=1, pattern=r"^/")
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"] | None = None
+
+
+class HealthCheckGrpc(KubeModel):
+    service_name: str | None = None
+    """The ``grpc.health.v1`` service asked about; unset, the server as a whole (``""``)."""
+    authority: str | None = None
+
+
+class HealthCheck(KubeModel):
+    """Active health checking (Envoy's ``HealthCheck``): one of ``http`` and ``grpc``."""
+
+    timeout: Duration
+    interval: Duration
+    unhealthy_threshold: int | None = Field(default=None, ge=1)
+    healthy_threshold: int | None = Field(default=None, ge=1)
+    http: HealthCheckHttp | None = None
+    grpc: HealthCheckGrpc | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_positive_times(self) -> HealthCheck:
+        if (self.http is None) == (self.grpc is None):
+            raise ValueError("give exactly one of http and grpc")
+        for name, value in (("timeout", self.timeout), ("interval", self.interval)):
+            if parse_istio_duration(value) <= 0:
+                raise ValueError(f"{name} must be greater than 0, not {value!r}")
+        return self
+
+
+class CommonHttpProtocolOptions(KubeModel):
+    idle_timeout: Duration | None = None
+    """Close an upstream connection without requests for this long; ``0`` never."""
+    max_headers_count: int | None = Field(default=None, ge=1)
+    max_stream_duration: Duration | None = None
+    max_requests_per_connection: int | None = Field(default=None, ge=0)
+    """0 or unset: unlimited."""
+
+
+_QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi|k|M|G)?")
+_QUANTITY_UNITS = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 1000**2, "G": 1000**3}
+
+
+def parse_quantity(value: object) -> int:
+    """A Kubernetes quantity as HTTP/2 window sizes use it: ``65535``, ``"64Ki"``, ``"1Mi"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a quantity")
+    if isinstance(value, int):
+        return value
+    match = _QUANTITY.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{value!r} is not a quantity: give bytes, such as 65535, '64Ki' or '1Mi'")
+    return int(match.group(1)) * _QUANTITY_UNITS[match.group(2)]
+
+
+WindowSize = Annotated[int, BeforeValidator(parse_quantity), Field(ge=65535, le=2147483647)]
+"""An HTTP/2 flow-control window: 65535 (the protocol's default) to 2^31 - 1 bytes."""
+
+
+class Http2ProtocolOptions(KubeModel):
+    """Applied to HTTP/2 clusters only (kgateway's rule)."""
+
+    initial_stream_window_size: WindowSize | None = None
+    initial_connection_window_size: WindowSize | None = None
+    max_concurrent_streams: int | None = Field(default=None, ge=1, le=2147483647)
+
+
+class TCPKeepalive(KubeModel):
+    keep_alive_probes: int | None = Field(default=None, ge=1)
+    keep_alive_time: Duration | None = None
+    keep_alive_interval: Duration | None = None
+
+    @model_validator(mode="after")
+    def _whole_seconds(self) -> TCPKeepalive:
+        # Envoy takes whole seconds, at least one.
+        for name, value in (
+            ("keepAliveTime", self.keep_alive_time),
+            ("keepAliveInterval", self.keep_alive_interval),
+        ):
+            if value is not None and parse_istio_duration(value) < 1:
+                raise ValueError(f"{name} must be at least 1s, not {value!r}")
+        return self
+
+
+class BackendConfigPolicySpec(KubeModel):
+    target_refs: list[LocalPolicyTargetReference] = Field(min_length=1, max_length=16)
+    connect_timeout: Duration | None = None
+    tcp_keepalive: TCPKeepalive | None = None
+    common_http_protocol_options: CommonHttpProtocolOptions | None = None
+    http2_protocol_options: Http2ProtocolOptions | None = None
+    health_check: HealthCheck | None = None
+
+    @model_validator(mode="after")
+    def _positive_connect_timeout(self) -> BackendConfigPolicySpec:
+        if self.connect_timeout is not None and parse_istio_duration(self.connect_timeout) <= 0:
+            raise ValueError(f"connectTimeout must be greater than 0, not {self.connect_timeout!r}")
+        return self
+
+
+class BackendConfigPolicy(Resource):
+    """Cluster settings for the Services (all ports, or the one ``sectionName`` names) and
+    Backends it targets, in its own namespace."""
+
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1alpha1",)
+    KIND: ClassVar[str] = "BackendConfigPolicy"
+    spec: BackendConfigPolicySpec

@@ -44,6 +44,7 @@ _MODELS: tuple[type[Resource], ...] = (
     gatewayapi.ReferenceGrant,
     kgateway.Backend,
     kgateway.HTTPListenerPolicy,
+    kgateway.BackendConfigPolicy,
     istio.Gateway,
     istio.VirtualService,
     istio.DestinationRule,

@@ -128,6 +128,7 @@ class Upstream:
         self._requests = 0
         self._last: RequestRecord | None = None
         self._failures: list[int] = []
+        self._path_status: dict[str, int] = {}
 
     # -- request log (written from server threads, read from the test) --
     def _record(self, record: RequestRecord) -> int:
@@ -135,7 +136,19 @@ class Upstream:
         with self._lock:
             self._requests += 1
             self._last = record
+            fixed = self._path_status.get(record.path.partition("?")[0])
+            if fixed is not None:
+                return fixed
             return self._failures.pop(0) if self._failures else 200
+
+    def answer_path(self, path: str, status: int | None) -> None:
+        """Answer every request for ``path`` (query ignored) with ``status`` from now on, e.g. a
+        health check path set to 503; ``None`` goes back to the usual answer."""
+        with self._lock:
+            if status is None:
+                self._path_status.pop(path, None)
+            else:
+                self._path_status[path] = status
 
     def fail_next(self, count: int, status: int = 503) -> None:
         """Answer the next ``count`` requests with ``status`` (and the usual body): a backend
@@ -596,7 +609,8 @@ class _EchoServicer(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]  # genera
 
 
 class GrpcEchoServer(Upstream):
-    """grpcio server for ``meshxds.echo.v1.Echo`` and ``grpc.health.v1.Health`` (both SERVING).
+    """grpcio server for ``meshxds.echo.v1.Echo`` and ``grpc.health.v1.Health`` (both SERVING;
+    ``set_serving(False)`` makes the server, and the Echo service, NOT_SERVING).
 
     ``Echo`` with ``delay_ms`` is a slow method and ``EchoStream`` a server stream; a call that
     ends (cancelled, or its deadline passed) while they wait is counted in ``cancelled``.
@@ -641,6 +655,14 @@ class GrpcEchoServer(Upstream):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         return self
+
+    def set_serving(self, serving: bool) -> None:
+        """What ``grpc.health.v1`` answers for the server (``""``) and the Echo service."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", ECHO_SERVICE):
+            self.health.set(service, status)
 
     def stop(self) -> None:
         if self._server is None:

@@ -8,7 +8,7 @@ layer, ``translators/upstream``, as it does for Istio's destinations.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
@@ -17,6 +17,7 @@ from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_grpc
 from meshxds.translators.upstream import (
+    ClusterPolicy,
     EndpointIndex,
     UpstreamPort,
     build_cluster,
@@ -24,8 +25,13 @@ from meshxds.translators.upstream import (
     decide_upstream_protocol,
     service_port,
 )
+from meshxds.translators.upstream.clusters import NO_POLICY
 
-__all__ = ["BackendIndex", "ResolvedBackend", "kgateway_backend_host"]
+__all__ = ["BackendIndex", "ClusterPolicyLookup", "ResolvedBackend", "kgateway_backend_host"]
+
+ClusterPolicyLookup = Callable[[str, str, str, "core.ServicePort | None"], ClusterPolicy]
+"""``(kind, namespace, name, Service port or None)`` → the policy attached to that backend
+(kgateway BackendConfigPolicy)."""
 
 _BACKEND_KINDS = frozenset({("", "Service"), (kgateway.GROUP, "Backend")})
 
@@ -94,6 +100,8 @@ class BackendIndex:
     cluster_domain: str = names.CLUSTER_DOMAIN
     endpoint_index: EndpointIndex | None = None
     """Shared with the other frontends; built from ``resources`` when not given."""
+    cluster_policy: ClusterPolicyLookup | None = None
+    """Policies attached to Services and Backends; none when not given."""
     _grants: dict[str, list[gatewayapi.ReferenceGrant]] = field(default_factory=dict)
     _clusters: dict[tuple[str, ir.UpstreamProtocol], ir.Cluster] = field(default_factory=dict)
     # Per (Service, port) object: the upstream port and cluster host, decided once however
@@ -113,6 +121,12 @@ class BackendIndex:
         for grant in self.resources.all(gatewayapi.ReferenceGrant):
             grants[grant.namespace].append(grant)
         self._grants = dict(grants)
+
+    def _policy(self, kind: str, namespace: str, name: str, port: core.ServicePort | None) -> ClusterPolicy:
+        """The policy attached to a Service port or Backend: meshxds's defaults without one."""
+        if self.cluster_policy is None:
+            return NO_POLICY
+        return self.cluster_policy(kind, namespace, name, port)
 
     def reference_allowed(
         self,
@@ -174,6 +188,7 @@ class BackendIndex:
             # Every variant reads the same endpoints: one EndpointKey per Service port.
             endpoints=self.endpoint_index.endpoints(key),
             endpoint_key=key,
+            policy=self._policy("Service", service.namespace, service.name, port),
         )
         self._clusters[(name, protocol)] = cluster
         if not decision.warnings:
@@ -287,5 +302,6 @@ class BackendIndex:
             protocol=(protocol, reason),
             endpoints=tuple(ir.LbEndpoint(address=h.host, port=h.port) for h in static.hosts),
             discovery=decide_discovery(h.host for h in static.hosts),
+            policy=self._policy("Backend", namespace, name, None),
         )
         return ResolvedBackend(cluster=cluster, grpc=is_grpc(decision.protocol))

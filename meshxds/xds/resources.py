@@ -13,7 +13,7 @@ from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -24,7 +24,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2
-from envoy.type.v3 import percent_pb2
+from envoy.type.v3 import http_pb2, percent_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
@@ -124,6 +124,12 @@ def build_cluster(cluster: ir.Cluster) -> cluster_pb2.Cluster:
         _apply_circuit_breaker(out, cluster.circuit_breaker)
     if cluster.outlier_detection is not None:
         _apply_outlier_detection(out, cluster.outlier_detection)
+    if cluster.http_options is not None:
+        _apply_http_options(out, cluster.upstream_protocol, cluster.http_options)
+    if cluster.tcp_keepalive is not None:
+        _apply_tcp_keepalive(out, cluster.tcp_keepalive)
+    for check in cluster.health_checks:
+        out.health_checks.append(_health_check(check, cluster.upstream_protocol))
     if cluster.upstream_tls is not None:
         out.transport_socket.name = "envoy.transport_sockets.tls"
         out.transport_socket.typed_config.CopyFrom(pack(_upstream_tls(cluster.upstream_tls)))
@@ -138,6 +144,81 @@ _LB_POLICIES = {
     "MAGLEV": cluster_pb2.Cluster.MAGLEV,
     "CLUSTER_PROVIDED": cluster_pb2.Cluster.CLUSTER_PROVIDED,
 }
+
+
+_HTTP2_CODEC = http_pb2.HTTP2
+
+
+def _apply_http_options(
+    out: cluster_pb2.Cluster, protocol: ir.UpstreamProtocol, http: ir.UpstreamHttpOptions
+) -> None:
+    """Over what ``_apply_upstream_protocol`` wrote: common options on any HTTP cluster, the
+    HTTP/2 ones where Envoy may speak HTTP/2. A TCP cluster has no HTTP to tune."""
+    if protocol is ir.UpstreamProtocol.TCP:
+        return
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    packed = out.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS_KEY)
+    if packed is not None:
+        packed.Unpack(options)
+    else:  # HTTP/1.1 without options so far
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    common = options.common_http_protocol_options
+    if http.idle_timeout_s is not None:
+        common.idle_timeout.CopyFrom(duration(http.idle_timeout_s))
+    if http.max_stream_duration_s is not None:
+        common.max_stream_duration.CopyFrom(duration(http.max_stream_duration_s))
+    if http.max_headers_count is not None:
+        common.max_headers_count.value = http.max_headers_count
+    h2_options = []
+    if options.explicit_http_config.HasField("http2_protocol_options"):
+        h2_options.append(options.explicit_http_config.http2_protocol_options)
+    if options.use_downstream_protocol_config.HasField("http2_protocol_options"):
+        h2_options.append(options.use_downstream_protocol_config.http2_protocol_options)
+    for h2 in h2_options:
+        if http.h2_max_concurrent_streams is not None:
+            h2.max_concurrent_streams.value = http.h2_max_concurrent_streams
+        if http.h2_initial_stream_window_size is not None:
+            h2.initial_stream_window_size.value = http.h2_initial_stream_window_size
+        if http.h2_initial_connection_window_size is not None:
+            h2.initial_connection_window_size.value = http.h2_initial_connection_window_size
+    out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(pack(options))
+
+
+def _apply_tcp_keepalive(out: cluster_pb2.Cluster, keepalive: ir.TcpKeepalive) -> None:
+    tcp = out.upstream_connection_options.tcp_keepalive
+    tcp.SetInParent()
+    if keepalive.probes is not None:
+        tcp.keepalive_probes.value = keepalive.probes
+    if keepalive.time_s is not None:
+        tcp.keepalive_time.value = keepalive.time_s
+    if keepalive.interval_s is not None:
+        tcp.keepalive_interval.value = keepalive.interval_s
+
+
+def _health_check(check: ir.HealthCheck, protocol: ir.UpstreamProtocol) -> health_check_pb2.HealthCheck:
+    out = health_check_pb2.HealthCheck(
+        interval=duration(check.interval_s),
+        # Envoy's default for a cluster that has had no traffic yet is 60 s, and it keeps that
+        # pace until the next check: an endpoint that fails just after start would keep traffic
+        # for up to a minute. The interval the policy gives is the interval.
+        no_traffic_interval=duration(check.interval_s),
+        timeout=duration(check.timeout_s),
+        unhealthy_threshold=wrappers_pb2.UInt32Value(value=check.unhealthy_threshold),
+        healthy_threshold=wrappers_pb2.UInt32Value(value=check.healthy_threshold),
+    )
+    if check.kind == "grpc":
+        out.grpc_health_check.service_name = check.service_name
+        out.grpc_health_check.authority = check.host
+        return out
+    http = out.http_health_check
+    http.path = check.path
+    http.host = check.host
+    if check.method:
+        http.method = base_pb2.RequestMethod.Value(check.method)
+    if protocol == ir.UpstreamProtocol.HTTP2:
+        # The checks speak what the cluster speaks: an h2c-only endpoint refuses HTTP/1.1.
+        http.codec_client_type = _HTTP2_CODEC
+    return out
 
 
 def _apply_circuit_breaker(out: cluster_pb2.Cluster, cb: ir.CircuitBreaker) -> None:

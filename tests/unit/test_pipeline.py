@@ -416,3 +416,20 @@ def test_translating_one_gateway_gives_its_proxies_what_the_whole_translation_gi
     assert {s.name for s in part.statuses} < {s.name for s in whole.statuses}
     assert not any("broken-b" in str(s.as_dict()) for s in part.statuses)
     assert any(s.name == "broken-b" for s in whole.statuses)
+
+
+def test_a_backend_config_policy_added_reaches_the_cluster() -> None:
+    """A BackendConfigPolicy shapes clusters routes compile to: adding one is no reuse case."""
+    pipeline = Pipeline()
+    docs = mesh()
+    before = resource_set(docs)
+    pipeline.update(before, [GW_A])
+    policy = {
+        "apiVersion": "gateway.kgateway.dev/v1alpha1",
+        "kind": "BackendConfigPolicy",
+        "metadata": {"name": "svc-a", "namespace": "default"},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "svc-a"}], "connectTimeout": "3s"},
+    }
+    new = pipeline.update(resource_set([*docs, policy], before), [GW_A]).translation.gateway_api
+    (config,) = (c for (_, name), c in new.gateways.items() if name == "a")
+    assert {c.name: c.connect_timeout_s for c in config.clusters}[CLUSTER_A] == 3.0

@@ -25,6 +25,7 @@ from meshxds.translators.gatewayapi.listeners import process_listeners
 from meshxds.translators.gatewayapi.proxyconfigs import build_proxy_config
 from meshxds.translators.gatewayapi.routes import process_routes
 from meshxds.translators.gatewayapi.status import gateway_status
+from meshxds.translators.kgateway import backend_configs
 from meshxds.translators.upstream import EndpointIndex
 
 __all__ = ["GatewayAPIMemo", "GatewayAPIResult", "translate_gateway_api"]
@@ -58,11 +59,15 @@ def translate_gateway_api(
     translate`` prints one proxy's config: in a 10-Gateway mesh, a tenth of the routes). The
     statuses and warnings are then those of that part; such a result is never a ``previous``."""
     options = options or TranslateOptions()
+    cluster_policies = backend_configs(resources)
     run = Run(
         resources=resources,
         options=options,
         backends=BackendIndex(
-            resources=resources, cluster_domain=options.cluster_domain, endpoint_index=endpoint_index
+            resources=resources,
+            cluster_domain=options.cluster_domain,
+            endpoint_index=endpoint_index,
+            cluster_policy=cluster_policies.policy,
         ),
         namespaces=namespace_labels(resources),
         previous=previous.memo if previous is not None else None,
@@ -72,6 +77,7 @@ def translate_gateway_api(
     gateways = process_gateways(run, classes)
     process_listeners(run, gateways.values())
     process_routes(run)
+    run.warnings.extend(cluster_policies.warnings)
     wanted = {key: gw for key, gw in gateways.items() if run.wanted(key)}
     configs = {key: build_proxy_config(run, gw) for key, gw in wanted.items()}
     run.statuses.extend(gateway_status(run, gw) for gw in wanted.values())

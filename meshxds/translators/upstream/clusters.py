@@ -14,6 +14,7 @@ from meshxds.translators.upstream.endpoints import is_ip
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "NO_POLICY",
     "ClusterPolicy",
     "Discovery",
     "build_cluster",
@@ -80,6 +81,9 @@ class ClusterPolicy:
     outlier_detection: ir.OutlierDetection | None = None
     upstream_tls: ir.UpstreamTls | None = None
     max_requests_per_connection: int | None = None
+    health_checks: tuple[ir.HealthCheck, ...] = ()
+    tcp_keepalive: ir.TcpKeepalive | None = None
+    http_options: ir.UpstreamHttpOptions | None = None
 
 
 NO_POLICY = ClusterPolicy()
@@ -97,8 +101,13 @@ def build_cluster(
 ) -> ir.Cluster:
     """The one constructor of ``ir.Cluster``. ``protocol`` is a ``decide_upstream_protocol``
     answer, its reason prefixed here with ``source``; ``endpoint_key`` is kept only for EDS
-    (a DNS or static cluster carries its endpoints itself, so the endpoint fast path skips it)."""
+    (a DNS or static cluster carries its endpoints itself, so the endpoint fast path skips it).
+    gRPC health checks are kept only on HTTP/2 clusters, the only ones Envoy checks over gRPC."""
     upstream, reason = protocol
+    checks = policy.health_checks
+    if upstream is not ir.UpstreamProtocol.HTTP2 and any(c.kind == "grpc" for c in checks):
+        # Envoy rejects the whole cluster otherwise; the frontend reports it (it knows the field).
+        checks = tuple(c for c in checks if c.kind != "grpc")
     return ir.Cluster(
         name=name,
         discovery=discovery,
@@ -114,5 +123,8 @@ def build_cluster(
         outlier_detection=policy.outlier_detection,
         upstream_tls=policy.upstream_tls,
         max_requests_per_connection=policy.max_requests_per_connection,
+        health_checks=checks,
+        tcp_keepalive=policy.tcp_keepalive,
+        http_options=policy.http_options,
         source=source,
     )
