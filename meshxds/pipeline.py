@@ -137,7 +137,17 @@ def translate(
 
 
 COMPILE_INPUTS: frozenset[type[Resource]] = frozenset(
-    {core.Service, core.EndpointSlice, core.Pod, gatewayapi.ReferenceGrant, kgateway.Backend}
+    {
+        core.Service,
+        core.EndpointSlice,
+        core.Pod,
+        gatewayapi.ReferenceGrant,
+        kgateway.Backend,
+        # A BackendTLSPolicy (and the CA bundles it reads) shapes the clusters routes compile to.
+        gatewayapi.BackendTLSPolicy,
+        core.ConfigMap,
+        core.Secret,
+    }
 )
 """What a Gateway API route compiles from besides itself: when none of these changed, the last
 translation's compiled routes (and the configs of Gateways whose routes did not change) hold."""

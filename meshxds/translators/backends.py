@@ -15,8 +15,10 @@ from typing import NamedTuple, cast
 from meshxds import ir, names
 from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.manifests import ResourceSet
+from meshxds.translators.backendtls import BackendTlsPolicies
 from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_grpc
 from meshxds.translators.upstream import (
+    ClusterPolicy,
     EndpointIndex,
     UpstreamPort,
     build_cluster,
@@ -28,6 +30,9 @@ from meshxds.translators.upstream import (
 __all__ = ["BackendIndex", "ResolvedBackend", "kgateway_backend_host"]
 
 _BACKEND_KINDS = frozenset({("", "Service"), (kgateway.GROUP, "Backend")})
+
+
+NO_TLS = ClusterPolicy()
 
 
 def kgateway_backend_host(name: str, namespace: str) -> str:
@@ -101,8 +106,12 @@ class BackendIndex:
     _ports: dict[tuple[int, int], tuple[UpstreamPort, str]] = field(default_factory=dict)
     _resolved: dict[_BackendRef, ResolvedBackend] = field(default_factory=dict)
     _services: Mapping[tuple[str, str], core.Service] = field(default_factory=dict)
+    tls_policies: BackendTlsPolicies | None = None
+    """The run's BackendTLSPolicies (built from ``resources`` when not given)."""
 
     def __post_init__(self) -> None:
+        if self.tls_policies is None:
+            self.tls_policies = BackendTlsPolicies(self.resources)
         if self.endpoint_index is None:
             self.endpoint_index = EndpointIndex(self.resources)
         # Services by (namespace, name), looked up once per distinct backendRef.
@@ -167,6 +176,9 @@ class BackendIndex:
             return cached, decision.warnings, decision.protocol
         key = upstream.endpoint_key
         assert self.endpoint_index is not None and key is not None
+        assert self.tls_policies is not None
+        applied = self.tls_policies.for_port(service, port)
+        policy = NO_TLS if applied is None else ClusterPolicy(upstream_tls=applied.tls)
         cluster = build_cluster(
             name=name,
             source=ir.ObjectRef(kind="Service", namespace=service.namespace, name=service.name),
@@ -174,6 +186,7 @@ class BackendIndex:
             # Every variant reads the same endpoints: one EndpointKey per Service port.
             endpoints=self.endpoint_index.endpoints(key),
             endpoint_key=key,
+            policy=policy,
         )
         self._clusters[(name, protocol)] = cluster
         if not decision.warnings:

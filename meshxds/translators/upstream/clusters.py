@@ -5,7 +5,7 @@ DestinationRule, Gateway API's defaults, a kgateway Backend's hosts)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from meshxds import ir
@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
     "ClusterPolicy",
     "Discovery",
+    "alpn_for",
     "build_cluster",
     "decide_discovery",
     "decide_upstream_protocol",
@@ -84,6 +85,18 @@ class ClusterPolicy:
 
 NO_POLICY = ClusterPolicy()
 
+_ALPN: dict[ir.UpstreamProtocol, tuple[str, ...]] = {
+    ir.UpstreamProtocol.HTTP2: ("h2",),
+    ir.UpstreamProtocol.HTTP1: ("http/1.1",),
+}
+
+
+def alpn_for(protocol: ir.UpstreamProtocol) -> tuple[str, ...]:
+    """What a TLS-originating cluster offers in ALPN: ``h2`` for HTTP/2 (gRPC servers refuse a
+    TLS connection without it), ``http/1.1`` for HTTP/1.1. None for TCP (the bytes are not HTTP)
+    nor for the client's protocol (Envoy picks per request; one fixed offer could contradict it)."""
+    return _ALPN.get(protocol, ())
+
 
 def build_cluster(
     *,
@@ -97,8 +110,12 @@ def build_cluster(
 ) -> ir.Cluster:
     """The one constructor of ``ir.Cluster``. ``protocol`` is a ``decide_upstream_protocol``
     answer, its reason prefixed here with ``source``; ``endpoint_key`` is kept only for EDS
-    (a DNS or static cluster carries its endpoints itself, so the endpoint fast path skips it)."""
+    (a DNS or static cluster carries its endpoints itself, so the endpoint fast path skips it).
+    A TLS policy that names no ALPN gets the protocol's (``alpn_for``)."""
     upstream, reason = protocol
+    tls = policy.upstream_tls
+    if tls is not None and not tls.alpn:
+        tls = replace(tls, alpn=alpn_for(upstream))
     return ir.Cluster(
         name=name,
         discovery=discovery,
@@ -112,7 +129,7 @@ def build_cluster(
         ring_size=policy.ring_size,
         circuit_breaker=policy.circuit_breaker,
         outlier_detection=policy.outlier_detection,
-        upstream_tls=policy.upstream_tls,
+        upstream_tls=tls,
         max_requests_per_connection=policy.max_requests_per_connection,
         source=source,
     )
