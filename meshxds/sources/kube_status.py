@@ -236,8 +236,11 @@ class StatusWriter:
             else:
                 out[(s.kind, s.namespace, s.name)] = dict(s.status)
         # Entries we wrote earlier for routes (policies) that no longer attach to our Gateways: remove them.
+        watched = self.store.models
         for kind in sorted(_SHARED):
             list_key = _SHARED[kind][0]
+            if STATUS_MODELS[kind] not in watched:  # a store that does not read the kind
+                continue
             for body in self.store.bodies(STATUS_MODELS[kind]):
                 meta = body.get("metadata") or {}
                 key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
@@ -275,6 +278,8 @@ class StatusWriter:
 
     def _write_one(self, model: type[Resource], namespace: str, name: str, status: JSON) -> str:
         res = self.resource_of(model)
+        if model not in self.store.models:
+            return "skipped"  # a kind the store does not read (its CRD is not installed)
         current = self._current(model, namespace, name)
         if res is None or current is None:
             return "skipped"
