@@ -604,9 +604,20 @@ class GrpcEchoServer(Upstream):
 
     protocol = "HTTP/2"
 
-    def __init__(self, *, name: str, host: str = "127.0.0.1", port: int = 0, max_workers: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_workers: int = 8,
+        tls: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``tls``: ``(certificate chain PEM, key PEM)`` to serve TLS instead of h2c. grpcio then
+        refuses a client that does not offer ALPN ``h2``, as gRPC servers commonly do."""
         super().__init__(name=name, host=host, port=port)
         self._max_workers = max_workers
+        self._tls = tls
         self._server: grpc.Server | None = None
         self._cancelled = 0
         self.health = health.HealthServicer()
@@ -632,7 +643,12 @@ class GrpcEchoServer(Upstream):
         self.health = health.HealthServicer()  # a fresh one: after graceful shutdown it ignores set()
         echo_pb2_grpc.add_EchoServicer_to_server(_EchoServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        port = server.add_insecure_port(f"{self.host}:{self._requested_port}")
+        address = f"{self.host}:{self._requested_port}"
+        if self._tls is not None:
+            chain, key = self._tls
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, chain)]))
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
             raise RuntimeError(f"{self!r} could not bind {self.host}:{self._requested_port}")
         self._port = port

@@ -14,6 +14,7 @@ object, and says why).
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -46,8 +47,11 @@ class AppliedTlsPolicy:
     warnings: tuple[str, ...] = ()
 
 
-def _ca_secret_name(policy: gatewayapi.BackendTLSPolicy) -> str:
-    return f"backendtlspolicy-ca/{policy.namespace}/{policy.name}"
+def _ca_secret_name(policy: gatewayapi.BackendTLSPolicy, bundle: bytes) -> str:
+    # Named by content too: a new CA changes the cluster, so Envoy drains the connections the
+    # old CA verified (an SDS update under the same name would leave them open).
+    digest = hashlib.sha256(bundle).hexdigest()[:12]
+    return f"backendtlspolicy-ca/{policy.namespace}/{policy.name}/{digest}"
 
 
 def _precedence(policy: gatewayapi.BackendTLSPolicy) -> tuple[str, str, str]:
@@ -184,9 +188,10 @@ class BackendTlsPolicies:
             dns = (validation.hostname,)
         ca_secret = None
         if bundles:
+            bundle = b"".join(bundles)
             ca_secret = ir.CaSecret(
-                name=_ca_secret_name(policy),
-                ca_certificates=b"".join(bundles),
+                name=_ca_secret_name(policy, bundle),
+                ca_certificates=bundle,
                 source=ir.ObjectRef(kind="BackendTLSPolicy", namespace=policy.namespace, name=policy.name),
             )
         tls = ir.UpstreamTls(

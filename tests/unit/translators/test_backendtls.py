@@ -214,6 +214,15 @@ def test_no_usable_ca_fails_closed_and_says_why(ca_pem: str, ref: dict[str, str]
     ]
 
 
+def test_a_new_ca_is_a_new_secret_name(ca_pem: str) -> None:
+    """So Envoy rebuilds the cluster and drops connections the old CA verified."""
+    ref = [{"group": "", "kind": "ConfigMap", "name": "echo-ca"}]
+    before = echo_cluster(run([*base(ca_pem), policy(caCertificateRefs=ref)])).upstream_tls
+    other = make_ca("another").cert_pem.decode()
+    after = echo_cluster(run([*base(other), policy(caCertificateRefs=ref)])).upstream_tls
+    assert before is not None and after is not None and before.ca_secret != after.ca_secret
+
+
 def test_a_malformed_bundle_is_an_invalid_ref(ca_pem: str) -> None:
     docs = base("not a certificate")
     result = run([*docs, policy(caCertificateRefs=[{"group": "", "kind": "ConfigMap", "name": "echo-ca"}])])
@@ -227,7 +236,8 @@ def test_the_older_policy_wins_and_the_other_is_conflicted(ca_pem: str) -> None:
     newer["metadata"]["creationTimestamp"] = "2025-02-01T00:00:00Z"
     result = run([*base(ca_pem), newer, older])
     tls = echo_cluster(result).upstream_tls
-    assert tls is not None and tls.ca_secret == "backendtlspolicy-ca/default/z-older"
+    assert tls is not None and tls.ca_secret is not None
+    assert tls.ca_secret.startswith("backendtlspolicy-ca/default/z-older/")
     assert conditions(result, "z-older")["Accepted"] == ("True", "Accepted")
     assert conditions(result, "a-newer")["Accepted"] == ("False", "Conflicted")
 
