@@ -7,6 +7,8 @@ and the call still fails rather than go in plaintext."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import grpc
 import pytest
 
+from meshxds.testing._generated.echo_pb2 import EchoRequest
+from meshxds.testing._generated.echo_pb2_grpc import EchoStub
 from meshxds.testing.certs import CertificateAuthority, issue, make_ca
 from meshxds.testing.envoy import EnvoyProcess
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
@@ -129,12 +133,33 @@ def policy_conditions(server: MeshxdsProcess) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in ancestor["conditions"]}
 
 
+def test_the_backend_refuses_tls_without_alpn_h2(
+    tls_upstream: GrpcEchoServer, backend_ca: CertificateAuthority
+) -> None:
+    """The test backend can fail: a client offering only http/1.1 is turned away; h2 gets in."""
+    context = ssl.create_default_context(cadata=backend_ca.cert_pem.decode())
+    refused = tls_upstream.alpn_refused
+    context.set_alpn_protocols(["http/1.1"])
+    with (
+        socket.create_connection(("127.0.0.1", tls_upstream.port)) as raw,
+        context.wrap_socket(raw, server_hostname=HOST) as tls,
+    ):
+        assert tls.recv(1) == b""  # closed
+    assert tls_upstream.alpn_refused == refused + 1
+    credentials = grpc.ssl_channel_credentials(root_certificates=backend_ca.cert_pem)
+    options = [("grpc.ssl_target_name_override", HOST)]
+    with grpc.secure_channel(f"127.0.0.1:{tls_upstream.port}", credentials, options=options) as channel:
+        assert EchoStub(channel).Echo(EchoRequest(message="direct"), timeout=5).message == "direct"
+
+
 def test_the_backends_ca_verifies_it_over_tls_with_alpn_h2(
-    stack: tuple[int, Path, MeshxdsProcess, EnvoyProcess],
+    stack: tuple[int, Path, MeshxdsProcess, EnvoyProcess], tls_upstream: GrpcEchoServer
 ) -> None:
     port, _, server, envoy = stack
+    before = tls_upstream.tls_connections
     reply = call(port)
     assert (reply.message, reply.upstream) == ("ping", "grpc-tls")
+    assert tls_upstream.tls_connections > before  # over TLS, with ALPN h2 (the backend insists)
     assert envoy.stat(f"cluster.{CLUSTER}.ssl.handshake") >= 1
     assert envoy.stat(f"cluster.{CLUSTER}.upstream_cx_http2_total") >= 1
     assert policy_conditions(server) == {
