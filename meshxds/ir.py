@@ -173,7 +173,8 @@ class UpstreamHttpOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamTls:
-    """TLS origination to the endpoints (Istio DestinationRule ``tls`` SIMPLE / MUTUAL)."""
+    """TLS origination to the endpoints (Istio DestinationRule ``tls`` SIMPLE / MUTUAL, a Gateway
+    API BackendTLSPolicy). Without a CA (file or secret) the proxy's system roots verify."""
 
     sni: str = ""
     ca_file: str | None = None
@@ -184,8 +185,15 @@ class UpstreamTls:
     client_secret: str | None = None
     """SDS name of the client certificate (MUTUAL with ``credentialName``)."""
     subject_alt_names: tuple[str, ...] = ()
+    """DNS names, one of which the server's certificate must carry (exactly)."""
+    uri_subject_alt_names: tuple[str, ...] = ()
+    """URI SANs (e.g. SPIFFE ids), matched exactly; either list may match."""
     insecure_skip_verify: bool = False
+    reject_all: bool = False
+    """No usable trust anchor (a policy whose CA refs are all invalid): every handshake fails,
+    so requests fail with 503 rather than travel unverified or in plaintext."""
     alpn: tuple[str, ...] = ()
+    """Offered ALPN; empty: chosen by ``alpn_for`` from the cluster's upstream protocol."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -144,6 +144,10 @@ COMPILE_INPUTS: frozenset[type[Resource]] = frozenset(
         gatewayapi.ReferenceGrant,
         kgateway.Backend,
         kgateway.BackendConfigPolicy,
+        # A BackendTLSPolicy (and the CA bundles it reads) shapes the clusters routes compile to.
+        gatewayapi.BackendTLSPolicy,
+        core.ConfigMap,
+        core.Secret,
     }
 )
 """What a Gateway API route compiles from besides itself: when none of these changed, the last

@@ -17,6 +17,7 @@ __all__ = [
     "GROUP",
     "AllowedRoutes",
     "BackendRef",
+    "BackendTLSPolicy",
     "GRPCMethodMatch",
     "GRPCRoute",
     "GRPCRouteMatch",
@@ -509,3 +510,69 @@ class ReferenceGrant(Resource):
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1beta1", "v1alpha2", "v1")
     KIND: ClassVar[str] = "ReferenceGrant"
     spec: ReferenceGrantSpec
+
+
+class LocalPolicyTargetReference(KubeModel):
+    """A policy's target in its own namespace; ``sectionName`` narrows it (a Service port name)."""
+
+    group: str = ""
+    kind: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    section_name: str | None = None
+
+
+class LocalObjectReference(KubeModel):
+    group: str = ""
+    kind: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+
+
+class SubjectAltName(KubeModel):
+    type: Literal["Hostname", "URI"]
+    hostname: str = ""
+    uri: str = ""
+
+    @model_validator(mode="after")
+    def _value_matches_type(self) -> Self:
+        # The CRD's CEL rules: exactly the field of its type.
+        if self.type == "Hostname" and (not self.hostname or self.uri):
+            raise ValueError("a SubjectAltName of type Hostname needs hostname (and no uri)")
+        if self.type == "URI" and (not self.uri or self.hostname):
+            raise ValueError("a SubjectAltName of type URI needs uri (and no hostname)")
+        return self
+
+
+class BackendTLSPolicyValidation(KubeModel):
+    ca_certificate_refs: list[LocalObjectReference] = Field(default_factory=list, max_length=8)
+    well_known_ca_certificates: str | None = Field(default=None, alias="wellKnownCACertificates")
+    hostname: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    )
+    """The SNI, and the name the certificate must carry unless ``subjectAltNames`` are given."""
+    subject_alt_names: list[SubjectAltName] = Field(default_factory=list, max_length=5)
+
+    @model_validator(mode="after")
+    def _one_trust_source(self) -> Self:
+        # The CRD's two CEL rules on the validation.
+        if self.ca_certificate_refs and self.well_known_ca_certificates:
+            raise ValueError("must not contain both CACertificateRefs and WellKnownCACertificates")
+        if not self.ca_certificate_refs and not self.well_known_ca_certificates:
+            raise ValueError("must specify either CACertificateRefs or WellKnownCACertificates")
+        return self
+
+
+class BackendTLSPolicySpec(KubeModel):
+    target_refs: list[LocalPolicyTargetReference] = Field(min_length=1, max_length=16)
+    validation: BackendTLSPolicyValidation
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class BackendTLSPolicy(Resource):
+    """TLS from the Gateway to a Service's endpoints: the CA, SNI and names to verify."""
+
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1", "v1alpha3")
+    KIND: ClassVar[str] = "BackendTLSPolicy"
+    spec: BackendTLSPolicySpec

@@ -42,6 +42,7 @@ _MODELS: tuple[type[Resource], ...] = (
     gatewayapi.TLSRoute,
     gatewayapi.TCPRoute,
     gatewayapi.ReferenceGrant,
+    gatewayapi.BackendTLSPolicy,
     kgateway.Backend,
     kgateway.HTTPListenerPolicy,
     kgateway.BackendConfigPolicy,

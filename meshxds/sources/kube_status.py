@@ -48,11 +48,18 @@ STATUS_MODELS: dict[str, type[Resource]] = {
         gatewayapi.GRPCRoute,
         gatewayapi.TLSRoute,
         gatewayapi.TCPRoute,
+        gatewayapi.BackendTLSPolicy,
     )
 }
 """The kinds whose status meshxds writes (``ObjectStatus.kind`` → model): Gateway API only."""
 
 _ROUTES = frozenset({"HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"})
+_SHARED: dict[str, tuple[str, str]] = {
+    **{kind: ("parents", "parentRef") for kind in _ROUTES},
+    "BackendTLSPolicy": ("ancestors", "ancestorRef"),
+}
+"""Kinds whose status is a list other controllers write to as well: routes' ``parents``, a
+policy's ``ancestors`` (each entry names its ``controllerName``); we touch only our entries."""
 _CONFLICT_ATTEMPTS = 4
 _RETRY_FAILED_S = (1.0, 30.0)  # first and longest wait before retrying writes that failed
 
@@ -105,22 +112,23 @@ def status_patch(
     old: Mapping[str, Any] = current.get("status") or {}
     meta = current.get("metadata") or {}
     new: JSON = {}
-    if kind in _ROUTES:
+    if kind in _SHARED:
+        list_key, ref_key = _SHARED[kind]
         namespace = str(meta.get("namespace") or "")
-        parents = [p for p in old.get("parents") or () if isinstance(p, Mapping)]
+        parents = [p for p in old.get(list_key) or () if isinstance(p, Mapping)]
         others = [dict(p) for p in parents if p.get("controllerName") != controller_name]
         ours_before = {
-            _parent_key(p.get("parentRef") or {}, namespace): p
+            _parent_key(p.get(ref_key) or {}, namespace): p
             for p in parents
             if p.get("controllerName") == controller_name
         }
         ours = []
-        for entry in desired.get("parents") or ():
-            prev = ours_before.get(_parent_key(entry.get("parentRef") or {}, namespace), {})
+        for entry in desired.get(list_key) or ():
+            prev = ours_before.get(_parent_key(entry.get(ref_key) or {}, namespace), {})
             ours.append(
                 {**entry, "conditions": _timed(entry.get("conditions") or (), prev.get("conditions"), now)}
             )
-        new["parents"] = others + ours
+        new[list_key] = others + ours
     else:
         for key, value in desired.items():
             if key == "conditions":
@@ -214,29 +222,34 @@ class StatusWriter:
         ours = {(s.namespace, s.name) for s in statuses if s.kind == "Gateway"}
         out: dict[tuple[str, str, str], JSON] = {}
         for s in statuses:
-            if s.kind in _ROUTES:
+            if s.kind in _SHARED:
+                list_key, ref_key = _SHARED[s.kind]
                 parents = [
                     p
-                    for p in s.status.get("parents") or ()
-                    if _parent_key(p.get("parentRef") or {}, s.namespace)[2:4] in ours
+                    for p in s.status.get(list_key) or ()
+                    if _parent_key(p.get(ref_key) or {}, s.namespace)[2:4] in ours
                     and p.get("controllerName") == self.controller_name
                 ]
                 if not parents:
                     continue
-                out[(s.kind, s.namespace, s.name)] = {**s.status, "parents": parents}
+                out[(s.kind, s.namespace, s.name)] = {**s.status, list_key: parents}
             else:
                 out[(s.kind, s.namespace, s.name)] = dict(s.status)
-        # Entries we wrote earlier for routes that no longer attach to our Gateways: remove them.
-        for kind in sorted(_ROUTES):
+        # Entries we wrote earlier for routes (policies) that no longer attach to our Gateways: remove them.
+        watched = self.store.models
+        for kind in sorted(_SHARED):
+            list_key = _SHARED[kind][0]
+            if STATUS_MODELS[kind] not in watched:  # a store that does not read the kind
+                continue
             for body in self.store.bodies(STATUS_MODELS[kind]):
                 meta = body.get("metadata") or {}
                 key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-                written = (body.get("status") or {}).get("parents") or ()
+                written = (body.get("status") or {}).get(list_key) or ()
                 if key not in out and any(
                     isinstance(p, Mapping) and p.get("controllerName") == self.controller_name
                     for p in written
                 ):
-                    out[key] = {"parents": []}
+                    out[key] = {list_key: []}
         return out
 
     def _current(self, model: type[Resource], namespace: str, name: str) -> JSON | None:
@@ -265,6 +278,8 @@ class StatusWriter:
 
     def _write_one(self, model: type[Resource], namespace: str, name: str, status: JSON) -> str:
         res = self.resource_of(model)
+        if model not in self.store.models:
+            return "skipped"  # a kind the store does not read (its CRD is not installed)
         current = self._current(model, namespace, name)
         if res is None or current is None:
             return "skipped"

@@ -28,8 +28,10 @@ import base64
 import contextlib
 import json
 import logging
+import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -608,6 +610,73 @@ class _EchoServicer(echo_pb2_grpc.EchoServicer):  # type: ignore[misc]  # genera
             )
 
 
+class _AlpnGate:
+    """A TLS front that accepts only clients offering ALPN ``h2`` (as many gRPC servers do; grpcio
+    itself does not insist) and pipes the rest to a plaintext h2c server on ``backend_port``."""
+
+    def __init__(self, *, host: str, port: int, backend_port: int, chain: bytes, key: bytes) -> None:
+        self._backend = (host, backend_port)
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as folder:
+            cert_file, key_file = Path(folder, "tls.crt"), Path(folder, "tls.key")
+            cert_file.write_bytes(chain)
+            key_file.write_bytes(key)
+            self._context.load_cert_chain(cert_file, key_file)
+        self._context.set_alpn_protocols(["h2"])
+        self._listener = socket.create_server((host, port))
+        self.port: int = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.refused = 0
+        """Handshakes that did not select ``h2`` (closed at once)."""
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._accept, name=f"alpn-gate-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5.0)
+            tls = self._context.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            return
+        with tls:
+            if tls.selected_alpn_protocol() != "h2":
+                with self._lock:
+                    self.refused += 1
+                return
+            with self._lock:
+                self.accepted += 1
+            tls.settimeout(None)
+            with contextlib.suppress(OSError), socket.create_connection(self._backend) as plain:
+                self._pipe(tls, plain)
+
+    def _pipe(self, tls: ssl.SSLSocket, plain: socket.socket) -> None:
+        while not self._stop.is_set():
+            ready = [tls] if tls.pending() else select.select([tls, plain], [], [], 0.2)[0]
+            for sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                (plain if sock is tls else tls).sendall(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(timeout=_STOP_TIMEOUT)
+
+
 class GrpcEchoServer(Upstream):
     """grpcio server for ``meshxds.echo.v1.Echo`` and ``grpc.health.v1.Health`` (both SERVING;
     ``set_serving(False)`` makes the server, and the Echo service, NOT_SERVING).
@@ -618,9 +687,22 @@ class GrpcEchoServer(Upstream):
 
     protocol = "HTTP/2"
 
-    def __init__(self, *, name: str, host: str = "127.0.0.1", port: int = 0, max_workers: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_workers: int = 8,
+        tls: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``tls``: ``(certificate chain PEM, key PEM)`` to serve TLS instead of h2c, refusing a
+        client that does not offer ALPN ``h2`` (``alpn_refused`` counts them), as gRPC servers
+        commonly do."""
         super().__init__(name=name, host=host, port=port)
         self._max_workers = max_workers
+        self._tls = tls
+        self._gate: _AlpnGate | None = None
         self._server: grpc.Server | None = None
         self._cancelled = 0
         self.health = health.HealthServicer()
@@ -646,11 +728,19 @@ class GrpcEchoServer(Upstream):
         self.health = health.HealthServicer()  # a fresh one: after graceful shutdown it ignores set()
         echo_pb2_grpc.add_EchoServicer_to_server(_EchoServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        port = server.add_insecure_port(f"{self.host}:{self._requested_port}")
+        # With TLS, grpcio serves h2c on a port of its own behind the ALPN gate.
+        inner = 0 if self._tls is not None else self._requested_port
+        port = server.add_insecure_port(f"{self.host}:{inner}")
         if port == 0:
-            raise RuntimeError(f"{self!r} could not bind {self.host}:{self._requested_port}")
-        self._port = port
+            raise RuntimeError(f"{self!r} could not bind {self.host}:{inner}")
         server.start()
+        if self._tls is not None:
+            chain, key = self._tls
+            self._gate = _AlpnGate(
+                host=self.host, port=self._requested_port, backend_port=port, chain=chain, key=key
+            )
+            port = self._gate.port
+        self._port = port
         for service in ("", ECHO_SERVICE):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
@@ -668,8 +758,21 @@ class GrpcEchoServer(Upstream):
         if self._server is None:
             return
         self.health.enter_graceful_shutdown()
+        if self._gate is not None:
+            self._gate.close()
+            self._gate = None
         self._server.stop(grace=1.0).wait(_STOP_TIMEOUT)
         self._server = None
+
+    @property
+    def alpn_refused(self) -> int:
+        """TLS clients refused for not offering ALPN ``h2`` (0 without ``tls``)."""
+        return self._gate.refused if self._gate is not None else 0
+
+    @property
+    def tls_connections(self) -> int:
+        """TLS connections accepted (ALPN ``h2``)."""
+        return self._gate.accepted if self._gate is not None else 0
 
 
 def echo_call(

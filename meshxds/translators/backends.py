@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, cast
 
 from meshxds import ir, names
 from meshxds.model import core, gatewayapi, kgateway
 from meshxds.model.manifests import ResourceSet
+from meshxds.translators.backendtls import BackendTlsPolicies
 from meshxds.translators.protocol import Protocol, ProtocolDecision, decide_port_protocol, is_grpc
 from meshxds.translators.upstream import (
     ClusterPolicy,
@@ -109,8 +110,12 @@ class BackendIndex:
     _ports: dict[tuple[int, int], tuple[UpstreamPort, str]] = field(default_factory=dict)
     _resolved: dict[_BackendRef, ResolvedBackend] = field(default_factory=dict)
     _services: Mapping[tuple[str, str], core.Service] = field(default_factory=dict)
+    tls_policies: BackendTlsPolicies | None = None
+    """The run's BackendTLSPolicies (built from ``resources`` when not given)."""
 
     def __post_init__(self) -> None:
+        if self.tls_policies is None:
+            self.tls_policies = BackendTlsPolicies(self.resources)
         if self.endpoint_index is None:
             self.endpoint_index = EndpointIndex(self.resources)
         # Services by (namespace, name), looked up once per distinct backendRef.
@@ -181,6 +186,12 @@ class BackendIndex:
             return cached, decision.warnings, decision.protocol
         key = upstream.endpoint_key
         assert self.endpoint_index is not None and key is not None
+        assert self.tls_policies is not None
+        applied = self.tls_policies.for_port(service, port)
+        # kgateway's BackendConfigPolicy settings, and a BackendTLSPolicy's TLS on top of them.
+        policy = self._policy("Service", service.namespace, service.name, port)
+        if applied is not None:
+            policy = replace(policy, upstream_tls=applied.tls)
         cluster = build_cluster(
             name=name,
             source=ir.ObjectRef(kind="Service", namespace=service.namespace, name=service.name),
@@ -188,7 +199,7 @@ class BackendIndex:
             # Every variant reads the same endpoints: one EndpointKey per Service port.
             endpoints=self.endpoint_index.endpoints(key),
             endpoint_key=key,
-            policy=self._policy("Service", service.namespace, service.name, port),
+            policy=policy,
         )
         self._clusters[(name, protocol)] = cluster
         if not decision.warnings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -17,9 +18,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from meshxds import ir, names
 from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
-from meshxds.translators.backends import BackendIndex
+
+if TYPE_CHECKING:  # backends.py reads CA bundles from here (BackendTLSPolicy)
+    from meshxds.translators.backends import BackendIndex
 
 __all__ = [
+    "ca_bundle",
     "certificate_problem",
     "resolve_ca_certificate_ref",
     "resolve_certificate_ref",
@@ -156,20 +160,28 @@ def resolve_ca_certificate_ref(
             f"{at}: no ReferenceGrant in namespace {namespace} allows Gateways from "
             f"{gateway.namespace} to use {ref.kind} {ref.name}"
         )
+    return ca_bundle(resources, ref.kind, namespace, ref.name, at=at)
+
+
+def ca_bundle(
+    resources: ResourceSet, kind: str, namespace: str, name: str, *, at: str
+) -> bytes | tuple[str, str]:
+    """The PEM bundle under ``ca.crt`` of a ConfigMap or Secret (``kind``), or ``(reason,
+    message)``: ``InvalidCACertificateRef`` when it is missing or holds no PEM certificate."""
     bundle: bytes | None = None
-    if ref.kind == "ConfigMap":
-        config_map = resources.get(core.ConfigMap, namespace, ref.name)
+    if kind == "ConfigMap":
+        config_map = resources.get(core.ConfigMap, namespace, name)
         if config_map is None:
-            return "InvalidCACertificateRef", f"{at}: ConfigMap {namespace}/{ref.name} not found"
+            return "InvalidCACertificateRef", f"{at}: ConfigMap {namespace}/{name} not found"
         text = config_map.data.get("ca.crt")
         bundle = text.encode() if text is not None else None
     else:
-        secret = resources.get(core.Secret, namespace, ref.name)
+        secret = resources.get(core.Secret, namespace, name)
         if secret is None:
-            return "InvalidCACertificateRef", f"{at}: Secret {namespace}/{ref.name} not found"
+            return "InvalidCACertificateRef", f"{at}: Secret {namespace}/{name} not found"
         bundle = secret_value(secret, "ca.crt")
     if not bundle:
-        return "InvalidCACertificateRef", f"{at}: {ref.kind} {namespace}/{ref.name} has no ca.crt"
+        return "InvalidCACertificateRef", f"{at}: {kind} {namespace}/{name} has no ca.crt"
     try:
         certificates = x509.load_pem_x509_certificates(bundle)
     except ValueError:
@@ -177,6 +189,6 @@ def resolve_ca_certificate_ref(
     if not certificates:
         return (
             "InvalidCACertificateRef",
-            f"{at}: {ref.kind} {namespace}/{ref.name}: ca.crt is not a PEM certificate bundle",
+            f"{at}: {kind} {namespace}/{name}: ca.crt is not a PEM certificate bundle",
         )
     return bundle

@@ -251,6 +251,10 @@ def _apply_outlier_detection(out: cluster_pb2.Cluster, od: ir.OutlierDetection) 
         out.common_lb_config.healthy_panic_threshold.value = float(od.min_health_percent)
 
 
+_NO_CERTIFICATE_HASH = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+"""SHA-256 of the empty string: no DER certificate hashes to it."""
+
+
 def _upstream_tls(tls: ir.UpstreamTls) -> tls_pb2.UpstreamTlsContext:
     context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
     common = context.common_tls_context
@@ -263,7 +267,19 @@ def _upstream_tls(tls: ir.UpstreamTls) -> tls_pb2.UpstreamTlsContext:
         cert.private_key.filename = tls.client_key_file
     if tls.insecure_skip_verify:
         return context
-    validation = _validation(ca_file=tls.ca_file, subject_alt_names=tls.subject_alt_names)
+    validation = _validation(
+        ca_file=tls.ca_file,
+        subject_alt_names=tls.subject_alt_names,
+        uri_subject_alt_names=tls.uri_subject_alt_names,
+    )
+    if tls.reject_all:
+        # No usable CA: a certificate hash no certificate has (SHA-256 of nothing is never a DER
+        # certificate's) on top of the trust anchor, so every handshake fails: Envoy answers 503.
+        if not tls.ca_file:
+            validation.system_root_certs.SetInParent()
+        validation.verify_certificate_hash.append(_NO_CERTIFICATE_HASH)
+        common.validation_context.CopyFrom(validation)
+        return context
     if not tls.ca_secret and not tls.ca_file:
         # Istio's default for SIMPLE without a CA: the proxy's system roots.
         validation.system_root_certs.SetInParent()
@@ -275,6 +291,7 @@ def _validation(
     *,
     ca_file: str | None,
     subject_alt_names: tuple[str, ...] = (),
+    uri_subject_alt_names: tuple[str, ...] = (),
     spki_hashes: tuple[str, ...] = (),
     cert_hashes: tuple[str, ...] = (),
 ) -> common_pb2.CertificateValidationContext:
@@ -287,6 +304,10 @@ def _validation(
         matcher = validation.match_typed_subject_alt_names.add()
         matcher.san_type = common_pb2.SubjectAltNameMatcher.DNS
         matcher.matcher.exact = san
+    for uri in uri_subject_alt_names:
+        matcher = validation.match_typed_subject_alt_names.add()
+        matcher.san_type = common_pb2.SubjectAltNameMatcher.URI
+        matcher.matcher.exact = uri
     return validation
 
 

@@ -19,6 +19,7 @@ from meshxds.conditions import ObjectStatus
 from meshxds.model.manifests import ResourceSet
 from meshxds.options import TranslateOptions
 from meshxds.translators.backends import BackendIndex
+from meshxds.translators.backendtls import policy_statuses
 from meshxds.translators.gatewayapi.context import GatewayAPIMemo, Run, namespace_labels
 from meshxds.translators.gatewayapi.gateways import process_gateway_classes, process_gateways
 from meshxds.translators.gatewayapi.listeners import process_listeners
@@ -81,6 +82,13 @@ def translate_gateway_api(
     wanted = {key: gw for key, gw in gateways.items() if run.wanted(key)}
     configs = {key: build_proxy_config(run, gw) for key, gw in wanted.items()}
     run.statuses.extend(gateway_status(run, gw) for gw in wanted.values())
+    assert run.backends.tls_policies is not None
+    run.statuses.extend(
+        policy_statuses(run.backends.tls_policies, configs, controller_name=run.options.controller_name)
+    )
+    run.warnings.extend(
+        w for p in run.backends.tls_policies.policies for w in run.backends.tls_policies.applied(p).warnings
+    )
     return GatewayAPIResult(
         gateways=configs,
         statuses=tuple(sorted(run.statuses, key=lambda s: (s.kind, s.namespace, s.name))),

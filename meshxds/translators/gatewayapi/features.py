@@ -37,6 +37,10 @@ _TLS_TCP = "tests/integration/test_tls_tcp_routes.py"
 _FRONTEND = "tests/integration/test_gateway_frontend_validation.py"
 
 SUPPORTED_FEATURES: tuple[Feature, ...] = (
+    _f(
+        "BackendTLSPolicy",
+        "tests/integration/test_backendtlspolicy.py::test_the_backends_ca_verifies_it_over_tls_with_alpn_h2",
+    ),
     _f("GRPCRoute", "tests/integration/test_grpcroute.py::test_grpc_call_routed_by_method_and_header"),
     _f("Gateway", f"{_MATCHING}::test_path_matching"),
     _f(

@@ -93,6 +93,12 @@ def _assemble_proxy_config(run: Run, gw: gatewayapi.Gateway, policies: ListenerP
     secrets = {k: v for k, v in run.secrets.get(gw.key, {}).items() if k in used_secrets}
     used_cas = {c.tls.ca_secret for lis in listeners for c in lis.chains if c.tls and c.tls.ca_secret}
     cas = {k: v for k, v in run.ca_secrets.get(gw.key, {}).items() if k in used_cas}
+    assert run.backends.tls_policies is not None
+    for cluster in clusters.values():  # BackendTLSPolicy CA bundles the clusters verify with
+        ca_name = cluster.upstream_tls.ca_secret if cluster.upstream_tls is not None else None
+        found = run.backends.tls_policies.ca_secret(ca_name) if ca_name else None
+        if found is not None:
+            cas[found.name] = found
     return ir.ProxyConfig(
         listeners=tuple(listeners),
         clusters=tuple(clusters[k] for k in sorted(clusters)),

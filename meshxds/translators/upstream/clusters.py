@@ -5,7 +5,7 @@ DestinationRule, Gateway API's defaults, a kgateway Backend's hosts)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from meshxds import ir
@@ -17,6 +17,7 @@ __all__ = [
     "NO_POLICY",
     "ClusterPolicy",
     "Discovery",
+    "alpn_for",
     "build_cluster",
     "decide_discovery",
     "decide_upstream_protocol",
@@ -88,6 +89,18 @@ class ClusterPolicy:
 
 NO_POLICY = ClusterPolicy()
 
+_ALPN: dict[ir.UpstreamProtocol, tuple[str, ...]] = {
+    ir.UpstreamProtocol.HTTP2: ("h2",),
+    ir.UpstreamProtocol.HTTP1: ("http/1.1",),
+}
+
+
+def alpn_for(protocol: ir.UpstreamProtocol) -> tuple[str, ...]:
+    """What a TLS-originating cluster offers in ALPN: ``h2`` for HTTP/2 (gRPC servers refuse a
+    TLS connection without it), ``http/1.1`` for HTTP/1.1. None for TCP (the bytes are not HTTP)
+    nor for the client's protocol (Envoy picks per request; one fixed offer could contradict it)."""
+    return _ALPN.get(protocol, ())
+
 
 def build_cluster(
     *,
@@ -102,12 +115,16 @@ def build_cluster(
     """The one constructor of ``ir.Cluster``. ``protocol`` is a ``decide_upstream_protocol``
     answer, its reason prefixed here with ``source``; ``endpoint_key`` is kept only for EDS
     (a DNS or static cluster carries its endpoints itself, so the endpoint fast path skips it).
-    gRPC health checks are kept only on HTTP/2 clusters, the only ones Envoy checks over gRPC."""
+    gRPC health checks are kept only on HTTP/2 clusters, the only ones Envoy checks over gRPC.
+    A TLS policy that names no ALPN gets the protocol's (``alpn_for``)."""
     upstream, reason = protocol
     checks = policy.health_checks
     if upstream is not ir.UpstreamProtocol.HTTP2 and any(c.kind == "grpc" for c in checks):
         # Envoy rejects the whole cluster otherwise; the frontend reports it (it knows the field).
         checks = tuple(c for c in checks if c.kind != "grpc")
+    tls = policy.upstream_tls
+    if tls is not None and not tls.alpn:
+        tls = replace(tls, alpn=alpn_for(upstream))
     return ir.Cluster(
         name=name,
         discovery=discovery,
@@ -121,7 +138,7 @@ def build_cluster(
         ring_size=policy.ring_size,
         circuit_breaker=policy.circuit_breaker,
         outlier_detection=policy.outlier_detection,
-        upstream_tls=policy.upstream_tls,
+        upstream_tls=tls,
         max_requests_per_connection=policy.max_requests_per_connection,
         health_checks=checks,
         tcp_keepalive=policy.tcp_keepalive,

@@ -127,6 +127,29 @@ def test_route_parents_of_other_controllers_are_kept() -> None:
     assert status_patch(rewritten, desired, kind="HTTPRoute", controller_name=OURS, now=T1) is None
 
 
+def test_policy_ancestors_of_other_controllers_are_kept() -> None:
+    theirs = {
+        "ancestorRef": {"group": GW, "kind": "Gateway", "namespace": "gw-ns", "name": "theirs"},
+        "controllerName": "example.com/other",
+        "conditions": [{**cond("Accepted", True), "lastTransitionTime": T0}],
+    }
+    current = obj("BackendTLSPolicy", "p", status={"ancestors": [theirs]})
+    ours = {
+        "ancestorRef": {"group": GW, "kind": "Gateway", "namespace": "gw-ns", "name": "gw"},
+        "controllerName": OURS,
+        "conditions": [cond("Accepted", False, reason="NoValidCACertificate")],
+    }
+    patch = status_patch(
+        current, {"ancestors": [ours]}, kind="BackendTLSPolicy", controller_name=OURS, now=T1
+    )
+    assert patch is not None
+    assert "parents" not in patch["status"]
+    ancestors = patch["status"]["ancestors"]
+    assert ancestors[0] == theirs
+    assert ancestors[1]["conditions"][0]["reason"] == "NoValidCACertificate"
+    assert ancestors[1]["conditions"][0]["lastTransitionTime"] == T1
+
+
 # --- the writer, against the fake API server -----------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from meshxds.translators.protocol import ProtocolDecision, decide_port_protocol
 from meshxds.translators.upstream import (
     DEFAULT_CONNECT_TIMEOUT_S,
     ClusterPolicy,
+    alpn_for,
     build_cluster,
     decide_discovery,
     decide_upstream_protocol,
@@ -152,6 +153,23 @@ def test_build_cluster_applies_the_frontends_policy() -> None:
         policy.ring_size,
         policy.circuit_breaker,
         policy.outlier_detection,
-        policy.upstream_tls,
+        ir.UpstreamTls(sni="web", alpn=("h2",)),  # ALPN from the upstream protocol
         policy.max_requests_per_connection,
     )
+
+
+@pytest.mark.parametrize(
+    ("protocol", "alpn"),
+    [(P.HTTP2, ("h2",)), (P.HTTP1, ("http/1.1",)), (P.TCP, ()), (P.DOWNSTREAM, ())],
+)
+def test_a_tls_cluster_offers_its_upstream_protocols_alpn(protocol: P, alpn: tuple[str, ...]) -> None:
+    policy = ClusterPolicy(upstream_tls=ir.UpstreamTls(sni="web"))
+    cluster = build_cluster(name="c", source=SOURCE, protocol=(protocol, "r"), endpoints=(), policy=policy)
+    assert cluster.upstream_tls is not None and cluster.upstream_tls.alpn == alpn
+    assert alpn_for(protocol) == alpn
+
+
+def test_a_policys_own_alpn_is_kept() -> None:
+    policy = ClusterPolicy(upstream_tls=ir.UpstreamTls(sni="web", alpn=("custom",)))
+    cluster = build_cluster(name="c", source=SOURCE, protocol=(P.HTTP2, "r"), endpoints=(), policy=policy)
+    assert cluster.upstream_tls is not None and cluster.upstream_tls.alpn == ("custom",)
