@@ -68,7 +68,7 @@ SUPPORTED_FEATURES: tuple[Feature, ...] = (
     ),
     _f(
         "HTTPRouteCORS",
-        "tests/integration/test_grpc_web.py::test_cors_preflight_from_an_allowed_origin_gets_the_configured_answer",
+        "tests/integration/test_grpc_web_and_cors.py::test_cors_preflight_from_an_allowed_origin_gets_the_configured_answer",
     ),
     _f("HTTPRouteHostRewrite", f"{_FILTERS}::test_httproute_rewrite_host"),
     _f("HTTPRouteMethodMatching", f"{_MATCHING}::test_method_matching"),
