@@ -112,19 +112,9 @@ def resolve_certificate_ref(
     if (ref.group, ref.kind) != ("", "Secret"):
         return f"{at}: certificateRefs of kind {ref.group or 'core'}/{ref.kind} are not supported"
     namespace = ref.namespace or gateway.namespace
-    if not backends.reference_allowed(
-        from_group=gatewayapi.GROUP,
-        from_kind="Gateway",
-        from_namespace=gateway.namespace,
-        to_group="",
-        to_kind="Secret",
-        to_namespace=namespace,
-        to_name=ref.name,
-    ):
-        return (
-            f"{at}: no ReferenceGrant in namespace {namespace} allows Gateways from "
-            f"{gateway.namespace} to use Secret {ref.name}"
-        )
+    refused = _not_granted(backends, gateway, "Secret", namespace, ref.name, at)
+    if refused is not None:
+        return refused
     secret = resources.get(core.Secret, namespace, ref.name)
     if secret is None:
         return f"{at}: Secret {namespace}/{ref.name} not found"
@@ -147,19 +137,9 @@ def resolve_ca_certificate_ref(
             f"{at}: CA certificates of kind {ref.group or 'core'}/{ref.kind} are not supported",
         )
     namespace = ref.namespace or gateway.namespace
-    if not backends.reference_allowed(
-        from_group=gatewayapi.GROUP,
-        from_kind="Gateway",
-        from_namespace=gateway.namespace,
-        to_group="",
-        to_kind=ref.kind,
-        to_namespace=namespace,
-        to_name=ref.name,
-    ):
-        return "RefNotPermitted", (
-            f"{at}: no ReferenceGrant in namespace {namespace} allows Gateways from "
-            f"{gateway.namespace} to use {ref.kind} {ref.name}"
-        )
+    refused = _not_granted(backends, gateway, ref.kind, namespace, ref.name, at)
+    if refused is not None:
+        return "RefNotPermitted", refused
     return ca_bundle(resources, ref.kind, namespace, ref.name, at=at)
 
 
@@ -192,3 +172,24 @@ def ca_bundle(
             f"{at}: {kind} {namespace}/{name}: ca.crt is not a PEM certificate bundle",
         )
     return bundle
+
+
+def _not_granted(
+    backends: BackendIndex, gateway: gatewayapi.Gateway, kind: str, namespace: str, name: str, at: str
+) -> str | None:
+    """Why the Gateway may not read core ``kind`` ``namespace/name`` (no ReferenceGrant admits it
+    across namespaces), or ``None`` when it may."""
+    if backends.reference_allowed(
+        from_group=gatewayapi.GROUP,
+        from_kind="Gateway",
+        from_namespace=gateway.namespace,
+        to_group="",
+        to_kind=kind,
+        to_namespace=namespace,
+        to_name=name,
+    ):
+        return None
+    return (
+        f"{at}: no ReferenceGrant in namespace {namespace} allows Gateways from "
+        f"{gateway.namespace} to use {kind} {name}"
+    )
