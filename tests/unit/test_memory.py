@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 
-from meshxds.memory import building
+from meshxds.memory import BUILD_SWITCH_INTERVAL_S, building
 
 
 def test_overlapping_builds_keep_the_collector_paused_until_the_last_one_ends() -> None:
@@ -45,3 +46,14 @@ def test_a_build_leaves_a_disabled_collector_disabled() -> None:
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_a_build_shortens_the_gil_switch_interval_until_the_last_one_ends() -> None:
+    default = sys.getswitchinterval()
+    with building():
+        assert sys.getswitchinterval() == BUILD_SWITCH_INTERVAL_S
+        with building():  # overlapping builds: restored when the last ends, not the first
+            pass
+        assert sys.getswitchinterval() == BUILD_SWITCH_INTERVAL_S
+    assert sys.getswitchinterval() == default
+    gc.unfreeze()
