@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -13,16 +14,30 @@ __all__ = ["WaitTimeout", "free_port", "wait_until"]
 T = TypeVar("T")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free right now on ``host``.
+_SPARE_PORTS = range(21000, 32000)
+"""Below Linux's ephemeral range (32768-60999 by default): the kernel never gives these to an
+outgoing connection's local end, which could otherwise take a port between ``free_port()``
+and the bind (a CI run saw Envoy's listener NACKed with "Address already in use")."""
 
-    The kernel picks it (bind to port 0); another process may still grab it before the caller
-    binds, so prefer letting a server bind port 0 itself where it can.
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free right now on ``host``, outside the ephemeral range.
+
+    Another process may still bind it before the caller does, so prefer letting a server bind
+    port 0 itself where it can.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    for _ in range(200):
+        port = random.choice(_SPARE_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range: any port
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 class WaitTimeout(TimeoutError):
