@@ -234,7 +234,7 @@ class ObjectStore:
         origins: dict[str, str] = {}
         warnings: list[str] = []
         errors: list[ManifestError] = []
-        wanted, wanted_maps = _referenced_secrets(kinds)
+        wanted, wanted_maps = _referenced_secrets_and_config_maps(kinds)
         for model, objects in kinds.items():
             for key, stored in sorted(objects.items()):
                 if stored.error is not None:
@@ -256,7 +256,7 @@ class ObjectStore:
         )
 
 
-def _referenced_secrets(
+def _referenced_secrets_and_config_maps(
     kinds: Mapping[type[Resource], Mapping[tuple[str, str], StoredObject]],
 ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
     """``(namespace, name)`` of the Secrets, and of the ConfigMaps, a gateway may read: Gateway
