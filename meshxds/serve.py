@@ -181,8 +181,12 @@ class Service:
             if isinstance(read, ManifestErrors):
                 self.reject(read)
                 continue
-            # Build now, for every identity connected now, so the loop only swaps generations.
+            # Build now, for every identity connected now or in its grace period (a proxy that
+            # reconnects, or a new one of a known gateway, then starts at once: building a large
+            # gateway's first snapshot of a generation holds its stream for a third of a second),
+            # so the loop only swaps generations.
             identities = {c.stream.identity for c in self.registry.connections if c.stream.identity}
+            identities |= self.cache.identities()
             started = time.perf_counter()
             try:
                 builder = await asyncio.to_thread(self._update, read, identities)

@@ -184,6 +184,32 @@ async def test_a_route_edit_reaches_only_that_gateways_proxies(
     assert len(b.received) == seen_b
 
 
+async def test_an_edit_prebuilds_the_identities_of_proxies_that_just_left(
+    service: Service, manifests: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy that reconnects (or a new one of a known gateway) within the grace period finds
+    # the new generation's snapshot built: its stream does not wait for a worker-thread build.
+    asked: list[set[str]] = []
+    update = Pipeline.update
+
+    def recording_update(self: Pipeline, resources: Any, identities: Any = ()) -> SnapshotBuilder:
+        asked.append({dict(i.labels).get(GATEWAY_NAME_LABEL, "") for i in identities})
+        return update(self, resources, identities)
+
+    monkeypatch.setattr(Pipeline, "update", recording_update)
+    proxy = Proxy(service.xds_port, "a")
+    proxy.start()
+    await synced(proxy)
+    await proxy.close()
+    await until(lambda: not service.cache.held(), what="the stream's end seen by the server")
+    generation = service.state.generation
+    docs = service_docs("svc-a", "a")
+    docs[2]["spec"]["hostnames"] = ["renamed.example.com"]
+    write(manifests / "svc-a.yaml", docs)
+    await until(lambda: service.state.generation != generation, what="the edit published")
+    assert asked and "a" in asked[-1]
+
+
 async def test_streams_are_served_from_the_last_snapshot_while_a_translation_runs(
     service: Service, manifests: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
