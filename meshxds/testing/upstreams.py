@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -495,14 +496,26 @@ class _Http1Handler(BaseHTTPRequestHandler):
             body=self._read_body(),
         )
         status = owner._record(record)
+        delay = owner._take_delay()
+        if delay:
+            time.sleep(delay)  # a backend that answers too late: the proxy's try may time out
+        if status == Http1OnlyServer.DISCONNECT:
+            # A connection error after the request was sent: no status line, just the close.
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         body = owner._response_body(record)
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.send_header("x-upstream-name", owner.name)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.send_header("x-upstream-name", owner.name)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            self.close_connection = True  # the proxy gave up on a late answer and reset it
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _respond
 
@@ -514,13 +527,26 @@ class Http1OnlyServer(Upstream):
     """HTTP/1.1 only; a client that opens with the HTTP/2 preface is disconnected."""
 
     protocol = "HTTP/1.1"
+    DISCONNECT: ClassVar[int] = 0
+    """A ``fail_next`` status: close the connection without answering (a connection error)."""
 
     def __init__(self, *, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(name=name, host=host, port=port)
         self._server: _Http1Server | None = None
         self._thread: threading.Thread | None = None
+        self._delays: list[float] = []
         self.refused = 0
         """Connections dropped because they opened with the HTTP/2 preface."""
+
+    def slow_next(self, count: int, delay_s: float) -> None:
+        """Answer the next ``count`` requests ``delay_s`` late (at most ``_MAX_WAIT``): a backend
+        whose first attempts time out, for per-try timeouts and their retries."""
+        with self._lock:
+            self._delays = [min(delay_s, _MAX_WAIT)] * count
+
+    def _take_delay(self) -> float:
+        with self._lock:
+            return self._delays.pop(0) if self._delays else 0.0
 
     def start(self) -> Self:
         if self._server is not None:

@@ -11,15 +11,18 @@ from dataclasses import dataclass
 import pytest
 from httproute_support import GATEWAY_CLASS, NS, Stack, gateway_yaml, join, run_stack, service_yaml
 
-from meshxds.testing.ports import free_port
+from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.upstreams import GrpcEchoServer, Http1OnlyServer, echo_call
 
 GW = "retries"
 FLAKY, GRPC = "flaky", "flaky-grpc"
 
 
-def _route(host: str, retry: str | None, backend: str = FLAKY, port: int = 8080) -> str:
+def _route(
+    host: str, retry: str | None, backend: str = FLAKY, port: int = 8080, timeouts: str | None = None
+) -> str:
     stanza = f"\n    retry: {retry}" if retry is not None else ""
+    stanza += f"\n    timeouts: {timeouts}" if timeouts is not None else ""
     return f"""\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -39,6 +42,9 @@ ROUTES = join(
     _route("zero.example", "{codes: [503], attempts: 0}"),
     _route("one.example", "{codes: [503], attempts: 1}"),
     _route("grpc.example", "{attempts: 2}", backend=GRPC, port=9000),
+    # Conformance's HTTPRouteRetryConnectionError and HTTPRouteRetryBackendTimeout: no codes.
+    _route("conn.example", "{attempts: 3}"),
+    _route("slow.example", "{attempts: 2}", timeouts="{backendRequest: 200ms}"),
 )
 
 
@@ -114,6 +120,40 @@ def test_a_failing_first_attempt_is_retried_as_the_stanza_says(
         flaky.fail_next(0)
 
 
+@pytest.mark.parametrize(("failures", "status", "tries"), [(2, 200, 3), (4, 503, 4)])
+def test_a_connection_closed_without_an_answer_is_retried(
+    retries: Retries, failures: int, status: int, tries: int
+) -> None:
+    # GEP-1731: "retry on connection errors (disconnect, reset, timeout, TCP failure)", codes or
+    # not; attempts: 3 bounds them, and then the proxy's own 503 is the answer.
+    flaky = retries.flaky
+    flaky.reset()
+    flaky.fail_next(failures, status=Http1OnlyServer.DISCONNECT)
+    try:
+        reply = retries.stack.request("conn.example", "/")
+        assert reply.status == status, reply
+        assert flaky.requests == tries
+    finally:
+        flaky.fail_next(0)
+
+
+@pytest.mark.parametrize(("slow", "status", "tries"), [(2, 200, 3), (3, 504, 3)])
+def test_a_try_that_outlives_backend_request_is_retried(
+    retries: Retries, slow: int, status: int, tries: int
+) -> None:
+    # backendRequest: 200ms bounds each try; a try that times out is retried (attempts: 2).
+    flaky = retries.flaky
+    flaky.reset()
+    flaky.slow_next(slow, 0.6)
+    try:
+        reply = retries.stack.request("slow.example", "/")
+        assert reply.status == status, reply
+        wait_until(lambda: flaky.requests >= tries or None, timeout=5, what=f"{tries} tries")
+        assert flaky.requests == tries
+    finally:
+        flaky.slow_next(0, 0)
+
+
 def test_a_grpc_backends_unavailable_is_retried(retries: Retries) -> None:
     upstream = retries.grpc
     upstream.reset()
@@ -142,6 +182,6 @@ def test_envoy_holds_the_codes_attempts_and_backoff(retries: Retries) -> None:
     policy = policies["retry.example"]
     assert policy["num_retries"] == 2
     assert policy["retriable_status_codes"] == [503]
-    assert policy["retry_on"] == "connect-failure,refused-stream,unavailable,retriable-status-codes"
+    assert policy["retry_on"] == "connect-failure,refused-stream,reset,unavailable,retriable-status-codes"
     assert policy["retry_back_off"] == {"base_interval": "0.010s", "max_interval": "0.100s"}
     assert policies["no-retry.example"] is None

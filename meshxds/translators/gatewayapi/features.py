@@ -82,6 +82,14 @@ SUPPORTED_FEATURES: tuple[Feature, ...] = (
         "HTTPRouteRetry",
         "tests/integration/test_httproute_retries.py::test_a_failing_first_attempt_is_retried_as_the_stanza_says",
     ),
+    _f(
+        "HTTPRouteRetryBackendTimeout",
+        "tests/integration/test_httproute_retries.py::test_a_try_that_outlives_backend_request_is_retried",
+    ),
+    _f(
+        "HTTPRouteRetryConnectionError",
+        "tests/integration/test_httproute_retries.py::test_a_connection_closed_without_an_answer_is_retried",
+    ),
     _f("HTTPRouteSchemeRedirect", f"{_FILTERS}::test_request_redirect"),
     _f("ReferenceGrant", f"{_BACKENDS}::test_reference_grant_written_then_deleted"),
     _f("TCPRoute", f"{_TLS_TCP}::test_tcp_route_proxies_bytes"),

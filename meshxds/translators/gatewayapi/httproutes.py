@@ -415,18 +415,20 @@ DEFAULT_RETRY_ATTEMPTS = 2
 """Retries of a ``retry`` stanza with no ``attempts`` (implementation-specific: Envoy Gateway's
 and Istio's default)."""
 
-RETRY_ON_CONNECTION = "connect-failure,refused-stream,unavailable"
-"""GEP-1731: with a ``retry`` stanza, retry when the connection could not be made or the backend
-refused the request before processing it (REFUSED_STREAM, gRPC UNAVAILABLE); not on a reset
-after the request was sent, which non-idempotent requests must not see replayed."""
+RETRY_ON_CONNECTION = "connect-failure,refused-stream,reset,unavailable"
+"""GEP-1731: with a ``retry`` stanza, "retry on connection errors (disconnect, reset, timeout,
+TCP failure)": Envoy's ``reset`` is a try that got no response at all (a disconnect, a reset, a
+per-try timeout: conformance's RetryConnectionError and RetryBackendTimeout), ``connect-failure``
+and ``refused-stream`` the request that never reached the backend, gRPC ``unavailable`` a
+backend that asks to be tried again. A response with a status is retried only for ``codes``."""
 
 
 def _rule_retries(
     retry: gatewayapi.HTTPRouteRetry | None, per_try: ir.RetryPolicy | None
 ) -> ir.RetryPolicy | None:
     """GEP-1731 as Envoy's retry policy: ``attempts`` retries (``0``: none) on connection
-    failures and on ``codes``, ``backoff`` apart, each try bounded by ``backendRequest`` (a try
-    that times out is retried when 504 is among the codes: Envoy answers it 504)."""
+    errors (``RETRY_ON_CONNECTION``) and on ``codes``, ``backoff`` apart, each try bounded by
+    ``backendRequest`` (a try that times out is retried: it got no response)."""
     if retry is None:
         return per_try
     per_try_timeout = per_try.per_try_timeout_s if per_try is not None else None

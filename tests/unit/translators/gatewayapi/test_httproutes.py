@@ -75,7 +75,7 @@ def test_a_retry_stanza_becomes_envoys_retry_policy() -> None:
     assert policy == ir.RetryPolicy(
         attempts=3,
         per_try_timeout_s=2.0,
-        retry_on="connect-failure,refused-stream,unavailable,retriable-status-codes",
+        retry_on="connect-failure,refused-stream,reset,unavailable,retriable-status-codes",
         retriable_status_codes=(503, 504),
         backoff_base_s=0.1,
     )
@@ -84,7 +84,8 @@ def test_a_retry_stanza_becomes_envoys_retry_policy() -> None:
 def test_retry_defaults_zero_attempts_and_no_stanza() -> None:
     default = _retries({})
     assert default is not None and default.attempts == DEFAULT_RETRY_ATTEMPTS
-    assert default.retry_on == "connect-failure,refused-stream,unavailable"  # no codes: no status retries
+    # No codes: connection errors only, no status is retried.
+    assert default.retry_on == "connect-failure,refused-stream,reset,unavailable"
     assert _retries({"attempts": 0, "codes": [503]}) is None  # an explicit zero disables retries
     off = _retries({"attempts": 0}, {"backendRequest": "1s"})
     assert off is not None and (off.attempts, off.per_try_timeout_s) == (0, 1.0)  # the try stays bounded
