@@ -236,7 +236,10 @@ def _layers(
 def _why_first(winner: _Attachment, loser: _Attachment) -> str:
     if winner.section is not None and loser.section is None:
         return f"{winner.policy.ref}, which names listener {winner.section}, sets it"
-    return f"the older {winner.policy.ref} sets it"
+    if winner.policy.metadata.creation_timestamp != loser.policy.metadata.creation_timestamp:
+        return f"the older {winner.policy.ref} sets it"
+    # Manifests read from files usually have no creationTimestamp.
+    return f"{winner.policy.ref} sets it and comes first (as old; by kind, then name)"
 
 
 def _port_settings(

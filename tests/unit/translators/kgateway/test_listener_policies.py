@@ -240,6 +240,32 @@ def test_a_per_port_entry_of_one_policy_replaces_the_default_of_another(tmp_path
     )
 
 
+def test_policies_of_the_same_age_are_ranked_by_kind_then_name(tmp_path: Path) -> None:
+    first = policy(
+        "ListenerPolicy",
+        "a",
+        {"targetRefs": [gateway_ref()], "default": {"perConnectionBufferLimitBytes": 1}},
+    )
+    second = policy(
+        "ListenerPolicy",
+        "b",
+        {"targetRefs": [gateway_ref()], "default": {"perConnectionBufferLimitBytes": 2}},
+    )
+    found, warnings = listeners(tmp_path, second, first)
+    assert {lis.per_connection_buffer_limit_bytes for lis in found.values()} == {1}
+    assert len(warnings) == 3, warnings  # b loses on each of the three ports
+    assert all(
+        w.startswith(
+            "ListenerPolicy/gateway-system/b: spec.default.perConnectionBufferLimitBytes: not applied"
+        )
+        and w.endswith(
+            "ListenerPolicy/gateway-system/a sets it and comes first (as old; by kind, then name) "
+            "(spec.default.perConnectionBufferLimitBytes)"
+        )
+        for w in warnings
+    ), warnings
+
+
 def test_what_cannot_apply_is_reported(tmp_path: Path) -> None:
     lp = policy(
         "ListenerPolicy",
