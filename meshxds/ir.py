@@ -22,6 +22,7 @@ __all__ = [
     "Cluster",
     "Cors",
     "DirectResponse",
+    "DownstreamHttpOptions",
     "DownstreamTls",
     "EndpointKey",
     "Fault",
@@ -151,7 +152,8 @@ class HealthCheck:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TcpKeepalive:
-    """OS-level keepalive on upstream connections; ``None``: the OS default."""
+    """OS-level keepalive on a cluster's connections or a listener's accepted ones; ``None``: the
+    OS default."""
 
     probes: int | None = None
     time_s: int | None = None
@@ -479,6 +481,25 @@ class DownstreamTls:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamHttpOptions:
+    """The HTTP connection manager's settings toward clients (kgateway ListenerPolicy
+    ``httpSettings``, HTTPListenerPolicy); ``None`` keeps the default. The ``h2_`` ones apply to
+    clients speaking HTTP/2."""
+
+    stream_idle_timeout_s: float | None = None
+    """A stream with no activity for this long is reset (408 before the response starts); 0: never."""
+    idle_timeout_s: float | None = None
+    """A connection without streams for this long is closed (HTTP/2: GOAWAY first); 0: never."""
+    max_requests_per_connection: int | None = None
+    max_headers_count: int | None = None
+    h2_max_concurrent_streams: int | None = None
+    h2_initial_stream_window_size: int | None = None
+    h2_initial_connection_window_size: int | None = None
+    h2_allow_connect: bool | None = None
+    """Extended CONNECT (WebSocket over HTTP/2); ``None``: on, meshxds's default."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FilterChain:
     """One way of handling a connection on a listener, chosen by SNI."""
 
@@ -502,6 +523,11 @@ class Listener:
     chains: tuple[FilterChain, ...]
     stat_prefix: str
     access_logs: tuple[AccessLog, ...] = ()
+    http_options: DownstreamHttpOptions | None = None
+    """For the connection managers of its HTTP chains."""
+    per_connection_buffer_limit_bytes: int | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+    """On the connections the listener accepts (set on its socket, which they inherit)."""
     sources: tuple[ObjectRef, ...] = ()
 
     @property

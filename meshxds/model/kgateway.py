@@ -1,7 +1,7 @@
 """kgateway extensions (``gateway.kgateway.dev/v1alpha1``): Backend and HTTPListenerPolicy,
-as kgateway's HTTP/2 guide uses them, and BackendConfigPolicy (active health checks,
+as kgateway's HTTP/2 guide uses them, BackendConfigPolicy (active health checks,
 connectTimeout, tcpKeepalive, HTTP and HTTP/2 connection options) attached to Services and
-Backends."""
+Backends, and ListenerPolicy (downstream connection settings of a Gateway's listeners)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ __all__ = [
     "BackendConfigPolicy",
     "HTTPListenerPolicy",
     "HealthCheck",
+    "ListenerPolicy",
     "StaticHost",
 ]
 
@@ -81,6 +82,10 @@ class AccessLog(KubeModel):
 class HTTPListenerPolicySpec(KubeModel):
     target_refs: list[LocalPolicyTargetReference] = Field(min_length=1)
     access_log: list[AccessLog] = Field(default_factory=list)
+    stream_idle_timeout: Duration | None = None
+    """The HTTP connection manager's ``stream_idle_timeout``; ``0s`` never."""
+    idle_timeout: Duration | None = None
+    """Close a client connection without streams for this long; ``0s`` never."""
 
 
 class HTTPListenerPolicy(Resource):
@@ -200,3 +205,54 @@ class BackendConfigPolicy(Resource):
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1alpha1",)
     KIND: ClassVar[str] = "BackendConfigPolicy"
     spec: BackendConfigPolicySpec
+
+
+class ListenerHTTP2ProtocolOptions(KubeModel):
+    """HTTP/2 toward clients: what Envoy announces in its SETTINGS frame."""
+
+    initial_stream_window_size: WindowSize | None = None
+    initial_connection_window_size: WindowSize | None = None
+    max_concurrent_streams: int | None = Field(default=None, ge=1, le=2147483647)
+    allow_connect: bool | None = None
+    """Extended CONNECT (RFC 8441, WebSocket over HTTP/2); unset keeps meshxds's default, on."""
+
+
+class HTTPSettings(KubeModel):
+    """The HTTP connection manager of an HTTP(S) listener."""
+
+    stream_idle_timeout: Duration | None = None
+    idle_timeout: Duration | None = None
+    max_requests_per_connection: int | None = Field(default=None, ge=0, le=4294967295)
+    """0 or unset: unlimited."""
+    max_headers_count: int | None = Field(default=None, ge=1, le=4294967295)
+    http2_protocol_options: ListenerHTTP2ProtocolOptions | None = None
+
+
+class ListenerConfig(KubeModel):
+    """``spec.default`` and ``spec.perPort[].listener``: one shape, so a field meshxds does not
+    model (proxyProtocol, clientCertificateValidation, ...) warns from either place."""
+
+    tcp_keepalive: TCPKeepalive | None = None
+    per_connection_buffer_limit_bytes: int | None = Field(default=None, ge=0, le=2147483647)
+    http_settings: HTTPSettings | None = None
+
+
+class ListenerPortConfig(KubeModel):
+    port: int = Field(ge=1, le=65535)
+    listener: ListenerConfig
+
+
+class ListenerPolicySpec(KubeModel):
+    target_refs: list[LocalPolicyTargetReference] = Field(min_length=1, max_length=16)
+    default: ListenerConfig | None = None
+    per_port: list[ListenerPortConfig] = Field(default_factory=list, max_length=64)
+
+
+class ListenerPolicy(Resource):
+    """Settings of the listeners of the Gateways it targets (all of them, or the one
+    ``sectionName`` names), in its own namespace; ``perPort`` replaces ``default`` on a port."""
+
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1alpha1",)
+    KIND: ClassVar[str] = "ListenerPolicy"
+    spec: ListenerPolicySpec

@@ -46,6 +46,7 @@ _MODELS: tuple[type[Resource], ...] = (
     kgateway.Backend,
     kgateway.HTTPListenerPolicy,
     kgateway.BackendConfigPolicy,
+    kgateway.ListenerPolicy,
     istio.Gateway,
     istio.VirtualService,
     istio.DestinationRule,

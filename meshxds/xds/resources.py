@@ -13,7 +13,14 @@ from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
+from envoy.config.core.v3 import (
+    address_pb2,
+    base_pb2,
+    config_source_pb2,
+    health_check_pb2,
+    protocol_pb2,
+    socket_option_pb2,
+)
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -562,7 +569,7 @@ def build_access_log(log: ir.AccessLog) -> accesslog_pb2.AccessLog:
 
 
 def _http_connection_manager(listener: ir.Listener, table: ir.RouteTable) -> hcm_pb2.HttpConnectionManager:
-    return hcm_pb2.HttpConnectionManager(
+    hcm = hcm_pb2.HttpConnectionManager(
         access_log=[build_access_log(a) for a in listener.access_logs],
         stat_prefix=listener.stat_prefix,
         # AUTO accepts HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port; over TLS the
@@ -576,6 +583,32 @@ def _http_connection_manager(listener: ir.Listener, table: ir.RouteTable) -> hcm
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(allow_connect=True),
     )
+    if listener.http_options is not None:
+        _apply_downstream_http_options(hcm, listener.http_options)
+    return hcm
+
+
+def _apply_downstream_http_options(
+    hcm: hcm_pb2.HttpConnectionManager, http: ir.DownstreamHttpOptions
+) -> None:
+    if http.stream_idle_timeout_s is not None:
+        hcm.stream_idle_timeout.CopyFrom(duration(http.stream_idle_timeout_s))
+    common = hcm.common_http_protocol_options
+    if http.idle_timeout_s is not None:
+        common.idle_timeout.CopyFrom(duration(http.idle_timeout_s))
+    if http.max_requests_per_connection is not None:
+        common.max_requests_per_connection.value = http.max_requests_per_connection
+    if http.max_headers_count is not None:
+        common.max_headers_count.value = http.max_headers_count
+    h2 = hcm.http2_protocol_options
+    if http.h2_max_concurrent_streams is not None:
+        h2.max_concurrent_streams.value = http.h2_max_concurrent_streams
+    if http.h2_initial_stream_window_size is not None:
+        h2.initial_stream_window_size.value = http.h2_initial_stream_window_size
+    if http.h2_initial_connection_window_size is not None:
+        h2.initial_connection_window_size.value = http.h2_initial_connection_window_size
+    if http.h2_allow_connect is not None:
+        h2.allow_connect = http.h2_allow_connect
 
 
 def _tcp_proxy(listener: ir.Listener, chain: ir.FilterChain) -> tcp_proxy_pb2.TcpProxy:
@@ -648,8 +681,40 @@ def _filter_chain(listener: ir.Listener, chain: ir.FilterChain) -> listener_comp
     return out
 
 
+# Linux socket option numbers (Envoy passes them to setsockopt as they are).
+_SOL_SOCKET, _SO_KEEPALIVE = 1, 9
+_IPPROTO_TCP, _TCP_KEEPIDLE, _TCP_KEEPINTVL, _TCP_KEEPCNT = 6, 4, 5, 6
+
+
+def _keepalive_socket_options(keepalive: ir.TcpKeepalive) -> list[socket_option_pb2.SocketOption]:
+    """A listener has no ``tcp_keepalive`` field (a cluster's upstream_connection_options does):
+    keepalive goes on the listening socket, whose accepted connections inherit it (Linux)."""
+    prebind = socket_option_pb2.SocketOption.STATE_PREBIND
+    options = [
+        socket_option_pb2.SocketOption(
+            description="SO_KEEPALIVE", level=_SOL_SOCKET, name=_SO_KEEPALIVE, int_value=1, state=prebind
+        )
+    ]
+    for description, name, value in (
+        ("TCP_KEEPIDLE", _TCP_KEEPIDLE, keepalive.time_s),
+        ("TCP_KEEPINTVL", _TCP_KEEPINTVL, keepalive.interval_s),
+        ("TCP_KEEPCNT", _TCP_KEEPCNT, keepalive.probes),
+    ):
+        if value is not None:
+            options.append(
+                socket_option_pb2.SocketOption(
+                    description=description, level=_IPPROTO_TCP, name=name, int_value=value, state=prebind
+                )
+            )
+    return options
+
+
 def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
     out = listener_pb2.Listener(name=listener.name, address=_socket(listener.address, listener.port))
+    if listener.per_connection_buffer_limit_bytes is not None:
+        out.per_connection_buffer_limit_bytes.value = listener.per_connection_buffer_limit_bytes
+    if listener.tcp_keepalive is not None:
+        out.socket_options.extend(_keepalive_socket_options(listener.tcp_keepalive))
     if listener.inspects_tls:
         out.listener_filters.add(
             name="envoy.filters.listener.tls_inspector", typed_config=pack(tls_inspector_pb2.TlsInspector())

@@ -65,29 +65,27 @@ def _assemble_proxy_config(run: Run, gw: gatewayapi.Gateway, policies: ListenerP
         address = run.options.listener_address
         if contexts[0].spec.protocol in _HTTP_PROTOCOLS:
             http_servers = [_http_server(c, contexts) for c in contexts]
-            listeners.append(
-                assemble_http_listener(
-                    name=name,
-                    address=address,
-                    port=port,
-                    servers=http_servers,
-                    access_logs=access_logs,
-                    sources=sources,
-                )
+            http_listener = assemble_http_listener(
+                name=name,
+                address=address,
+                port=port,
+                servers=http_servers,
+                access_logs=access_logs,
+                sources=sources,
             )
+            listeners.append(policies.apply(http_listener, http=True))
         else:
             servers = [s for c in contexts for s in _tcp_servers(run, c)]
             if servers:  # a TCP listener without routes has nothing to proxy to
-                listeners.append(
-                    assemble_tcp_listener(
-                        name=name,
-                        address=address,
-                        port=port,
-                        servers=servers,
-                        access_logs=access_logs,
-                        sources=sources,
-                    )
+                tcp_listener = assemble_tcp_listener(
+                    name=name,
+                    address=address,
+                    port=port,
+                    servers=servers,
+                    access_logs=access_logs,
+                    sources=sources,
                 )
+                listeners.append(policies.apply(tcp_listener, http=False))
     clusters = run.clusters.get(gw.key, {})
     used_secrets = {n for lis in listeners for c in lis.chains if c.tls for n in c.tls.certificates}
     secrets = {k: v for k, v in run.secrets.get(gw.key, {}).items() if k in used_secrets}
