@@ -213,25 +213,31 @@ def _unserved_plan(cls: type[BaseModel]) -> _UnservedPlan:
     return plan
 
 
-def _collect_unserved(value: Any, path: str, out: list[tuple[str, Unserved]]) -> None:
-    if isinstance(value, BaseModel):
-        for name, alias, marker, default in _unserved_plan(type(value)):
-            item = getattr(value, name)
-            if item is None:
-                continue
-            where = f"{path}.{alias}" if path else alias
-            if marker is None:
-                _collect_unserved(item, where, out)
-            elif item != default and not any(item == harmless for harmless in marker.unless):
-                out.append((where, marker))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            if isinstance(item, BaseModel | list | tuple | Mapping):
-                _collect_unserved(item, f"{path}[{i}]", out)
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            if isinstance(item, BaseModel | list | tuple | Mapping):
-                _collect_unserved(item, f"{path}.{key}", out)
+def _collect_unserved(value: BaseModel, path: str, out: list[tuple[str, Unserved]]) -> None:
+    values = value.__dict__  # a model's field values (``getattr`` without the attribute lookup)
+    for name, alias, marker, default in _unserved_plan(type(value)):
+        item = values.get(name)
+        if item is None:
+            continue
+        if marker is not None:
+            if item != default and not any(item == harmless for harmless in marker.unless):
+                out.append((f"{path}.{alias}" if path else alias, marker))
+        elif item:  # an empty list or map holds nothing (a model is always true)
+            _collect_within(item, f"{path}.{alias}" if path else alias, out)
+
+
+def _collect_within(item: Any, path: str, out: list[tuple[str, Unserved]]) -> None:
+    if isinstance(item, BaseModel):
+        _collect_unserved(item, path, out)
+    elif isinstance(item, list | tuple):
+        for i, element in enumerate(item):
+            if isinstance(element, BaseModel | list | tuple | Mapping):
+                _collect_within(element, f"{path}[{i}]", out)
+    elif isinstance(item, Mapping):
+        # e.g. an Istio headers map: ``{cookie: {...}}``
+        for key, element in item.items():
+            if isinstance(element, BaseModel | list | tuple | Mapping):
+                _collect_within(element, f"{path}.{key}", out)
 
 
 def unserved_fields(obj: BaseModel) -> list[tuple[str, Unserved]]:
