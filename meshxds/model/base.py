@@ -1,7 +1,9 @@
 """What every manifest model shares: camelCase aliases, immutability, object metadata.
 
 Models keep fields they do not know (``extra="allow"``) so that :func:`unknown_fields` can turn
-them into warnings: an unsupported field that changes behaviour is never dropped silently.
+them into warnings: an unsupported field that changes behaviour is never dropped silently. A
+field the model knows but translation does not serve carries :class:`Unserved` on its type, and
+:func:`unserved_fields` lists those an object sets, for the same warnings.
 """
 
 from __future__ import annotations
@@ -9,15 +11,26 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 from pydantic_core import SchemaValidator, ValidationError
 
 R = TypeVar("R", bound="Resource")
 
-__all__ = ["KubeModel", "ObjectMeta", "Resource", "unknown_fields", "validate_known"]
+__all__ = [
+    "KubeModel",
+    "ObjectMeta",
+    "Resource",
+    "Unserved",
+    "unknown_fields",
+    "unserved_fields",
+    "unserved_marker",
+    "validate_known",
+]
 
 
 class KubeModel(BaseModel):
@@ -141,6 +154,98 @@ def unknown_fields(resource: Resource) -> list[str]:
         for p in found
         if p.split(".", 1)[0] not in resource.IGNORED_TOP_LEVEL and not p.startswith("metadata.")
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Unserved:
+    """Put on a model field's type, ``Annotated[X, Unserved("why")]``: meshxds parses the field
+    but translation does not serve it. An object that sets it (to anything but its default or a
+    value of ``unless``) is warned about, naming the object and the field, as an unknown field
+    is (:func:`unserved_fields`)."""
+
+    why: str
+    """What is not served, in a few words."""
+    effect: str = "ignored"
+    """What meshxds does instead: ``"ignored"``, ``"the rule is not applied"``."""
+    unless: tuple[object, ...] = ()
+    """Values that ask for what meshxds does anyway (a Service's ``sessionAffinity: None``)."""
+
+    def describe(self, path: str) -> str:
+        """``field spec.x is not served by meshxds (why); effect``."""
+        return f"field {path} is not served by meshxds ({self.why}); {self.effect}"
+
+
+def unserved_marker(field: FieldInfo) -> Unserved | None:
+    """The field's :class:`Unserved` marker, if it has one."""
+    return next((m for m in field.metadata if isinstance(m, Unserved)), None)
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type):
+        if issubclass(annotation, BaseModel):
+            yield annotation
+        return
+    for arg in get_args(annotation):  # list[X], dict[K, V], X | None, Annotated[X, ...]
+        yield from _models_in(arg)
+
+
+_UnservedPlan = tuple[tuple[str, str, Unserved | None, Any], ...]
+_UNSERVED_PLAN: dict[type[BaseModel], _UnservedPlan] = {}
+
+
+def _unserved_plan(cls: type[BaseModel]) -> _UnservedPlan:
+    """``(name, alias, marker, default)`` of the fields of ``cls`` the walk looks at: the marked
+    ones (with the default that asks for nothing), and (marker ``None``) those that may hold a
+    model with marked fields. Most classes have neither, and their objects are never walked."""
+    plan = _UNSERVED_PLAN.get(cls)
+    if plan is None:
+        _UNSERVED_PLAN[cls] = ()  # no model holds itself today; this keeps a cycle from looping
+        entries: list[tuple[str, str, Unserved | None, Any]] = []
+        for name, field in cls.model_fields.items():
+            marker = unserved_marker(field)
+            if marker is not None:
+                entries.append(
+                    (name, field.alias or name, marker, field.get_default(call_default_factory=True))
+                )
+            elif any(_unserved_plan(model) for model in _models_in(field.annotation)):
+                entries.append((name, field.alias or name, None, None))
+        plan = _UNSERVED_PLAN[cls] = tuple(entries)
+    return plan
+
+
+def _collect_unserved(value: BaseModel, path: str, out: list[tuple[str, Unserved]]) -> None:
+    values = value.__dict__  # a model's field values (``getattr`` without the attribute lookup)
+    for name, alias, marker, default in _unserved_plan(type(value)):
+        item = values.get(name)
+        if item is None:
+            continue
+        if marker is not None:
+            if item != default and not any(item == harmless for harmless in marker.unless):
+                out.append((f"{path}.{alias}" if path else alias, marker))
+        elif item:  # an empty list or map holds nothing (a model is always true)
+            _collect_within(item, f"{path}.{alias}" if path else alias, out)
+
+
+def _collect_within(item: Any, path: str, out: list[tuple[str, Unserved]]) -> None:
+    if isinstance(item, BaseModel):
+        _collect_unserved(item, path, out)
+    elif isinstance(item, list | tuple):
+        for i, element in enumerate(item):
+            if isinstance(element, BaseModel | list | tuple | Mapping):
+                _collect_within(element, f"{path}[{i}]", out)
+    elif isinstance(item, Mapping):
+        # e.g. an Istio headers map: ``{cookie: {...}}``
+        for key, element in item.items():
+            if isinstance(element, BaseModel | list | tuple | Mapping):
+                _collect_within(element, f"{path}.{key}", out)
+
+
+def unserved_fields(obj: BaseModel) -> list[tuple[str, Unserved]]:
+    """``(path, marker)`` of every :class:`Unserved` field ``obj`` sets, depth first, the path
+    camelCase as written (``spec.trafficPolicy.loadBalancer.localityLbSetting``)."""
+    found: list[tuple[str, Unserved]] = []
+    _collect_unserved(obj, "", found)
+    return found
 
 
 # The common case, a manifest with no unknown field, validated in one pass: a copy of the model's

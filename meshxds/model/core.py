@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from meshxds.model.base import KubeModel, Resource
+from meshxds.model.base import KubeModel, Resource, Unserved
 
 __all__ = [
     "Endpoint",
@@ -38,12 +38,16 @@ class ServiceSpec(KubeModel):
     type: str = "ClusterIP"
     cluster_ip: str = Field(default="", alias="clusterIP")
     cluster_ips: list[str] = Field(default_factory=list, alias="clusterIPs")
-    external_name: str = ""
+    external_name: Annotated[
+        str, Unserved("ExternalName Services are not resolved", effect="the Service has no endpoints")
+    ] = ""
     ip_families: list[str] = Field(default_factory=list)
     ip_family_policy: str = ""
-    session_affinity: str = ""
+    session_affinity: Annotated[str, Unserved("session affinity", unless=("None",))] = ""
     publish_not_ready_addresses: bool = False
-    internal_traffic_policy: str = ""
+    internal_traffic_policy: Annotated[
+        str, Unserved("node-local endpoints only", unless=("Cluster",), effect="every ready endpoint is used")
+    ] = ""
     external_traffic_policy: str = ""
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from meshxds.model.base import KubeModel, Resource
+from meshxds.model.base import KubeModel, Resource, Unserved
 
 # The CRDs' HTTPHeaderName / HTTPQueryParamName: an RFC 7230 token, so never ``:authority``-style
 # pseudo-headers (which Envoy refuses to match or modify); the API server refuses the rest.
@@ -48,7 +48,7 @@ _VERSIONS = ("v1", "v1beta1", "v1alpha2")
 class GatewayClassSpec(KubeModel):
     controller_name: str = Field(min_length=1)
     description: str = ""
-    parameters_ref: dict[str, str] | None = None
+    parameters_ref: Annotated[dict[str, str] | None, Unserved("no GatewayClass parameters are read")] = None
 
 
 class GatewayClass(Resource):
@@ -95,7 +95,9 @@ class SecretObjectReference(KubeModel):
 class GatewayTLSConfig(KubeModel):
     mode: Literal["Terminate", "Passthrough"] = "Terminate"
     certificate_refs: list[SecretObjectReference] = Field(default_factory=list)
-    options: dict[str, str] = Field(default_factory=dict)
+    options: Annotated[dict[str, str], Unserved("implementation-specific TLS options")] = Field(
+        default_factory=dict
+    )
 
 
 class GatewayListener(KubeModel):
@@ -171,7 +173,9 @@ class GatewaySpec(KubeModel):
     listeners: list[GatewayListener] = Field(min_length=1)
     tls: GatewaySpecTLS | None = None
     addresses: list[GatewayAddress] = Field(default_factory=list)
-    infrastructure: dict[str, object] | None = None
+    infrastructure: Annotated[
+        dict[str, object] | None, Unserved("meshxds deploys no proxies to label or configure")
+    ] = None
 
 
 class Gateway(Resource):
@@ -315,7 +319,7 @@ class HTTPRouteFilter(KubeModel):
     url_rewrite: HTTPURLRewriteFilter | None = None
     request_mirror: HTTPRequestMirrorFilter | None = None
     cors: HTTPCORSFilter | None = None
-    extension_ref: dict[str, object] | None = None
+    extension_ref: Annotated[dict[str, object] | None, Unserved("extension filters")] = None
 
     @model_validator(mode="after")
     def _config_matches_type(self) -> Self:
@@ -566,7 +570,9 @@ class BackendTLSPolicyValidation(KubeModel):
 class BackendTLSPolicySpec(KubeModel):
     target_refs: list[LocalPolicyTargetReference] = Field(min_length=1, max_length=16)
     validation: BackendTLSPolicyValidation
-    options: dict[str, str] = Field(default_factory=dict)
+    options: Annotated[dict[str, str], Unserved("implementation-specific TLS options")] = Field(
+        default_factory=dict
+    )
 
 
 class BackendTLSPolicy(Resource):

@@ -22,7 +22,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
-from meshxds.model.base import KubeModel, Resource
+from meshxds.model.base import KubeModel, Resource, Unserved
 
 __all__ = [
     "GROUP",
@@ -219,7 +219,7 @@ TLSProtocolVersion = Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1
 class TLSCertificate(KubeModel):
     server_certificate: str | None = None
     private_key: str | None = None
-    ca_certificates: str | None = None
+    ca_certificates: Annotated[str | None, Unserved("a CA per certificate; use tls.caCertificates")] = None
 
 
 class ServerTLSSettings(_OneOf):
@@ -234,8 +234,10 @@ class ServerTLSSettings(_OneOf):
     server_certificate: str | None = None
     private_key: str | None = None
     ca_certificates: str | None = None
-    ca_cert_credential_name: str | None = None
-    ca_crl: str | None = None
+    ca_cert_credential_name: Annotated[
+        str | None, Unserved("a separate CA Secret; put ca.crt in credentialName's")
+    ] = None
+    ca_crl: Annotated[str | None, Unserved("certificate revocation lists")] = None
     credential_name: str | None = None
     credential_names: list[str] = Field(default_factory=list, max_length=2)
     tls_certificates: list[TLSCertificate] = Field(default_factory=list, max_length=2)
@@ -252,7 +254,7 @@ class Server(KubeModel):
     bind: str | None = None
     hosts: list[str] = Field(min_length=1)
     tls: ServerTLSSettings | None = None
-    default_endpoint: str | None = None
+    default_endpoint: Annotated[str | None, Unserved("forwarding to a default endpoint")] = None
     name: str | None = None
 
 
@@ -303,7 +305,7 @@ class HTTPMatchRequest(KubeModel):
     ignore_uri_case: bool | None = None
     without_headers: dict[str, StringMatch] = Field(default_factory=dict)
     source_namespace: str | None = None
-    stat_prefix: str | None = None
+    stat_prefix: Annotated[str | None, Unserved("per-route statistics")] = None
 
 
 class HTTPRouteDestination(KubeModel):
@@ -359,15 +361,19 @@ class HTTPRetry(KubeModel):
     attempts: Count | None = None
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
-    retry_remote_localities: bool | None = None
-    retry_ignore_previous_hosts: bool | None = None
+    retry_remote_localities: Annotated[bool | None, Unserved("locality retries", unless=(False,))] = None
+    retry_ignore_previous_hosts: Annotated[
+        bool | None, Unserved("retrying on hosts not tried before", unless=(False,))
+    ] = None
     backoff: Duration | None = None
 
 
 class Delay(_OneOf):
     ONE_OF: ClassVar[tuple[tuple[str, ...], ...]] = (("fixed_delay", "exponential_delay"),)
     fixed_delay: Duration | None = None
-    exponential_delay: Duration | None = None
+    exponential_delay: Annotated[
+        Duration | None, Unserved("exponential delays", effect="no delay is injected")
+    ] = None
     percentage: Percent | None = None
     percent: int | None = Field(default=None, ge=0, le=100)
     """Deprecated by Istio: use ``percentage``."""
@@ -377,7 +383,7 @@ class Abort(_OneOf):
     ONE_OF: ClassVar[tuple[tuple[str, ...], ...]] = (("http_status", "grpc_status", "http2_error"),)
     http_status: int | None = Field(default=None, ge=200, le=599)
     grpc_status: str | None = None
-    http2_error: str | None = None
+    http2_error: Annotated[str | None, Unserved("HTTP/2 error aborts", effect="no abort is injected")] = None
     percentage: Percent | None = None
 
 
@@ -400,7 +406,12 @@ class CorsPolicy(KubeModel):
     expose_headers: list[str] = Field(default_factory=list)
     max_age: Duration | None = None
     allow_credentials: bool | None = None
-    unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
+    unmatched_preflights: Annotated[
+        Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None,
+        Unserved(
+            "ignoring unmatched preflights", unless=("UNSPECIFIED", "FORWARD"), effect="they are forwarded"
+        ),
+    ] = None
 
 
 class HTTPRoute(_OneOf):
@@ -430,17 +441,23 @@ class HTTPRoute(_OneOf):
 
 
 class L4MatchAttributes(KubeModel):
-    destination_subnets: list[str] = Field(default_factory=list)
+    destination_subnets: Annotated[
+        list[str], Unserved("matching by destination subnet", effect="the rest of the match applies")
+    ] = Field(default_factory=list)
     port: PortNumber | None = None
     source_labels: dict[str, str] = Field(default_factory=dict)
     gateways: list[str] = Field(default_factory=list)
     source_namespace: str | None = None
-    source_subnet: str | None = None
+    source_subnet: Annotated[
+        str | None, Unserved("matching by source subnet", effect="the rest of the match applies")
+    ] = None
 
 
 class TLSMatchAttributes(KubeModel):
     sni_hosts: list[str] = Field(min_length=1)
-    destination_subnets: list[str] = Field(default_factory=list)
+    destination_subnets: Annotated[
+        list[str], Unserved("matching by destination subnet", effect="the rest of the match applies")
+    ] = Field(default_factory=list)
     port: PortNumber | None = None
     source_labels: dict[str, str] = Field(default_factory=dict)
     gateways: list[str] = Field(default_factory=list)
@@ -485,7 +502,7 @@ class HTTPCookie(KubeModel):
     name: str = Field(min_length=1)
     path: str | None = None
     ttl: Duration | None = None
-    attributes: list[CookieAttribute] = Field(default_factory=list)
+    attributes: Annotated[list[CookieAttribute], Unserved("cookie attributes")] = Field(default_factory=list)
 
 
 class RingHash(KubeModel):
@@ -546,10 +563,12 @@ class LoadBalancerSettings(_OneOf):
         Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"] | None
     ) = None
     consistent_hash: ConsistentHashLB | None = None
-    locality_lb_setting: LocalityLoadBalancerSetting | None = None
-    warmup_duration_secs: Duration | None = None
+    locality_lb_setting: Annotated[
+        LocalityLoadBalancerSetting | None, Unserved("locality load balancing")
+    ] = None
+    warmup_duration_secs: Annotated[Duration | None, Unserved("slow start")] = None
     """Deprecated by Istio: use ``warmup``."""
-    warmup: WarmupConfiguration | None = None
+    warmup: Annotated[WarmupConfiguration | None, Unserved("slow start")] = None
 
 
 class TCPKeepalive(KubeModel):
@@ -583,8 +602,12 @@ class ConnectionPoolSettings(KubeModel):
 
 
 class OutlierDetection(KubeModel):
-    split_external_local_origin_errors: bool | None = None
-    consecutive_local_origin_failures: Count | None = None
+    split_external_local_origin_errors: Annotated[
+        bool | None, Unserved("telling local-origin errors apart")
+    ] = None
+    consecutive_local_origin_failures: Annotated[
+        Count | None, Unserved("ejection on local-origin failures")
+    ] = None
     consecutive_gateway_errors: Count | None = None
     consecutive_5xx_errors: Count | None = Field(default=None, alias="consecutive5xxErrors")
     interval: Duration | None = None
@@ -604,7 +627,7 @@ class ClientTLSSettings(KubeModel):
     subject_alt_names: list[str] = Field(default_factory=list)
     sni: str | None = None
     insecure_skip_verify: bool | None = None
-    ca_crl: str | None = None
+    ca_crl: Annotated[str | None, Unserved("certificate revocation lists")] = None
 
 
 class PortTrafficPolicy(KubeModel):
@@ -636,9 +659,9 @@ class TrafficPolicy(KubeModel):
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
     port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list, max_length=4096)
-    tunnel: TunnelSettings | None = None
-    proxy_protocol: ProxyProtocol | None = None
-    retry_budget: RetryBudget | None = None
+    tunnel: Annotated[TunnelSettings | None, Unserved("tunnelling through a proxy")] = None
+    proxy_protocol: Annotated[ProxyProtocol | None, Unserved("the PROXY protocol to upstreams")] = None
+    retry_budget: Annotated[RetryBudget | None, Unserved("retry budgets")] = None
 
 
 class Subset(KubeModel):
@@ -656,7 +679,10 @@ class DestinationRuleSpec(KubeModel):
     traffic_policy: TrafficPolicy | None = None
     subsets: list[Subset] = Field(default_factory=list)
     export_to: list[str] = Field(default_factory=list)
-    workload_selector: WorkloadSelector | None = None
+    workload_selector: Annotated[
+        WorkloadSelector | None,
+        Unserved("rules for selected workloads only", effect="the rule is not applied"),
+    ] = None
 
 
 class DestinationRule(Resource):
@@ -675,10 +701,12 @@ class WorkloadEntrySpec(KubeModel):
     address: str | None = None
     ports: dict[str, PortNumber] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
-    network: str | None = None
-    locality: str | None = None
-    weight: Count | None = None
-    service_account: str | None = None
+    network: Annotated[
+        str | None, Unserved("multi-network routing", effect="an endpoint without an address is left out")
+    ] = None
+    locality: Annotated[str | None, Unserved("locality-aware routing")] = None
+    weight: Annotated[Count | None, Unserved("endpoint weights", effect="endpoints weigh the same")] = None
+    service_account: Annotated[str | None, Unserved("workload identity for Istio mutual TLS")] = None
 
     @model_validator(mode="after")
     def _address_or_network(self) -> Self:
@@ -701,14 +729,16 @@ class ServiceEntryWorkloadSelector(KubeModel):
 class ServiceEntrySpec(_OneOf):
     ONE_OF: ClassVar[tuple[tuple[str, ...], ...]] = (("workload_selector", "endpoints"),)
     hosts: list[str] = Field(min_length=1)
-    addresses: list[str] = Field(default_factory=list)
+    addresses: Annotated[list[str], Unserved("virtual IPs of the entry")] = Field(default_factory=list)
     ports: list[ServicePort] = Field(default_factory=list)
     location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] | None = None
     resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"] | None = None
     endpoints: list[WorkloadEntrySpec] = Field(default_factory=list)
     workload_selector: ServiceEntryWorkloadSelector | None = None
     export_to: list[str] = Field(default_factory=list)
-    subject_alt_names: list[str] = Field(default_factory=list)
+    subject_alt_names: Annotated[list[str], Unserved("verifying the endpoints' identities")] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _endpoints_fit_resolution(self) -> Self:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from meshxds.model.base import KubeModel, Resource
+from meshxds.model.base import KubeModel, Resource, Unserved
 from meshxds.model.istio import Duration, parse_istio_duration
 
 __all__ = [
@@ -75,8 +75,10 @@ class FileSink(KubeModel):
 
 class AccessLog(KubeModel):
     file_sink: FileSink | None = None
-    grpc_service: dict[str, Any] | None = None
-    filter: dict[str, Any] | None = None
+    grpc_service: Annotated[dict[str, Any] | None, Unserved("gRPC access log sinks")] = None
+    filter: Annotated[
+        dict[str, Any] | None, Unserved("access log filters", effect="every request is logged")
+    ] = None
 
 
 class HTTPListenerPolicySpec(KubeModel):

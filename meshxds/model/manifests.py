@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from meshxds.errors import ManifestError, ManifestErrors
 from meshxds.model import core, gatewayapi, istio, kgateway
-from meshxds.model.base import Resource, unknown_fields, validate_known
+from meshxds.model.base import Resource, unknown_fields, unserved_fields, validate_known
 
 __all__ = [
     "KINDS",
@@ -116,7 +116,7 @@ def parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
     body = data
     known = validate_known(model, data)
     if known is not None:
-        return known, []
+        return known, _unserved_warnings(where, known)
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:
@@ -131,7 +131,12 @@ def parse_document(doc: SourcedDocument) -> tuple[Resource | None, list[str]]:
     warnings = [
         f"{where}: {obj.ref}: field {f} is not supported by meshxds; ignored" for f in unknown_fields(obj)
     ]
-    return obj, warnings
+    return obj, warnings + _unserved_warnings(where, obj)
+
+
+def _unserved_warnings(where: str, obj: Resource) -> list[str]:
+    """A warning per field the model knows and ``obj`` sets but meshxds does not serve."""
+    return [f"{where}: {obj.ref}: {marker.describe(path)}" for path, marker in unserved_fields(obj)]
 
 
 _TOKENS = itertools.count(1)

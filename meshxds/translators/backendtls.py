@@ -25,6 +25,7 @@ from meshxds.conditions import Condition, ObjectStatus, condition
 from meshxds.model import core, gatewayapi
 from meshxds.model.manifests import ResourceSet
 from meshxds.translators.certificates import ca_bundle
+from meshxds.translators.unserved import unserved_condition
 
 __all__ = ["SYSTEM_CA_FILE", "AppliedTlsPolicy", "BackendTlsPolicies", "policy_statuses"]
 
@@ -202,11 +203,12 @@ class BackendTlsPolicies:
             uri_subject_alt_names=uris,
             reject_all=reject_all,
         )
+        unserved = unserved_condition(policy)
         return AppliedTlsPolicy(
             policy=policy,
             tls=tls,
             ca_secret=ca_secret,
-            conditions=(accepted, resolved),
+            conditions=(accepted, resolved, *((unserved,) if unserved is not None else ())),
             warnings=tuple(warnings),
         )
 

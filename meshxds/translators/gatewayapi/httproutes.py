@@ -51,6 +51,8 @@ class CompiledRoute:
     warnings: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     """Rules (or backends) that fail closed because a filter cannot be applied (PartiallyInvalid)."""
+    unserved: Condition | None = None
+    """The route's ``UnservedFields`` condition (``translators/unserved.py``), set by routes.py."""
 
 
 def _path(match: gatewayapi.HTTPPathMatch) -> ir.PathMatch:

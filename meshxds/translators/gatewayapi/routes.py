@@ -14,6 +14,7 @@ from meshxds.translators.gatewayapi.grpcroutes import compile_grpc_route
 from meshxds.translators.gatewayapi.httproutes import CompiledRoute, compile_http_route
 from meshxds.translators.gatewayapi.status import clash_condition, route_parent_status
 from meshxds.translators.gatewayapi.tcproutes import compile_tcp_route
+from meshxds.translators.unserved import unserved_condition
 
 __all__ = ["process_routes"]
 
@@ -35,6 +36,7 @@ def _compiled(run: Run, route: AnyRoute) -> CompiledRoute:
             run.memo.compiled[id(route)] = hit
             return hit[1]
     compiled = _compile(route, run.backends)
+    compiled.unserved = unserved_condition(route)
     run.memo.compiled[id(route)] = (route, compiled)
     return compiled
 

@@ -13,6 +13,7 @@ from meshxds.translators.gatewayapi.addresses import decide_gateway_addresses
 from meshxds.translators.gatewayapi.context import AnyRoute, Run
 from meshxds.translators.gatewayapi.features import supported_features
 from meshxds.translators.gatewayapi.httproutes import CompiledRoute
+from meshxds.translators.unserved import unserved_condition
 
 __all__ = ["clash_condition", "gateway_class_status", "gateway_status", "route_parent_status"]
 
@@ -21,11 +22,13 @@ def gateway_class_status(gc: gatewayapi.GatewayClass) -> ObjectStatus:
     accepted = condition(
         "Accepted", True, "Accepted", "handled by meshxds", generation=gc.metadata.generation
     )
+    unserved = unserved_condition(gc)
+    conditions = [accepted.as_dict(), *([unserved.as_dict()] if unserved is not None else [])]
     return ObjectStatus(
         kind="GatewayClass",
         namespace="",
         name=gc.name,
-        status={"conditions": [accepted.as_dict()], "supportedFeatures": supported_features()},
+        status={"conditions": conditions, "supportedFeatures": supported_features()},
     )
 
 
@@ -58,6 +61,7 @@ def route_parent_status(
             accepted.as_dict(),
             resolved.as_dict(),
             *_partially_invalid(route, compiled),
+            *([compiled.unserved.as_dict()] if compiled.unserved is not None else []),
         ],
     }
 
@@ -156,6 +160,9 @@ def gateway_status(run: Run, gw: gatewayapi.Gateway) -> ObjectStatus:
                 generation=generation,
             ).as_dict()
         )
+    unserved = unserved_condition(gw)
+    if unserved is not None:
+        conditions.append(unserved.as_dict())
     return ObjectStatus(
         kind="Gateway",
         namespace=gw.namespace,
