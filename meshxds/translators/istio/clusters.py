@@ -223,8 +223,8 @@ class ClusterBuilder:
         self, tcp: istio.TCPSettings | None, rule: istio.DestinationRule | None, name: str
     ) -> ir.TcpKeepalive | None:
         """``tcp.tcpKeepalive``; an empty one still turns SO_KEEPALIVE on with the OS's values.
-        Envoy counts whole seconds: Istio truncates, and a time under 1 s (0, which the kernel
-        refuses) is left out with a warning."""
+        Envoy counts whole seconds: Istio truncates, and a value under 1 s (truncated to 0, which
+        the kernel refuses for TCP_KEEPIDLE / TCP_KEEPINTVL) is left out with a warning."""
         keepalive = tcp.tcp_keepalive if tcp is not None else None
         if keepalive is None:
             return None
@@ -314,7 +314,7 @@ def _http_options(
     """Istio's ``applyConnectionPool``: ``http.idleTimeout``, else ``tcp.idleTimeout``, is the
     connection's idle timeout; ``tcp.maxConnectionDuration`` its lifetime; ``maxConcurrentStreams``
     (above 0) and ``http2KeepAlive`` apply where Envoy speaks HTTP/2."""
-    idle = http.idle_timeout if http is not None and http.idle_timeout is not None else None
+    idle = http.idle_timeout if http is not None else None
     if idle is None and tcp is not None:
         idle = tcp.idle_timeout
     keepalive = http.http2_keep_alive if http is not None else None
