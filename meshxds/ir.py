@@ -31,6 +31,8 @@ __all__ = [
     "HashPolicy",
     "HeaderMatch",
     "HeaderMutation",
+    "HealthCheck",
+    "Http2Keepalive",
     "LbEndpoint",
     "Listener",
     "Mirror",
@@ -46,7 +48,10 @@ __all__ = [
     "RouteTable",
     "SecretBytes",
     "StringMatch",
+    "TcpKeepalive",
+    "TcpProxyOptions",
     "TlsSecret",
+    "UpstreamHttpOptions",
     "UpstreamProtocol",
     "UpstreamTls",
     "UrlRewrite",
@@ -161,16 +166,33 @@ class TcpKeepalive:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Http2Keepalive:
+    """HTTP/2 PINGs on upstream connections: a PING unanswered for ``timeout_s`` (no frame at
+    all arrives) closes the connection, so a half-dead one is found before a call hangs on it."""
+
+    timeout_s: float
+    interval_s: float | None = None
+    """A PING this often (Envoy adds up to 15 % jitter); ``None``: no periodic PINGs."""
+    connection_idle_interval_s: float | None = None
+    """A PING before a new stream on a connection idle this long; ``None``: none."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamHttpOptions:
     """HTTP connection options to the endpoints (kgateway ``commonHttpProtocolOptions`` and
-    ``http2ProtocolOptions``); the ``h2_`` ones apply only where Envoy speaks HTTP/2."""
+    ``http2ProtocolOptions``, Istio ``connectionPool``); the ``h2_`` ones apply only where Envoy
+    speaks HTTP/2."""
 
     idle_timeout_s: float | None = None
+    max_connection_duration_s: float | None = None
     max_stream_duration_s: float | None = None
     max_headers_count: int | None = None
     h2_max_concurrent_streams: int | None = None
     h2_initial_stream_window_size: int | None = None
     h2_initial_connection_window_size: int | None = None
+    h2_keepalive: Http2Keepalive | None = None
+    h2_stream_error_on_invalid_http_message: bool | None = None
+    """Reset only the offending stream, not the connection, on an invalid HTTP/2 message."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -500,6 +522,15 @@ class DownstreamHttpOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TcpProxyOptions:
+    """Limits on a TCP proxy's connections; ``None``: Envoy's default (idle 1 h; no maximum)."""
+
+    idle_timeout_s: float | None = None
+    """Close a connection without bytes either way for this long; ``0``: never."""
+    max_connection_duration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FilterChain:
     """One way of handling a connection on a listener, chosen by SNI."""
 
@@ -513,6 +544,8 @@ class FilterChain:
     """TCP proxy (when ``route_table`` is ``None``): weighted upstream clusters."""
     destination_ranges: tuple[str, ...] = ()
     """CIDRs of the original destination this chain serves (a sidecar's per-service TCP chains)."""
+    tcp_options: TcpProxyOptions | None = None
+    """TCP proxy: connection limits (Istio's DestinationRule ``connectionPool.tcp``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

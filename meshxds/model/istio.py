@@ -40,6 +40,7 @@ __all__ = [
     "Duration",
     "Gateway",
     "GatewaySpec",
+    "HTTP2KeepAlive",
     "HTTPBody",
     "HTTPCookie",
     "HTTPDirectResponse",
@@ -65,6 +66,7 @@ __all__ = [
     "Port",
     "PortSelector",
     "PortTrafficPolicy",
+    "PositiveDuration",
     "ProxyProtocol",
     "RegexRewrite",
     "RetryBudget",
@@ -141,6 +143,16 @@ def _checked_duration(value: str) -> str:
 
 Duration = Annotated[str, AfterValidator(_checked_duration)]
 """An Istio duration, kept as written; read it with :func:`parse_istio_duration`."""
+
+
+def _at_least_1ms(value: str) -> str:
+    if parse_istio_duration(value) < 1e-3:
+        raise ValueError(f"{value!r} is too short: it must be at least 1ms")
+    return value
+
+
+PositiveDuration = Annotated[str, AfterValidator(_checked_duration), AfterValidator(_at_least_1ms)]
+"""A duration Istio's CRD requires to be at least 1ms (``duration(self) >= duration('1ms')``)."""
 
 
 def _checked_base64(value: str) -> str:
@@ -572,17 +584,28 @@ class LoadBalancerSettings(_OneOf):
 
 
 class TCPKeepalive(KubeModel):
+    """SO_KEEPALIVE; Envoy counts ``time`` and ``interval`` in whole seconds (Istio truncates)."""
+
     probes: Count | None = None
-    time: Duration | None = None
-    interval: Duration | None = None
+    time: PositiveDuration | None = None
+    interval: PositiveDuration | None = None
 
 
 class TCPSettings(KubeModel):
     max_connections: Count | None = None
-    connect_timeout: Duration | None = None
+    connect_timeout: PositiveDuration | None = None
     tcp_keepalive: TCPKeepalive | None = None
-    max_connection_duration: Duration | None = None
+    max_connection_duration: PositiveDuration | None = None
     idle_timeout: Duration | None = None
+    """``0s`` disables it."""
+
+
+class HTTP2KeepAlive(KubeModel):
+    """HTTP/2 PINGs to the upstream (Istio's ``ConnectionPoolSettings.HTTPSettings.http2_keep_alive``);
+    Istio's validation requires both."""
+
+    interval: PositiveDuration
+    timeout: PositiveDuration
 
 
 class HTTPSettings(KubeModel):
@@ -590,10 +613,11 @@ class HTTPSettings(KubeModel):
     http2_max_requests: Count | None = None
     max_requests_per_connection: Count | None = None
     max_retries: Count | None = None
-    idle_timeout: Duration | None = None
+    idle_timeout: PositiveDuration | None = None
     h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
     use_client_protocol: bool | None = None
     max_concurrent_streams: Count | None = None
+    http2_keep_alive: HTTP2KeepAlive | None = None
 
 
 class ConnectionPoolSettings(KubeModel):

@@ -1,7 +1,7 @@
 """kgateway extensions (``gateway.kgateway.dev/v1alpha1``): Backend and HTTPListenerPolicy,
 as kgateway's HTTP/2 guide uses them, BackendConfigPolicy (active health checks,
-connectTimeout, tcpKeepalive, HTTP and HTTP/2 connection options) attached to Services and
-Backends, and ListenerPolicy (downstream connection settings of a Gateway's listeners)."""
+connectTimeout, tcpKeepalive, HTTP and HTTP/2 connection options, HTTP/2 keepalive) attached to
+Services and Backends, and ListenerPolicy (downstream connection settings of a Gateway's listeners)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ __all__ = [
     "GROUP",
     "Backend",
     "BackendConfigPolicy",
+    "ConnectionKeepalive",
     "HTTPListenerPolicy",
     "HealthCheck",
     "ListenerPolicy",
@@ -159,12 +160,37 @@ WindowSize = Annotated[int, BeforeValidator(parse_quantity), Field(ge=65535, le=
 """An HTTP/2 flow-control window: 65535 (the protocol's default) to 2^31 - 1 bytes."""
 
 
+class ConnectionKeepalive(KubeModel):
+    """HTTP/2 PINGs to the upstream (Envoy's ``KeepaliveSettings``): each at least 1ms, as Envoy
+    requires; ``timeout`` is required (Envoy needs it)."""
+
+    timeout: Duration
+    interval: Duration | None = None
+    """Unset: no periodic PINGs, only those ``connectionIdleInterval`` triggers."""
+    connection_idle_interval: Duration | None = None
+
+    @model_validator(mode="after")
+    def _at_least_1ms(self) -> ConnectionKeepalive:
+        for name, value in (
+            ("timeout", self.timeout),
+            ("interval", self.interval),
+            ("connectionIdleInterval", self.connection_idle_interval),
+        ):
+            if value is not None and parse_istio_duration(value) < 1e-3:
+                raise ValueError(f"{name} must be at least 1ms, not {value!r}")
+        return self
+
+
 class Http2ProtocolOptions(KubeModel):
     """Applied to HTTP/2 clusters only (kgateway's rule)."""
 
     initial_stream_window_size: WindowSize | None = None
     initial_connection_window_size: WindowSize | None = None
     max_concurrent_streams: int | None = Field(default=None, ge=1, le=2147483647)
+    override_stream_error_on_invalid_http_message: bool | None = None
+    """True: an invalid HTTP/2 message resets only its stream, not the whole connection."""
+    connection_keepalive: ConnectionKeepalive | None = None
+    """Replaces meshxds's default keepalive on the targeted HTTP/2 clusters."""
 
 
 class TCPKeepalive(KubeModel):

@@ -225,7 +225,12 @@ class _H2Stream:
 
 
 class H2cOnlyServer(Upstream):
-    """HTTP/2 cleartext with prior knowledge only; HTTP/1.x gets ``505`` and a closed connection."""
+    """HTTP/2 cleartext with prior knowledge only; HTTP/1.x gets ``505`` and a closed connection.
+
+    ``answer_pings=False`` plays a half-dead peer: at its first PING a connection goes silent
+    (nothing more is written to it, not even the PING ACK h2 queues by itself) while it is still
+    read, so only a keepalive timeout on the other side ends it. ``pings`` counts PINGs received.
+    """
 
     protocol = "HTTP/2"
     _REFUSAL_BODY = b"this upstream speaks only HTTP/2 with prior knowledge (h2c)\n"
@@ -236,7 +241,9 @@ class H2cOnlyServer(Upstream):
         b"content-length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
     )
 
-    def __init__(self, *, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, name: str, host: str = "127.0.0.1", port: int = 0, answer_pings: bool = True
+    ) -> None:
         super().__init__(name=name, host=host, port=port)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -245,6 +252,9 @@ class H2cOnlyServer(Upstream):
         self._start_error: BaseException | None = None
         self.refused = 0
         """Connections refused because they did not start with the HTTP/2 preface."""
+        self.answer_pings = answer_pings
+        self.pings = 0
+        """PINGs received (ACKs not counted), over all connections."""
 
     def start(self) -> Self:
         if self._thread is not None:
@@ -335,18 +345,28 @@ class H2cOnlyServer(Upstream):
             streams: dict[int, _H2Stream] = {}
             pending: dict[int, bytes] = {}  # response bytes waiting for flow-control window
             data = preface
+            silent = False  # a half-dead peer from its first PING on (answer_pings=False)
             while data:  # ends when the peer closes, idles out, or sends GOAWAY
-                done = self._handle_events(conn, conn.receive_data(data), streams, pending)
-                writer.write(conn.data_to_send())
-                await writer.drain()
+                events = conn.receive_data(data)
+                done = self._handle_events(conn, events, streams, pending)
+                pinged = sum(isinstance(e, h2.events.PingReceived) for e in events)
+                if pinged:
+                    with self._lock:
+                        self.pings += pinged
+                    silent = silent or not self.answer_pings
+                out = conn.data_to_send()  # taken even when silent, so nothing queued is sent later
+                if not silent:
+                    writer.write(out)
+                    await writer.drain()
                 if done:
                     return
                 try:
                     data = await asyncio.wait_for(reader.read(65536), _IDLE_TIMEOUT)
                 except TimeoutError:
                     conn.close_connection()
-                    writer.write(conn.data_to_send())
-                    await writer.drain()
+                    if not silent:
+                        writer.write(conn.data_to_send())
+                        await writer.drain()
                     return
         except (ConnectionError, TimeoutError, h2.exceptions.ProtocolError) as exc:
             log.debug("upstream=%s connection ended: %r", self.name, exc)

@@ -53,6 +53,7 @@ class TcpServer:
     tls: ir.DownstreamTls | None = None
     destination_ranges: tuple[str, ...] = ()
     """Original-destination CIDRs (a sidecar's TCP services sharing a port, by cluster IP)."""
+    options: ir.TcpProxyOptions | None = None
 
 
 class RouteBucket:
@@ -226,6 +227,7 @@ def assemble_tcp_listener(
             tls=s.tls,
             tcp_backends=s.backends,
             destination_ranges=s.destination_ranges,
+            tcp_options=s.options,
         )
         for s in sorted(
             servers,

@@ -172,6 +172,8 @@ def _apply_http_options(
     common = options.common_http_protocol_options
     if http.idle_timeout_s is not None:
         common.idle_timeout.CopyFrom(duration(http.idle_timeout_s))
+    if http.max_connection_duration_s is not None:
+        common.max_connection_duration.CopyFrom(duration(http.max_connection_duration_s))
     if http.max_stream_duration_s is not None:
         common.max_stream_duration.CopyFrom(duration(http.max_stream_duration_s))
     if http.max_headers_count is not None:
@@ -188,7 +190,21 @@ def _apply_http_options(
             h2.initial_stream_window_size.value = http.h2_initial_stream_window_size
         if http.h2_initial_connection_window_size is not None:
             h2.initial_connection_window_size.value = http.h2_initial_connection_window_size
+        if http.h2_stream_error_on_invalid_http_message is not None:
+            h2.override_stream_error_on_invalid_http_message.value = (
+                http.h2_stream_error_on_invalid_http_message
+            )
+        if http.h2_keepalive is not None:
+            _apply_h2_keepalive(h2.connection_keepalive, http.h2_keepalive)
     out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(pack(options))
+
+
+def _apply_h2_keepalive(out: protocol_pb2.KeepaliveSettings, keepalive: ir.Http2Keepalive) -> None:
+    out.timeout.CopyFrom(duration(keepalive.timeout_s))
+    if keepalive.interval_s is not None:
+        out.interval.CopyFrom(duration(keepalive.interval_s))
+    if keepalive.connection_idle_interval_s is not None:
+        out.connection_idle_interval.CopyFrom(duration(keepalive.connection_idle_interval_s))
 
 
 def _apply_tcp_keepalive(out: cluster_pb2.Cluster, keepalive: ir.TcpKeepalive) -> None:
@@ -616,6 +632,11 @@ def _tcp_proxy(listener: ir.Listener, chain: ir.FilterChain) -> tcp_proxy_pb2.Tc
         stat_prefix=listener.stat_prefix,
         access_log=[build_access_log(a) for a in listener.access_logs],
     )
+    options = chain.tcp_options
+    if options is not None and options.idle_timeout_s is not None:
+        proxy.idle_timeout.CopyFrom(duration(options.idle_timeout_s))
+    if options is not None and options.max_connection_duration_s is not None:
+        proxy.max_downstream_connection_duration.CopyFrom(duration(options.max_connection_duration_s))
     if len(chain.tcp_backends) == 1:
         proxy.cluster = chain.tcp_backends[0].cluster
     else:

@@ -1,10 +1,11 @@
 """Upstream clusters for Istio destinations: DestinationRule selection, traffic-policy merging,
-and the policy inputs (lb, outlier, circuit breaker, TLS, HTTP/2 upgrade) the shared upstream
-layer builds each cluster with."""
+and the policy inputs (lb, outlier, circuit breaker, connection pool, TLS, HTTP/2 upgrade) the
+shared upstream layer builds each cluster with; also the TCP proxy limits ``connectionPool.tcp``
+sets for TCP routes to a destination."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from meshxds import ir, names
@@ -96,6 +97,8 @@ class ClusterBuilder:
     secrets: dict[str, ir.TlsSecret] = field(default_factory=dict)
     ca_secrets: dict[str, ir.CaSecret] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    _tcp_options: dict[str, ir.TcpProxyOptions] = field(default_factory=dict)
+    """By cluster name: what the DestinationRule's ``connectionPool.tcp`` sets on TCP proxies."""
     _rules: dict[str, list[tuple[str, istio.DestinationRule]]] = field(default_factory=dict)
     """Visible rules by their (resolved, lowercase) host pattern, probed per service hostname."""
 
@@ -136,6 +139,13 @@ class ClusterBuilder:
             if cluster is not None and cluster.hash_policy is not None and cluster.hash_policy not in found:
                 found.append(cluster.hash_policy)
         return tuple(found)
+
+    def tcp_proxy_options(self, backends: Sequence[ir.WeightedCluster]) -> ir.TcpProxyOptions | None:
+        """The limits of a TCP proxy to these clusters: Istio takes the first destination's
+        ``connectionPool.tcp`` (``idleTimeout``, ``maxConnectionDuration``). Istio reads only the
+        rule's top-level policy here; meshxds the policy the cluster itself was built with, so a
+        port-level or subset ``connectionPool`` counts as it does for the cluster."""
+        return self._tcp_options.get(backends[0].cluster) if backends else None
 
     def cluster(self, hostname: str, port_number: int | None, subset_name: str | None) -> ir.Cluster | str:
         """The cluster for a destination, or a sentence saying why there is none."""
@@ -183,6 +193,11 @@ class ClusterBuilder:
                 max_requests=http.http2_max_requests if http else None,
                 max_retries=http.max_retries if http else None,
             )
+        if tcp is not None and (tcp.idle_timeout is not None or tcp.max_connection_duration is not None):
+            self._tcp_options[name] = ir.TcpProxyOptions(
+                idle_timeout_s=_optional_seconds(tcp.idle_timeout),
+                max_connection_duration_s=_optional_seconds(tcp.max_connection_duration),
+            )
         return build_cluster(
             name=name,
             source=service.source,
@@ -199,7 +214,33 @@ class ClusterBuilder:
                 outlier_detection=_outlier(policy.outlier_detection),
                 upstream_tls=self._upstream_tls(policy.tls, service, name),
                 max_requests_per_connection=http.max_requests_per_connection if http else None,
+                tcp_keepalive=self._tcp_keepalive(tcp, rule, name),
+                http_options=_http_options(tcp, http),
             ),
+        )
+
+    def _tcp_keepalive(
+        self, tcp: istio.TCPSettings | None, rule: istio.DestinationRule | None, name: str
+    ) -> ir.TcpKeepalive | None:
+        """``tcp.tcpKeepalive``; an empty one still turns SO_KEEPALIVE on with the OS's values.
+        Envoy counts whole seconds: Istio truncates, and a value under 1 s (truncated to 0, which
+        the kernel refuses for TCP_KEEPIDLE / TCP_KEEPINTVL) is left out with a warning."""
+        keepalive = tcp.tcp_keepalive if tcp is not None else None
+        if keepalive is None:
+            return None
+        whole: dict[str, int | None] = {}
+        for field_name, value in (("time", keepalive.time), ("interval", keepalive.interval)):
+            seconds = int(istio.parse_istio_duration(value)) if value is not None else None
+            if seconds == 0:
+                self.warnings.append(
+                    f"cluster {name}: {rule.ref if rule else 'DestinationRule'} "
+                    f"connectionPool.tcp.tcpKeepalive.{field_name} {value} is under 1s, and TCP "
+                    "keepalive counts whole seconds; not applied (the OS default is used)"
+                )
+                seconds = None
+            whole[field_name] = seconds
+        return ir.TcpKeepalive(
+            probes=keepalive.probes or None, time_s=whole["time"], interval_s=whole["interval"]
         )
 
     def _lb_policy(self, policy: Policy, name: str) -> ir.LbPolicy:
@@ -261,6 +302,34 @@ class ClusterBuilder:
 
 def _seconds(value: str | None, default: float) -> float:
     return istio.parse_istio_duration(value) if value else default
+
+
+def _optional_seconds(value: str | None) -> float | None:
+    return istio.parse_istio_duration(value) if value is not None else None
+
+
+def _http_options(
+    tcp: istio.TCPSettings | None, http: istio.HTTPSettings | None
+) -> ir.UpstreamHttpOptions | None:
+    """Istio's ``applyConnectionPool``: ``http.idleTimeout``, else ``tcp.idleTimeout``, is the
+    connection's idle timeout; ``tcp.maxConnectionDuration`` its lifetime; ``maxConcurrentStreams``
+    (above 0) and ``http2KeepAlive`` apply where Envoy speaks HTTP/2."""
+    idle = http.idle_timeout if http is not None else None
+    if idle is None and tcp is not None:
+        idle = tcp.idle_timeout
+    keepalive = http.http2_keep_alive if http is not None else None
+    options = ir.UpstreamHttpOptions(
+        idle_timeout_s=_optional_seconds(idle),
+        max_connection_duration_s=_optional_seconds(tcp.max_connection_duration if tcp else None),
+        h2_max_concurrent_streams=(http.max_concurrent_streams or None) if http is not None else None,
+        h2_keepalive=ir.Http2Keepalive(
+            interval_s=istio.parse_istio_duration(keepalive.interval),
+            timeout_s=istio.parse_istio_duration(keepalive.timeout),
+        )
+        if keepalive is not None
+        else None,
+    )
+    return None if options == ir.UpstreamHttpOptions() else options
 
 
 def _outlier(od: istio.OutlierDetection | None) -> ir.OutlierDetection | None:

@@ -11,7 +11,7 @@ import base64
 import binascii
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshxds import ir, names
 from meshxds.model import istio
@@ -279,6 +279,7 @@ def build_gateways(
                 assemble_http_listener(name=name, address=address, port=port, servers=http, sources=sources)
             )
         elif tcp:
+            tcp = [replace(s, options=build.clusters.tcp_proxy_options(s.backends)) for s in tcp]
             build.listeners.append(
                 assemble_tcp_listener(name=name, address=address, port=port, servers=tcp, sources=sources)
             )

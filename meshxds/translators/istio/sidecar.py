@@ -147,6 +147,9 @@ def build_sidecar(build: BuildContext, vses: list[istio.VirtualService]) -> None
             servers = servers[:1]
         if len(servers) == 1:
             servers = [TcpServer(server_names=(), backends=servers[0].backends)]
+        servers = [
+            dataclasses.replace(s, options=build.clusters.tcp_proxy_options(s.backends)) for s in servers
+        ]
         build.listeners.append(
             assemble_tcp_listener(
                 name=names.listener_name(port, bind=listener_address),

@@ -1,7 +1,7 @@
 """kgateway ``BackendConfigPolicy``: cluster settings (active health checks, connectTimeout,
-tcpKeepalive, commonHttpProtocolOptions, http2ProtocolOptions) for the Services and Backends a
-policy targets. Fields not modelled (tls, loadBalancer, outlierDetection, ...) are warned about
-when the manifest is read.
+tcpKeepalive, commonHttpProtocolOptions, http2ProtocolOptions with connectionKeepalive) for the
+Services and Backends a policy targets. Fields not modelled (tls, loadBalancer,
+outlierDetection, ...) are warned about when the manifest is read.
 
 A policy applies in its own namespace, to every port of a Service or, with ``sectionName``, to
 the one port it names (by name or number). Where several policies target one cluster, a
@@ -75,6 +75,7 @@ def policy_of(policy: kgateway.BackendConfigPolicy) -> ClusterPolicy:
     if common is not None and common.max_requests_per_connection:
         out = replace(out, max_requests_per_connection=common.max_requests_per_connection)
     h2 = spec.http2_protocol_options
+    pings = h2.connection_keepalive if h2 is not None else None
     http = ir.UpstreamHttpOptions(
         idle_timeout_s=_seconds(common.idle_timeout) if common is not None else None,
         max_stream_duration_s=_seconds(common.max_stream_duration) if common is not None else None,
@@ -82,6 +83,16 @@ def policy_of(policy: kgateway.BackendConfigPolicy) -> ClusterPolicy:
         h2_max_concurrent_streams=h2.max_concurrent_streams if h2 is not None else None,
         h2_initial_stream_window_size=h2.initial_stream_window_size if h2 is not None else None,
         h2_initial_connection_window_size=h2.initial_connection_window_size if h2 is not None else None,
+        h2_keepalive=ir.Http2Keepalive(
+            timeout_s=parse_istio_duration(pings.timeout),
+            interval_s=_seconds(pings.interval),
+            connection_idle_interval_s=_seconds(pings.connection_idle_interval),
+        )
+        if pings is not None
+        else None,
+        h2_stream_error_on_invalid_http_message=(
+            h2.override_stream_error_on_invalid_http_message if h2 is not None else None
+        ),
     )
     if http != ir.UpstreamHttpOptions():
         out = replace(out, http_options=http)

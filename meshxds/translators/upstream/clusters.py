@@ -14,6 +14,7 @@ from meshxds.translators.upstream.endpoints import is_ip
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_H2_KEEPALIVE",
     "NO_POLICY",
     "ClusterPolicy",
     "Discovery",
@@ -25,6 +26,21 @@ __all__ = [
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 """Istio's default ``connectTimeout``, and ours wherever no policy sets one."""
+
+DEFAULT_H2_KEEPALIVE = ir.Http2Keepalive(interval_s=300.0, timeout_s=20.0)
+"""HTTP/2 PINGs on every cluster Envoy may speak HTTP/2 to, unless a policy sets its own: a
+connection that went half-dead (a NAT or load balancer dropped it without a RST) is closed
+within interval + timeout, instead of calls hanging on it until TCP gives up.
+
+Why these values: gRPC servers police PINGs. grpc-core and grpc-go count a PING that comes
+sooner than 5 minutes after the previous one (``GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS``
+= 300000, grpc-go's ``MinTime``) as a strike, and answer the third strike (``max_ping_strikes``
+2) with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", failing the calls on that connection. Envoy
+only adds jitter to the interval (up to 15 %), so 300 s is never too soon while calls are open.
+(Strikes reset whenever the server sends headers or data.) On a connection with no call open
+the servers allow one PING per 2 hours, so an idle connection gets that GOAWAY at the third
+PING after it went idle (10 to 17 minutes), and Envoy opens a new one for the next call: no call
+was in flight to fail. 20 s is gRPC's own default keepalive timeout."""
 
 Discovery = Literal["EDS", "STATIC", "STRICT_DNS"]
 
@@ -95,6 +111,10 @@ _ALPN: dict[ir.UpstreamProtocol, tuple[str, ...]] = {
 }
 
 
+_MAY_SPEAK_HTTP2 = (ir.UpstreamProtocol.HTTP2, ir.UpstreamProtocol.DOWNSTREAM)
+"""HTTP/2 always, or whenever the client speaks it."""
+
+
 def alpn_for(protocol: ir.UpstreamProtocol) -> tuple[str, ...]:
     """What a TLS-originating cluster offers in ALPN: ``h2`` for HTTP/2 (gRPC servers refuse a
     TLS connection without it), ``http/1.1`` for HTTP/1.1. None for TCP (the bytes are not HTTP)
@@ -116,7 +136,8 @@ def build_cluster(
     answer, its reason prefixed here with ``source``; ``endpoint_key`` is kept only for EDS
     (a DNS or static cluster carries its endpoints itself, so the endpoint fast path skips it).
     gRPC health checks are kept only on HTTP/2 clusters, the only ones Envoy checks over gRPC.
-    A TLS policy that names no ALPN gets the protocol's (``alpn_for``)."""
+    A TLS policy that names no ALPN gets the protocol's (``alpn_for``). A cluster that may speak
+    HTTP/2 gets ``DEFAULT_H2_KEEPALIVE`` unless the policy sets a keepalive."""
     upstream, reason = protocol
     checks = policy.health_checks
     if upstream is not ir.UpstreamProtocol.HTTP2 and any(c.kind == "grpc" for c in checks):
@@ -125,6 +146,9 @@ def build_cluster(
     tls = policy.upstream_tls
     if tls is not None and not tls.alpn:
         tls = replace(tls, alpn=alpn_for(upstream))
+    http = policy.http_options
+    if upstream in _MAY_SPEAK_HTTP2 and (http is None or http.h2_keepalive is None):
+        http = replace(http or ir.UpstreamHttpOptions(), h2_keepalive=DEFAULT_H2_KEEPALIVE)
     return ir.Cluster(
         name=name,
         discovery=discovery,
@@ -142,6 +166,6 @@ def build_cluster(
         max_requests_per_connection=policy.max_requests_per_connection,
         health_checks=checks,
         tcp_keepalive=policy.tcp_keepalive,
-        http_options=policy.http_options,
+        http_options=http,
         source=source,
     )

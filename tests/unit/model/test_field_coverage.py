@@ -15,9 +15,6 @@ Walking every model class reachable from every kind in ``KINDS``, each field mus
 
 A field added to a model without a decision fails ``test_every_field_is_decided``.
 
-``AWAITING_MERGE`` lists fields other branches (wt/pool, wt/listener) are making translated, by
-the module they will be read in: counted as translated here; once that module reads the field
-(or the field appears), the entry must move to ``TRANSLATED`` (a test says which).
 """
 
 from __future__ import annotations
@@ -468,8 +465,9 @@ INERT: dict[str, str] = {
 }
 """``module.Class.field`` → why the field asks nothing of a proxy."""
 
-AWAITING_BY_BRANCH: dict[str, dict[str, tuple[str, ...]]] = {
-    "wt/pool": {  # Istio connectionPool, kgateway HTTP/2 keepalive
+TRANSLATED.update(
+    {
+        # Istio connectionPool, kgateway HTTP/2 keepalive
         **_fields("istio.TCPSettings", _CLUSTERS, "tcp_keepalive", "max_connection_duration", "idle_timeout"),
         **_fields("istio.TCPKeepalive", _CLUSTERS, "probes", "time", "interval"),
         **_fields(
@@ -485,8 +483,7 @@ AWAITING_BY_BRANCH: dict[str, dict[str, tuple[str, ...]]] = {
         **_fields(
             "kgateway.ConnectionKeepalive", _BACKEND_CONFIG, "timeout", "interval", "connection_idle_interval"
         ),
-    },
-    "wt/listener": {  # kgateway listener policies
+        # kgateway listener policies
         **_fields("kgateway.HTTPListenerPolicySpec", _POLICIES, "stream_idle_timeout", "idle_timeout"),
         **_fields("kgateway.ListenerPolicySpec", _POLICIES, "target_refs", "default", "per_port"),
         **_fields("kgateway.ListenerPortConfig", _POLICIES, "port", "listener"),
@@ -514,13 +511,8 @@ AWAITING_BY_BRANCH: dict[str, dict[str, tuple[str, ...]]] = {
             "max_concurrent_streams",
             "allow_connect",
         ),
-    },
-}
-"""Fields other branches are making translated, by the module that will read them."""
-
-AWAITING_MERGE: dict[str, tuple[str, ...]] = {
-    k: v for group in AWAITING_BY_BRANCH.values() for k, v in group.items()
-}
+    }
+)
 
 
 # --- the walk ---------------------------------------------------------------------------------------
@@ -584,7 +576,7 @@ def test_every_field_is_decided() -> None:
     undecided = []
     for key, (cls, name) in sorted(model_fields().items()):
         marked = unserved_marker(cls.model_fields[name]) is not None
-        listed = [table for table in ("TRANSLATED", "INERT", "AWAITING_MERGE") if key in globals()[table]]
+        listed = [table for table in ("TRANSLATED", "INERT") if key in globals()[table]]
         if _structural(cls, name):
             assert not marked and not listed, f"{key} is structural: it needs no mark and no entry"
             continue
@@ -612,26 +604,17 @@ def test_translated_claims_are_read_by_their_modules(key: str) -> None:
         assert _reads(module, key), f"{key}: meshxds/{module} does not read .{key.rsplit('.', 1)[1]}"
 
 
-def test_awaiting_merge_entries_move_once_their_branch_is_in() -> None:
-    # Per branch, as a whole: a common name (``.interval``) may be read already for another field.
-    known = model_fields()
-    for branch, group in AWAITING_BY_BRANCH.items():
-        arrived = all(key in known and all(_reads(m, key) for m in modules) for key, modules in group.items())
-        assert not arrived, f"{branch} is in: move its AWAITING_BY_BRANCH entries to TRANSLATED"
-
-
 def test_the_tables_are_kept_short_of_exceptions() -> None:
     # INERT is for state and bookkeeping; a field a user sets to ask for behaviour is Unserved.
     assert len(INERT) <= 40
     assert len(EVIDENCE) <= 3
 
 
-def _count(module: str) -> tuple[int, int, int, int]:
-    """Translated, awaiting a merge, unserved, inert: the decisions of a model module's fields."""
+def _count(module: str) -> tuple[int, int, int]:
+    """Translated, unserved, inert: the decisions of a model module's fields."""
     fields = [(c, n, k) for k, (c, n) in model_fields().items() if k.startswith(f"{module}.")]
     return (
         sum(k in TRANSLATED for _, _, k in fields),
-        sum(k in AWAITING_MERGE for _, _, k in fields),
         sum(unserved_marker(c.model_fields[n]) is not None for c, n, _ in fields),
         sum(k in INERT for _, _, k in fields),
     )
@@ -641,12 +624,8 @@ def test_counts_per_model_module(capsys: pytest.CaptureFixture[str]) -> None:
     """Printed with ``-s``: the decisions per model module."""
     with capsys.disabled():
         for module in ("core", "gatewayapi", "kgateway", "istio"):
-            translated, awaiting, unserved, inert = _count(module)
-            print(
-                f"\n{module}: {translated} translated (+{awaiting} awaiting a merge), {unserved} unserved, "
-                f"{inert} inert",
-                end="",
-            )
+            translated, unserved, inert = _count(module)
+            print(f"\n{module}: {translated} translated, {unserved} unserved, {inert} inert", end="")
     assert all(sum(_count(m)) for m in ("core", "gatewayapi", "kgateway", "istio"))
 
 

@@ -580,8 +580,12 @@ def test_every_traffic_policy_field() -> None:
             "warmup": {"duration": "60s", "minimumPercent": 10, "aggression": 1.5},
         },
         "connectionPool": {
-            "tcp": {"maxConnectionDuration": "1h", "idleTimeout": "300s"},
-            "http": {"useClientProtocol": True, "maxConcurrentStreams": 100},
+            "tcp": {"maxConnectionDuration": "1h", "idleTimeout": "0s"},
+            "http": {
+                "useClientProtocol": True,
+                "maxConcurrentStreams": 100,
+                "http2KeepAlive": {"interval": "30s", "timeout": "5s"},
+            },
         },
         "tls": {
             "mode": "SIMPLE",
@@ -622,6 +626,10 @@ def test_every_traffic_policy_field() -> None:
     assert policy.proxy_protocol == istio.ProxyProtocol(version="V2")
     assert policy.retry_budget == istio.RetryBudget(percent=20, min_retry_concurrency=3)
     assert policy.tls is not None and policy.tls.sni == "reviews.example.com"
+    pool = policy.connection_pool
+    assert pool is not None and pool.http is not None and pool.tcp is not None
+    assert pool.http.http2_keep_alive == istio.HTTP2KeepAlive(interval="30s", timeout="5s")
+    assert pool.tcp.idle_timeout == "0s"  # 0 disables it: allowed where http's must be >= 1ms
     assert dr.spec.export_to == ["."]
     assert dr.spec.workload_selector == istio.WorkloadSelector(match_labels={"app": "ratings"})
 
@@ -888,6 +896,46 @@ def _set(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
             "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
             "unit",
             id="destinationrule-duration-no-unit",
+        ),
+        pytest.param(
+            REVIEWS_RULE,
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+            {"interval": "10s"},
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout",
+            "required",
+            id="destinationrule-http2keepalive-timeout-required",
+        ),
+        pytest.param(
+            REVIEWS_RULE,
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+            {"interval": "0s", "timeout": "1s"},
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.interval",
+            "at least 1ms",
+            id="destinationrule-http2keepalive-interval-zero",
+        ),
+        pytest.param(
+            REVIEWS_RULE,
+            "spec.trafficPolicy.connectionPool.http.idleTimeout",
+            "0s",
+            "spec.trafficPolicy.connectionPool.http.idleTimeout",
+            "at least 1ms",
+            id="destinationrule-http-idletimeout-zero",
+        ),
+        pytest.param(
+            REVIEWS_RULE,
+            "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+            "500us",
+            "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+            "at least 1ms",
+            id="destinationrule-maxconnectionduration-too-short",
+        ),
+        pytest.param(
+            REVIEWS_RULE,
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time",
+            "0s",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time",
+            "at least 1ms",
+            id="destinationrule-tcpkeepalive-time-zero",
         ),
         pytest.param(
             REVIEWS_RULE,

@@ -172,6 +172,44 @@ def test_http1_server_hangs_up_on_the_http2_preface(http1: Http1OnlyServer) -> N
     assert http1.refused == 1
 
 
+def _ping_after_a_request(port: int) -> tuple[list[h2.events.Event], bytes]:
+    """One request answered on a fresh h2c connection, then a PING: the events the answer to the
+    request brought, and whatever the server sends in the next 0.5 s after the PING."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "up.test")]
+    conn.send_headers(conn.get_next_available_stream_id(), headers, end_stream=True)
+    events: list[h2.events.Event] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(conn.data_to_send())
+        for _ in range(100):  # until the response has ended
+            data = sock.recv(65536)
+            assert data, "the server closed before answering"
+            events += conn.receive_data(data)
+            sock.sendall(conn.data_to_send())
+            if any(isinstance(e, h2.events.StreamEnded) for e in events):
+                break
+        conn.ping(b"8 bytes!")
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(0.5)
+        try:
+            after = sock.recv(65536)
+        except TimeoutError:
+            after = b""
+    return events, after
+
+
+@pytest.mark.parametrize("answer", [True, False], ids=["acks", "silent"])
+def test_h2c_server_counts_pings_and_can_leave_them_unanswered(answer: bool) -> None:
+    with H2cOnlyServer(name="pings", answer_pings=answer) as server:
+        events, after = _ping_after_a_request(server.port)
+        assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+        wait_until(lambda: server.pings == 1, timeout=5, what="the PING counted")
+        # A PING ACK frame (length 8, type 6, flag ACK, stream 0) with the payload sent, or nothing.
+        ping_ack = b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + b"8 bytes!"
+        assert after == (ping_ack if answer else b"")
+
+
 def test_counters_are_thread_safe(h2c: H2cOnlyServer) -> None:
     threads = [threading.Thread(target=h2_request, args=(h2c.port,)) for _ in range(8)]
     for t in threads:

@@ -19,6 +19,7 @@ from meshxds.pipeline import translate
 from meshxds.sources.files import read_directory
 from meshxds.testing.envoy_validate import envoy_validate
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
+from meshxds.translators.upstream import DEFAULT_H2_KEEPALIVE
 from meshxds.xds.resources import HTTP_PROTOCOL_OPTIONS_KEY, build_cluster
 
 CLUSTER = "outbound|8080||echo.default.svc.cluster.local"
@@ -273,6 +274,8 @@ CONNECTION_SPEC: dict[str, Any] = {
         "maxConcurrentStreams": 100,
         "initialStreamWindowSize": "64Ki",
         "initialConnectionWindowSize": 1048576,
+        "overrideStreamErrorOnInvalidHttpMessage": True,
+        "connectionKeepalive": {"timeout": "5s", "interval": "30s", "connectionIdleInterval": "1m"},
     },
 }
 
@@ -289,6 +292,8 @@ def test_connection_options_reach_xds_and_envoy_accepts_them(tmp_path: Path) -> 
         h2_max_concurrent_streams=100,
         h2_initial_stream_window_size=65536,
         h2_initial_connection_window_size=1048576,
+        h2_keepalive=ir.Http2Keepalive(timeout_s=5.0, interval_s=30.0, connection_idle_interval_s=60.0),
+        h2_stream_error_on_invalid_http_message=True,
     )
     out = build_cluster(cluster)
     keepalive = out.upstream_connection_options.tcp_keepalive
@@ -317,8 +322,49 @@ def test_connection_options_reach_xds_and_envoy_accepts_them(tmp_path: Path) -> 
     h2 = options.explicit_http_config.http2_protocol_options
     assert (h2.max_concurrent_streams.value, h2.initial_stream_window_size.value) == (100, 65536)
     assert h2.initial_connection_window_size.value == 1048576
+    assert h2.override_stream_error_on_invalid_http_message.value is True
+    pings = h2.connection_keepalive
+    assert (pings.timeout.seconds, pings.interval.seconds, pings.connection_idle_interval.seconds) == (
+        5,
+        30,
+        60,
+    )
     result = envoy_validate(config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_keepalive_with_only_a_timeout_replaces_the_default_and_sends_no_periodic_pings(
+    tmp_path: Path,
+) -> None:
+    spec = {
+        "http2ProtocolOptions": {"connectionKeepalive": {"timeout": "2s", "connectionIdleInterval": "10s"}}
+    }
+    found, warnings, config = clusters(read(tmp_path, policy({"targetRefs": [target()], **spec})))
+    assert warnings == ()
+    http = found[CLUSTER].http_options
+    assert http is not None
+    assert http.h2_keepalive == ir.Http2Keepalive(timeout_s=2.0, connection_idle_interval_s=10.0)
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    build_cluster(found[CLUSTER]).typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    pings = options.explicit_http_config.http2_protocol_options.connection_keepalive
+    assert not pings.HasField("interval")
+    assert (pings.timeout.seconds, pings.connection_idle_interval.seconds) == (2, 10)
+    result = envoy_validate(config, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_without_a_policy_the_http2_cluster_has_the_default_keepalive_and_http1_none(tmp_path: Path) -> None:
+    h2, _, _ = clusters(read(tmp_path))
+    assert h2[CLUSTER].http_options == ir.UpstreamHttpOptions(h2_keepalive=DEFAULT_H2_KEEPALIVE)
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    build_cluster(h2[CLUSTER]).typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    pings = options.explicit_http_config.http2_protocol_options.connection_keepalive
+    assert (pings.interval.seconds, pings.timeout.seconds) == (300, 20)
+    (tmp_path / "h1").mkdir()
+    h1, _, _ = clusters(read(tmp_path / "h1", app_protocol=None, port_name="web"))
+    assert h1[CLUSTER].upstream_protocol is ir.UpstreamProtocol.HTTP1
+    assert h1[CLUSTER].http_options is None
+    assert HTTP_PROTOCOL_OPTIONS_KEY not in build_cluster(h1[CLUSTER]).typed_extension_protocol_options
 
 
 def test_common_options_on_an_http1_cluster_and_h2_options_reported(tmp_path: Path) -> None:
@@ -349,6 +395,21 @@ def test_common_options_on_an_http1_cluster_and_h2_options_reported(tmp_path: Pa
             "quantity",
         ),
         ({"tcpKeepalive": {"keepAliveTime": "100ms"}}, "spec.tcpKeepalive", "at least 1s"),
+        (
+            {"http2ProtocolOptions": {"connectionKeepalive": {"interval": "1s"}}},
+            "spec.http2ProtocolOptions.connectionKeepalive.timeout",
+            "required",
+        ),
+        (
+            {"http2ProtocolOptions": {"connectionKeepalive": {"timeout": "1s", "interval": "0s"}}},
+            "spec.http2ProtocolOptions.connectionKeepalive",
+            "interval must be at least 1ms",
+        ),
+        (
+            {"http2ProtocolOptions": {"connectionKeepalive": {"timeout": "soon"}}},
+            "spec.http2ProtocolOptions.connectionKeepalive.timeout",
+            "not a valid duration",
+        ),
         ({"connectTimeout": "0s"}, "spec", "connectTimeout must be greater than 0"),
     ],
 )

@@ -9,6 +9,7 @@ from meshxds import ir
 from meshxds.translators.protocol import ProtocolDecision, decide_port_protocol
 from meshxds.translators.upstream import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_H2_KEEPALIVE,
     ClusterPolicy,
     alpn_for,
     build_cluster,
@@ -173,3 +174,35 @@ def test_a_policys_own_alpn_is_kept() -> None:
     policy = ClusterPolicy(upstream_tls=ir.UpstreamTls(sni="web", alpn=("custom",)))
     cluster = build_cluster(name="c", source=SOURCE, protocol=(P.HTTP2, "r"), endpoints=(), policy=policy)
     assert cluster.upstream_tls is not None and cluster.upstream_tls.alpn == ("custom",)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "pings"),
+    [(P.HTTP2, True), (P.DOWNSTREAM, True), (P.HTTP1, False), (P.TCP, False)],
+)
+def test_the_default_http2_keepalive_is_on_clusters_that_may_speak_http2_only(
+    protocol: P, pings: bool
+) -> None:
+    cluster = build_cluster(name="c", source=SOURCE, protocol=(protocol, "r"), endpoints=())
+    expected = ir.UpstreamHttpOptions(h2_keepalive=DEFAULT_H2_KEEPALIVE) if pings else None
+    assert cluster.http_options == expected
+
+
+def test_the_default_keepalive_stays_below_what_grpc_servers_police() -> None:
+    # grpc-core and grpc-go strike a PING sooner than 5 minutes after the last one; 20 s is gRPC's
+    # own keepalive timeout. Envoy needs a timeout of at least 1 ms.
+    assert DEFAULT_H2_KEEPALIVE.interval_s is not None and DEFAULT_H2_KEEPALIVE.interval_s >= 300
+    assert DEFAULT_H2_KEEPALIVE.timeout_s == 20
+
+
+def test_a_policys_keepalive_replaces_the_default_and_its_other_options_are_kept() -> None:
+    own = ir.Http2Keepalive(timeout_s=1.0, interval_s=5.0)
+    policy = ClusterPolicy(http_options=ir.UpstreamHttpOptions(idle_timeout_s=9.0, h2_keepalive=own))
+    cluster = build_cluster(name="c", source=SOURCE, protocol=(P.HTTP2, "r"), endpoints=(), policy=policy)
+    assert cluster.http_options == ir.UpstreamHttpOptions(idle_timeout_s=9.0, h2_keepalive=own)
+    # A policy without a keepalive gets the default beside its own options.
+    policy = ClusterPolicy(http_options=ir.UpstreamHttpOptions(idle_timeout_s=9.0))
+    cluster = build_cluster(name="c", source=SOURCE, protocol=(P.HTTP2, "r"), endpoints=(), policy=policy)
+    assert cluster.http_options == ir.UpstreamHttpOptions(
+        idle_timeout_s=9.0, h2_keepalive=DEFAULT_H2_KEEPALIVE
+    )
