@@ -241,10 +241,11 @@ def test_translate_cluster_has_http2_options(capsys: pytest.CaptureFixture[str])
     (cluster,) = config["clusters"]
     options = cluster["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS]
     assert options["@type"] == f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"
-    # HTTP/2, with the default keepalive (DEFAULT_H2_KEEPALIVE) and nothing else.
+    # HTTP/2, with the default keepalive (DEFAULT_H2_KEEPALIVE) and its idle timeout, nothing else.
     assert options["explicit_http_config"] == {
         "http2_protocol_options": {"connection_keepalive": {"interval": "300s", "timeout": "20s"}}
     }
+    assert options["common_http_protocol_options"] == {"idle_timeout": "600s"}
     assert cluster["eds_cluster_config"]["service_name"] == NGINX
 
 

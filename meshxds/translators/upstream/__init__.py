@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from meshxds.translators.upstream.clusters import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_H2_IDLE_TIMEOUT_S,
     DEFAULT_H2_KEEPALIVE,
     ClusterPolicy,
     Discovery,
@@ -32,6 +33,7 @@ from meshxds.translators.upstream.ports import UpstreamPort, service_port
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_H2_IDLE_TIMEOUT_S",
     "DEFAULT_H2_KEEPALIVE",
     "ENDPOINT_KINDS",
     "ENTRY",

@@ -14,6 +14,7 @@ from meshxds.translators.upstream.endpoints import is_ip
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_H2_IDLE_TIMEOUT_S",
     "DEFAULT_H2_KEEPALIVE",
     "NO_POLICY",
     "ClusterPolicy",
@@ -39,8 +40,13 @@ sooner than 5 minutes after the previous one (``GRPC_ARG_HTTP2_MIN_RECV_PING_INT
 only adds jitter to the interval (up to 15 %), so 300 s is never too soon while calls are open.
 (Strikes reset whenever the server sends headers or data.) On a connection with no call open
 the servers allow one PING per 2 hours, so an idle connection gets that GOAWAY at the third
-PING after it went idle (10 to 17 minutes), and Envoy opens a new one for the next call: no call
-was in flight to fail. 20 s is gRPC's own default keepalive timeout."""
+PING after it went idle (10 to 17 minutes). So with this default comes
+``DEFAULT_H2_IDLE_TIMEOUT_S``: Envoy closes such a connection itself before that PING, and the
+backend's log never shows "too_many_pings". 20 s is gRPC's own default keepalive timeout."""
+
+DEFAULT_H2_IDLE_TIMEOUT_S = 600.0
+"""The upstream idle timeout (Envoy's default: 1 h) of a cluster given ``DEFAULT_H2_KEEPALIVE``
+whose policy sets none: an idle connection sees at most two PINGs, which gRPC servers tolerate."""
 
 Discovery = Literal["EDS", "STATIC", "STRICT_DNS"]
 
@@ -137,7 +143,8 @@ def build_cluster(
     (a DNS or static cluster carries its endpoints itself, so the endpoint fast path skips it).
     gRPC health checks are kept only on HTTP/2 clusters, the only ones Envoy checks over gRPC.
     A TLS policy that names no ALPN gets the protocol's (``alpn_for``). A cluster that may speak
-    HTTP/2 gets ``DEFAULT_H2_KEEPALIVE`` unless the policy sets a keepalive."""
+    HTTP/2 gets ``DEFAULT_H2_KEEPALIVE`` (and ``DEFAULT_H2_IDLE_TIMEOUT_S`` unless the policy sets an
+    idle timeout) unless the policy sets a keepalive."""
     upstream, reason = protocol
     checks = policy.health_checks
     if upstream is not ir.UpstreamProtocol.HTTP2 and any(c.kind == "grpc" for c in checks):
@@ -148,7 +155,9 @@ def build_cluster(
         tls = replace(tls, alpn=alpn_for(upstream))
     http = policy.http_options
     if upstream in _MAY_SPEAK_HTTP2 and (http is None or http.h2_keepalive is None):
-        http = replace(http or ir.UpstreamHttpOptions(), h2_keepalive=DEFAULT_H2_KEEPALIVE)
+        http = http or ir.UpstreamHttpOptions()
+        idle = DEFAULT_H2_IDLE_TIMEOUT_S if http.idle_timeout_s is None else http.idle_timeout_s
+        http = replace(http, h2_keepalive=DEFAULT_H2_KEEPALIVE, idle_timeout_s=idle)
     return ir.Cluster(
         name=name,
         discovery=discovery,

@@ -17,7 +17,7 @@ from meshxds.identity import ProxyIdentity
 from meshxds.model.manifests import SourcedDocument, parse_documents
 from meshxds.testing.envoy_validate import envoy_validate
 from meshxds.translators.istio import IstioConfig, IstioTranslator
-from meshxds.translators.upstream import DEFAULT_H2_KEEPALIVE
+from meshxds.translators.upstream import DEFAULT_H2_IDLE_TIMEOUT_S, DEFAULT_H2_KEEPALIVE
 from meshxds.xds.resources import HTTP_PROTOCOL_OPTIONS_KEY, build_cluster
 
 SELECTOR = {"istio": "ingressgateway"}
@@ -166,12 +166,16 @@ def test_tcp_idle_timeout_is_the_connections_when_http_sets_none() -> None:
 def test_a_zero_max_concurrent_streams_is_unset_as_in_istio() -> None:
     rule = _rule("api", {"connectionPool": {"http": {"maxConcurrentStreams": 0}}})
     grpc = _clusters(_config(rule))[GRPC]
-    assert grpc.http_options == ir.UpstreamHttpOptions(h2_keepalive=DEFAULT_H2_KEEPALIVE)
+    assert grpc.http_options == ir.UpstreamHttpOptions(
+        h2_keepalive=DEFAULT_H2_KEEPALIVE, idle_timeout_s=DEFAULT_H2_IDLE_TIMEOUT_S
+    )
 
 
 def test_the_default_keepalive_is_on_http2_clusters_only() -> None:
     found = _clusters(_config())
-    assert found[GRPC].http_options == ir.UpstreamHttpOptions(h2_keepalive=DEFAULT_H2_KEEPALIVE)
+    assert found[GRPC].http_options == ir.UpstreamHttpOptions(
+        h2_keepalive=DEFAULT_H2_KEEPALIVE, idle_timeout_s=DEFAULT_H2_IDLE_TIMEOUT_S
+    )
     pings = _protocol_options(found[GRPC]).explicit_http_config.http2_protocol_options.connection_keepalive
     assert (pings.interval.seconds, pings.timeout.seconds) == (300, 20)
     assert found[HTTP].http_options is None and found[DB].http_options is None

@@ -19,7 +19,7 @@ from meshxds.pipeline import translate
 from meshxds.sources.files import read_directory
 from meshxds.testing.envoy_validate import envoy_validate
 from meshxds.testing.manifests import gateway_api_docs, gateway_listener, routed_service_docs, to_yaml
-from meshxds.translators.upstream import DEFAULT_H2_KEEPALIVE
+from meshxds.translators.upstream import DEFAULT_H2_IDLE_TIMEOUT_S, DEFAULT_H2_KEEPALIVE
 from meshxds.xds.resources import HTTP_PROTOCOL_OPTIONS_KEY, build_cluster
 
 CLUSTER = "outbound|8080||echo.default.svc.cluster.local"
@@ -355,7 +355,9 @@ def test_a_keepalive_with_only_a_timeout_replaces_the_default_and_sends_no_perio
 
 def test_without_a_policy_the_http2_cluster_has_the_default_keepalive_and_http1_none(tmp_path: Path) -> None:
     h2, _, _ = clusters(read(tmp_path))
-    assert h2[CLUSTER].http_options == ir.UpstreamHttpOptions(h2_keepalive=DEFAULT_H2_KEEPALIVE)
+    assert h2[CLUSTER].http_options == ir.UpstreamHttpOptions(
+        h2_keepalive=DEFAULT_H2_KEEPALIVE, idle_timeout_s=DEFAULT_H2_IDLE_TIMEOUT_S
+    )
     options = http_protocol_options_pb2.HttpProtocolOptions()
     build_cluster(h2[CLUSTER]).typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
     pings = options.explicit_http_config.http2_protocol_options.connection_keepalive

@@ -9,6 +9,7 @@ from meshxds import ir
 from meshxds.translators.protocol import ProtocolDecision, decide_port_protocol
 from meshxds.translators.upstream import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_H2_IDLE_TIMEOUT_S,
     DEFAULT_H2_KEEPALIVE,
     ClusterPolicy,
     alpn_for,
@@ -184,7 +185,11 @@ def test_the_default_http2_keepalive_is_on_clusters_that_may_speak_http2_only(
     protocol: P, pings: bool
 ) -> None:
     cluster = build_cluster(name="c", source=SOURCE, protocol=(protocol, "r"), endpoints=())
-    expected = ir.UpstreamHttpOptions(h2_keepalive=DEFAULT_H2_KEEPALIVE) if pings else None
+    expected = (
+        ir.UpstreamHttpOptions(h2_keepalive=DEFAULT_H2_KEEPALIVE, idle_timeout_s=DEFAULT_H2_IDLE_TIMEOUT_S)
+        if pings
+        else None
+    )
     assert cluster.http_options == expected
 
 
@@ -193,6 +198,9 @@ def test_the_default_keepalive_stays_below_what_grpc_servers_police() -> None:
     # own keepalive timeout. Envoy needs a timeout of at least 1 ms.
     assert DEFAULT_H2_KEEPALIVE.interval_s is not None and DEFAULT_H2_KEEPALIVE.interval_s >= 300
     assert DEFAULT_H2_KEEPALIVE.timeout_s == 20
+    # An idle connection is closed before its third PING (the strike that gets GOAWAY): at most
+    # two intervals, even without the jitter Envoy adds.
+    assert 2 * DEFAULT_H2_KEEPALIVE.interval_s >= DEFAULT_H2_IDLE_TIMEOUT_S
 
 
 def test_a_policys_keepalive_replaces_the_default_and_its_other_options_are_kept() -> None:
@@ -200,7 +208,7 @@ def test_a_policys_keepalive_replaces_the_default_and_its_other_options_are_kept
     policy = ClusterPolicy(http_options=ir.UpstreamHttpOptions(idle_timeout_s=9.0, h2_keepalive=own))
     cluster = build_cluster(name="c", source=SOURCE, protocol=(P.HTTP2, "r"), endpoints=(), policy=policy)
     assert cluster.http_options == ir.UpstreamHttpOptions(idle_timeout_s=9.0, h2_keepalive=own)
-    # A policy without a keepalive gets the default beside its own options.
+    # A policy without a keepalive gets the default beside its own options (its idle timeout too).
     policy = ClusterPolicy(http_options=ir.UpstreamHttpOptions(idle_timeout_s=9.0))
     cluster = build_cluster(name="c", source=SOURCE, protocol=(P.HTTP2, "r"), endpoints=(), policy=policy)
     assert cluster.http_options == ir.UpstreamHttpOptions(
