@@ -395,6 +395,8 @@ class Cors:
 class DirectResponse:
     status: int
     body: str = ""
+    body_bytes: bytes | None = None
+    """A binary body, sent as given (Istio ``directResponse.body.bytes``) instead of ``body``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

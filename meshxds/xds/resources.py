@@ -540,7 +540,9 @@ def build_route(route: ir.Route) -> route_components_pb2.Route:
         _apply_redirect(out, route, action)
     else:
         out.direct_response.status = action.status
-        if action.body:
+        if action.body_bytes:
+            out.direct_response.body.inline_bytes = action.body_bytes
+        elif action.body:
             out.direct_response.body.inline_string = action.body
     if route.retries is not None and isinstance(action, ir.ForwardAction):
         _apply_retries(out.route, route.retries)

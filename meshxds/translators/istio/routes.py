@@ -10,6 +10,7 @@ a gRPC client's ``grpc-timeout`` ends the call at the proxy, capped by ``timeout
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -342,10 +343,11 @@ def _action(
         )
     if rule.direct_response is not None:
         body = rule.direct_response.body
-        text = ""
-        if body is not None:
-            text = body.string if body.string is not None else (body.bytes_ or "")
-        return ir.DirectResponse(status=rule.direct_response.status, body=text)
+        status = rule.direct_response.status
+        if body is not None and body.bytes_ is not None:
+            # base64 on the wire (the model checked it): the client gets the bytes.
+            return ir.DirectResponse(status=status, body_bytes=base64.b64decode(body.bytes_))
+        return ir.DirectResponse(status=status, body=body.string or "" if body is not None else "")
     action = _forward(ctx, vs, rule, at)
     if not action.backends:
         ctx.build.warn(

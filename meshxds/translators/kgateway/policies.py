@@ -87,11 +87,7 @@ def _access_log(
 
 def _add_access_logs(out: ListenerPolicies, policy: kgateway.HTTPListenerPolicy, section: str | None) -> None:
     for index, entry in enumerate(policy.spec.access_log):
-        at = f"{policy.ref}: spec.accessLog[{index}]"
-        if entry.grpc_service is not None:
-            out.warnings.append(f"{at}.grpcService: gRPC access logs are not supported yet; ignored")
-        if entry.filter is not None:
-            out.warnings.append(f"{at}.filter: access log filters are not supported yet; logging everything")
+        # grpcService and filter are marked Unserved in the model: reading the object warned.
         log = _access_log(policy, index, entry)
         if log is not None:
             out.access_logs.setdefault(section, []).append(log)

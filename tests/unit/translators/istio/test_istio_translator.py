@@ -68,3 +68,37 @@ def test_a_virtualservice_retry_backoff_is_the_routes_base_interval() -> None:
     for policy in policies:
         assert policy["num_retries"] == 3 and policy["retriable_status_codes"] == [503]
         assert policy["retry_back_off"] == {"base_interval": "0.050s", "max_interval": "0.500s"}
+
+
+def test_a_direct_response_given_as_bytes_answers_those_bytes() -> None:
+    docs = [d.body for d in _gateway_api_only()]
+    docs.append(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "hosts": ["web"],
+                "http": [
+                    {
+                        "match": [{"uri": {"exact": "/binary"}}],
+                        "directResponse": {"status": 200, "body": {"bytes": "AP9oaQo="}},
+                    },
+                    {"directResponse": {"status": 503, "body": {"string": "down"}}},
+                ],
+            },
+        }
+    )
+    translation = translate(
+        parse_documents(SourcedDocument(path="m.yaml", index=i, body=d) for i, d in enumerate(docs))
+    )
+    snapshot = snapshot_to_json(SnapshotBuilder(translation)(ProxyIdentity.of(namespace="default")))
+    bodies = [
+        route["direct_response"]["body"]
+        for config in snapshot["routes"]
+        for vhost in config["virtual_hosts"]
+        for route in vhost["routes"]
+        if "web.default" in vhost["name"] and "direct_response" in route
+    ]
+    # The proto's JSON form prints inline_bytes as base64 again: the decoded b"\x00\xffhi\n".
+    assert bodies == [{"inline_bytes": "AP9oaQo="}, {"inline_string": "down"}]
