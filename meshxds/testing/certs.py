@@ -110,7 +110,8 @@ def issue(ca: CertificateAuthority, hostnames: Sequence[str]) -> ServerCertifica
     """A serverAuth certificate whose subjectAltName lists every hostname.
 
     Wildcards (``*.example.com``) are DNS names like any other; IP literals (``127.0.0.1``) become
-    IP-address SANs. The subject CN is the first hostname.
+    IP-address SANs, and ``scheme://...`` (a SPIFFE id) URI SANs. The subject CN is the first
+    hostname.
     """
     if isinstance(hostnames, str):
         raise TypeError("hostnames must be a list of names, not one string")
@@ -213,6 +214,8 @@ def _secret(name: str, namespace: str, type_: str, data: Mapping[str, bytes]) ->
 
 
 def _general_name(hostname: str) -> x509.GeneralName:
+    if "://" in hostname:
+        return x509.UniformResourceIdentifier(hostname)  # e.g. a SPIFFE id
     try:
         return x509.IPAddress(ipaddress.ip_address(hostname))
     except ValueError:

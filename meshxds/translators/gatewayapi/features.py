@@ -41,6 +41,11 @@ SUPPORTED_FEATURES: tuple[Feature, ...] = (
         "BackendTLSPolicy",
         "tests/integration/test_backendtlspolicy.py::test_the_backends_ca_verifies_it_over_tls_with_alpn_h2",
     ),
+    _f(
+        "BackendTLSPolicySANValidation",
+        "tests/integration/test_backendtlspolicy_san.py::"
+        "test_the_certificate_must_carry_one_of_the_policys_subject_alt_names",
+    ),
     _f("GRPCRoute", "tests/integration/test_grpcroute.py::test_grpc_call_routed_by_method_and_header"),
     _f("Gateway", f"{_MATCHING}::test_path_matching"),
     _f(
