@@ -7,7 +7,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CONTROLLER_NAME", "gateway_api_docs", "gateway_listener", "routed_service_docs", "to_yaml"]
+__all__ = [
+    "CONTROLLER_NAME",
+    "gateway_api_docs",
+    "gateway_listener",
+    "routed_service_docs",
+    "service_docs",
+    "to_yaml",
+]
 
 CONTROLLER_NAME = "meshxds.io/gateway-controller"
 
@@ -50,23 +57,25 @@ def gateway_api_docs(
     ]
 
 
-def routed_service_docs(
+def service_docs(
     name: str,
     *,
     upstream_port: int,
-    hostnames: Iterable[str],
     namespace: str = "default",
     port: int = 8080,
     port_name: str | None = None,
     app_protocol: str | None = None,
-    gateway: tuple[str, str] = ("gateway-system", "http"),
+    target_port: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The kgateway guide's three objects: a Service port (``port``, target 80), an EndpointSlice
-    at ``127.0.0.1:upstream_port``, and an HTTPRoute for ``hostnames`` on ``gateway`` (ns, name)."""
-    service_port: dict[str, Any] = {"port": port, "targetPort": 80}
+    """A Service with one port (``port``) and its EndpointSlice: one ready endpoint at
+    ``127.0.0.1:upstream_port``. The slice's port carries the Service port's name, as the
+    EndpointSlice controller writes it."""
+    service_port: dict[str, Any] = {"port": port}
     slice_port: dict[str, Any] = {"port": upstream_port}
     if port_name:
         service_port["name"] = slice_port["name"] = port_name
+    if target_port is not None:
+        service_port["targetPort"] = target_port
     if app_protocol:
         service_port["appProtocol"] = app_protocol
     return [
@@ -88,6 +97,32 @@ def routed_service_docs(
             "ports": [slice_port],
             "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
         },
+    ]
+
+
+def routed_service_docs(
+    name: str,
+    *,
+    upstream_port: int,
+    hostnames: Iterable[str],
+    namespace: str = "default",
+    port: int = 8080,
+    port_name: str | None = None,
+    app_protocol: str | None = None,
+    gateway: tuple[str, str] = ("gateway-system", "http"),
+) -> list[dict[str, Any]]:
+    """The kgateway guide's three objects: a Service port (``port``, target 80), an EndpointSlice
+    at ``127.0.0.1:upstream_port``, and an HTTPRoute for ``hostnames`` on ``gateway`` (ns, name)."""
+    return [
+        *service_docs(
+            name,
+            upstream_port=upstream_port,
+            namespace=namespace,
+            port=port,
+            port_name=port_name,
+            app_protocol=app_protocol,
+            target_port=80,
+        ),
         {
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "HTTPRoute",

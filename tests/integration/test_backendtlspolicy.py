@@ -20,7 +20,7 @@ from meshxds.testing._generated.echo_pb2 import EchoRequest
 from meshxds.testing._generated.echo_pb2_grpc import EchoStub
 from meshxds.testing.certs import CertificateAuthority, issue, make_ca
 from meshxds.testing.envoy import EnvoyProcess
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, service_docs, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import MeshxdsProcess
 from meshxds.testing.stack import local_gateway
@@ -37,21 +37,13 @@ def manifests(listener_port: int, upstream_port: int, *, ca_pem: bytes, ca_ref: 
     )
     ca = "\n".join("    " + line for line in ca_pem.decode().strip().splitlines())
     return (
-        to_yaml(gateway)
+        to_yaml(
+            [
+                *gateway,
+                *service_docs("echo", upstream_port=upstream_port, port=9000, port_name="grpc"),
+            ]
+        )
         + f"""\
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  ports: [{{name: grpc, port: 9000}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
-addressType: IPv4
-ports: [{{name: grpc, port: {upstream_port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from meshxds.testing.certs import CertificateAuthority, issue, make_ca
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, service_docs, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import GrpcEchoServer, echo_call
@@ -58,24 +58,7 @@ def manifests(listener_port: int, upstream_port: int, ca_pem: bytes) -> str:
             }
         )
         docs += [
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": service, "namespace": "default"},
-                "spec": {"ports": [{"name": "grpc", "port": 9000}]},
-            },
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{service}-1",
-                    "namespace": "default",
-                    "labels": {"kubernetes.io/service-name": service},
-                },
-                "addressType": "IPv4",
-                "ports": [{"name": "grpc", "port": upstream_port}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}],
-            },
+            *service_docs(service, upstream_port=upstream_port, port=9000, port_name="grpc"),
             {
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": "BackendTLSPolicy",

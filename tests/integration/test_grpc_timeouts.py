@@ -24,7 +24,7 @@ import pytest
 
 from meshxds.testing._generated import echo_pb2
 from meshxds.testing.envoy import EnvoyProcess
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, service_docs, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.server import CDS, LDS, RDS, MeshxdsProcess
 from meshxds.testing.upstreams import ECHO_SERVICE, GrpcEchoServer, curl_grpc, echo_call, echo_stream
@@ -61,24 +61,7 @@ def manifests(ports: dict[str, int], upstream_port: int) -> str:
     strip_deadline = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": ["grpc-timeout"]}}
     backend = [{"name": "echo", "port": 9000}]
     docs += [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "echo", "namespace": "default"},
-            "spec": {"ports": [{"name": "api", "port": 9000, "appProtocol": "grpc"}]},
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "echo-1",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "echo"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "api", "port": upstream_port}],
-            "endpoints": [{"addresses": ["127.0.0.1"]}],
-        },
+        *service_docs("echo", upstream_port=upstream_port, port=9000, port_name="api", app_protocol="grpc"),
         {
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "GRPCRoute",

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from meshxds.testing.envoy import EnvoyProcess
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, service_docs, to_yaml
 from meshxds.testing.ports import free_port
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import GrpcEchoServer, echo_call
@@ -25,33 +25,25 @@ def manifests(listener_port: int, upstream_port: int) -> str:
         [gateway_listener(listener_port, name="h2c", allowed_from="Same")], name="grpc", namespace="default"
     )
     return (
-        to_yaml(gateway)
-        + f"""\
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  ports: [{{name: http, port: 9000}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
-addressType: IPv4
-ports: [{{name: http, port: {upstream_port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
+        to_yaml(
+            [
+                *gateway,
+                *service_docs("echo", upstream_port=upstream_port, port=9000, port_name="http"),
+            ]
+        )
+        + """\
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
-metadata: {{name: echo, namespace: default}}
+metadata: {name: echo, namespace: default}
 spec:
-  parentRefs: [{{name: grpc}}]
+  parentRefs: [{name: grpc}]
   hostnames: [grpc.example.com]
   rules:
     - matches:
-        - method: {{service: meshxds.echo.v1.Echo, method: Echo}}
-          headers: [{{name: x-tenant, value: blue}}]
-      backendRefs: [{{name: echo, port: 9000}}]
+        - method: {service: meshxds.echo.v1.Echo, method: Echo}
+          headers: [{name: x-tenant, value: blue}]
+      backendRefs: [{name: echo, port: 9000}]
 """
     )
 

@@ -21,7 +21,7 @@ from typing import Self
 import pytest
 
 from meshxds.testing.envoy import EnvoyProcess
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, service_docs, to_yaml
 from meshxds.testing.ports import free_port
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import GrpcEchoServer, Http1OnlyServer, curl, echo_call
@@ -122,40 +122,32 @@ def manifests(listener_port: int, upstream_port: int) -> str:
         [gateway_listener(listener_port, name="http", allowed_from="Same")], name="mixed", namespace="default"
     )
     return (
-        to_yaml(gateway)
-        + f"""\
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  ports: [{{name: http, port: 9000}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
-addressType: IPv4
-ports: [{{name: http, port: {upstream_port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
+        to_yaml(
+            [
+                *gateway,
+                *service_docs("echo", upstream_port=upstream_port, port=9000, port_name="http"),
+            ]
+        )
+        + """\
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: web, namespace: default}}
+metadata: {name: web, namespace: default}
 spec:
-  parentRefs: [{{name: mixed}}]
+  parentRefs: [{name: mixed}]
   hostnames: [web.example.com]
   rules:
-    - backendRefs: [{{name: echo, port: 9000}}]
+    - backendRefs: [{name: echo, port: 9000}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
-metadata: {{name: rpc, namespace: default}}
+metadata: {name: rpc, namespace: default}
 spec:
-  parentRefs: [{{name: mixed}}]
+  parentRefs: [{name: mixed}]
   hostnames: [grpc.example.com]
   rules:
-    - matches: [{{method: {{service: meshxds.echo.v1.Echo}}}}]
-      backendRefs: [{{name: echo, port: 9000}}]
+    - matches: [{method: {service: meshxds.echo.v1.Echo}}]
+      backendRefs: [{name: echo, port: 9000}]
 """
     )
 

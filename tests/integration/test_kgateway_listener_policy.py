@@ -29,7 +29,7 @@ import h2.settings
 import pytest
 
 from meshxds.testing.envoy import EnvoyProcess
-from meshxds.testing.manifests import gateway_api_docs, gateway_listener, to_yaml
+from meshxds.testing.manifests import gateway_api_docs, gateway_listener, service_docs, to_yaml
 from meshxds.testing.ports import free_port, wait_until
 from meshxds.testing.stack import local_gateway
 from meshxds.testing.upstreams import GrpcEchoServer, curl, echo_call
@@ -41,21 +41,15 @@ KEEPALIVE_TIME_S = 7
 def manifests(port_a: int, port_b: int, upstream_port: int) -> str:
     gateway = gateway_api_docs([gateway_listener(port_a, name="a"), gateway_listener(port_b, name="b")])
     return (
-        to_yaml(gateway)
+        to_yaml(
+            [
+                *gateway,
+                *service_docs(
+                    "echo", upstream_port=upstream_port, port=9000, port_name="grpc", app_protocol="grpc"
+                ),
+            ]
+        )
         + f"""\
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  ports: [{{name: grpc, port: 9000, appProtocol: grpc}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
-addressType: IPv4
-ports: [{{name: grpc, port: {upstream_port}}}]
-endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
