@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
@@ -184,12 +184,7 @@ def _apply_http_options(
     if options.use_downstream_protocol_config.HasField("http2_protocol_options"):
         h2_options.append(options.use_downstream_protocol_config.http2_protocol_options)
     for h2 in h2_options:
-        if http.h2_max_concurrent_streams is not None:
-            h2.max_concurrent_streams.value = http.h2_max_concurrent_streams
-        if http.h2_initial_stream_window_size is not None:
-            h2.initial_stream_window_size.value = http.h2_initial_stream_window_size
-        if http.h2_initial_connection_window_size is not None:
-            h2.initial_connection_window_size.value = http.h2_initial_connection_window_size
+        _apply_h2_limits(h2, http)
         if http.h2_stream_error_on_invalid_http_message is not None:
             h2.override_stream_error_on_invalid_http_message.value = (
                 http.h2_stream_error_on_invalid_http_message
@@ -197,6 +192,27 @@ def _apply_http_options(
         if http.h2_keepalive is not None:
             _apply_h2_keepalive(h2.connection_keepalive, http.h2_keepalive)
     out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(pack(options))
+
+
+class _H2Limits(Protocol):
+    """What upstream and downstream HTTP options share for an HTTP/2 connection."""
+
+    @property
+    def h2_max_concurrent_streams(self) -> int | None: ...
+    @property
+    def h2_initial_stream_window_size(self) -> int | None: ...
+    @property
+    def h2_initial_connection_window_size(self) -> int | None: ...
+
+
+def _apply_h2_limits(h2: protocol_pb2.Http2ProtocolOptions, limits: _H2Limits) -> None:
+    """The stream limit and flow-control windows, the same fields toward clients and backends."""
+    if limits.h2_max_concurrent_streams is not None:
+        h2.max_concurrent_streams.value = limits.h2_max_concurrent_streams
+    if limits.h2_initial_stream_window_size is not None:
+        h2.initial_stream_window_size.value = limits.h2_initial_stream_window_size
+    if limits.h2_initial_connection_window_size is not None:
+        h2.initial_connection_window_size.value = limits.h2_initial_connection_window_size
 
 
 def _apply_h2_keepalive(out: protocol_pb2.KeepaliveSettings, keepalive: ir.Http2Keepalive) -> None:
@@ -619,12 +635,7 @@ def _apply_downstream_http_options(
     if http.max_headers_count is not None:
         common.max_headers_count.value = http.max_headers_count
     h2 = hcm.http2_protocol_options
-    if http.h2_max_concurrent_streams is not None:
-        h2.max_concurrent_streams.value = http.h2_max_concurrent_streams
-    if http.h2_initial_stream_window_size is not None:
-        h2.initial_stream_window_size.value = http.h2_initial_stream_window_size
-    if http.h2_initial_connection_window_size is not None:
-        h2.initial_connection_window_size.value = http.h2_initial_connection_window_size
+    _apply_h2_limits(h2, http)
     if http.h2_allow_connect is not None:
         h2.allow_connect = http.h2_allow_connect
 
