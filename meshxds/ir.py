@@ -349,6 +349,10 @@ class ForwardAction:
     """A gRPC client's deadline (its ``grpc-timeout`` header) ends the call at the proxy, capped
     at this; ``0``: uncapped; ``None``: the header is not read. Translators set it to the route
     timeout (``0`` when there is none), as Istio does."""
+    idle_timeout_s: float | None = None
+    """A request whose stream carries nothing for this long ends (Envoy's route
+    ``idle_timeout``, overriding the listener's ``stream_idle_timeout``); ``0``: never;
+    ``None``: the listener's."""
     rewrite: UrlRewrite | None = None
     mirrors: tuple[Mirror, ...] = ()
     hash_policies: tuple[HashPolicy, ...] = ()

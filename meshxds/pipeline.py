@@ -144,6 +144,8 @@ COMPILE_INPUTS: frozenset[type[Resource]] = frozenset(
         gatewayapi.ReferenceGrant,
         kgateway.Backend,
         kgateway.BackendConfigPolicy,
+        # A TrafficPolicy on an HTTPRoute or its rules shapes the routes it compiles to.
+        kgateway.TrafficPolicy,
         # A BackendTLSPolicy (and the CA bundles it reads) shapes the clusters routes compile to.
         gatewayapi.BackendTLSPolicy,
         core.ConfigMap,

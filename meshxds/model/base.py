@@ -9,7 +9,7 @@ field the model knows but translation does not serve carries :class:`Unserved` o
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
@@ -159,9 +159,9 @@ def unknown_fields(resource: Resource) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Unserved:
     """Put on a model field's type, ``Annotated[X, Unserved("why")]``: meshxds parses the field
-    but translation does not serve it. An object that sets it (to anything but its default or a
-    value of ``unless``) is warned about, naming the object and the field, as an unknown field
-    is (:func:`unserved_fields`)."""
+    but translation does not serve it. An object that sets it (to anything but its default, a
+    value of ``unless`` or one ``served`` accepts) is warned about, naming the object and the
+    field, as an unknown field is (:func:`unserved_fields`)."""
 
     why: str
     """What is not served, in a few words."""
@@ -169,6 +169,9 @@ class Unserved:
     """What meshxds does instead: ``"ignored"``, ``"the rule is not applied"``."""
     unless: tuple[object, ...] = ()
     """Values that ask for what meshxds does anyway (a Service's ``sessionAffinity: None``)."""
+    served: Callable[[Any], bool] | None = None
+    """The values meshxds does serve when no list can name them (an ExtensionRef filter naming a
+    kgateway TrafficPolicy, whatever its name)."""
 
     def describe(self, path: str) -> str:
         """``field spec.x is not served by meshxds (why); effect``."""
@@ -220,7 +223,11 @@ def _collect_unserved(value: BaseModel, path: str, out: list[tuple[str, Unserved
         if item is None:
             continue
         if marker is not None:
-            if item != default and not any(item == harmless for harmless in marker.unless):
+            if (
+                item != default
+                and not any(item == harmless for harmless in marker.unless)
+                and not (marker.served is not None and marker.served(item))
+            ):
                 out.append((f"{path}.{alias}" if path else alias, marker))
         elif item:  # an empty list or map holds nothing (a model is always true)
             _collect_within(item, f"{path}.{alias}" if path else alias, out)

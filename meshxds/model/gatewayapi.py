@@ -18,6 +18,7 @@ __all__ = [
     "AllowedRoutes",
     "BackendRef",
     "BackendTLSPolicy",
+    "FilterWithoutExtensions",
     "GRPCMethodMatch",
     "GRPCRoute",
     "GRPCRouteMatch",
@@ -311,6 +312,22 @@ _FILTER_FIELDS = {"CORS": "cors"}
 ``filter.cors must be specified for CORS filter.type`` and ``... must be nil if ...``)."""
 
 
+class LocalObjectReference(KubeModel):
+    group: str = ""
+    kind: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+
+
+_KGATEWAY_GROUP = "gateway.kgateway.dev"
+
+
+def _names_traffic_policy(ref: object) -> bool:
+    return isinstance(ref, LocalObjectReference) and (ref.group, ref.kind) == (
+        _KGATEWAY_GROUP,
+        "TrafficPolicy",
+    )
+
+
 class HTTPRouteFilter(KubeModel):
     type: str = Field(min_length=1)
     request_header_modifier: HTTPHeaderFilter | None = None
@@ -319,7 +336,11 @@ class HTTPRouteFilter(KubeModel):
     url_rewrite: HTTPURLRewriteFilter | None = None
     request_mirror: HTTPRequestMirrorFilter | None = None
     cors: HTTPCORSFilter | None = None
-    extension_ref: Annotated[dict[str, object] | None, Unserved("extension filters")] = None
+    extension_ref: Annotated[
+        LocalObjectReference | None,
+        # An HTTPRoute rule's ExtensionRef to a kgateway TrafficPolicy attaches it (httproutes.py).
+        Unserved("extension filters other than kgateway TrafficPolicy", served=_names_traffic_policy),
+    ] = None
 
     @model_validator(mode="after")
     def _config_matches_type(self) -> Self:
@@ -332,6 +353,13 @@ class HTTPRouteFilter(KubeModel):
         return self
 
 
+class FilterWithoutExtensions(HTTPRouteFilter):
+    """A filter where no extension is served, a TrafficPolicy's included: a backendRef's (a
+    TrafficPolicy attaches to rules) and a GRPCRoute rule's."""
+
+    extension_ref: Annotated[LocalObjectReference | None, Unserved("extension filters")] = None
+
+
 class BackendRef(KubeModel):
     group: str = ""
     kind: str = "Service"
@@ -342,7 +370,7 @@ class BackendRef(KubeModel):
 
 
 class HTTPBackendRef(BackendRef):
-    filters: list[HTTPRouteFilter] = Field(default_factory=list)
+    filters: list[FilterWithoutExtensions] = Field(default_factory=list)
 
 
 _DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
@@ -443,7 +471,7 @@ class GRPCBackendRef(HTTPBackendRef):
 class GRPCRouteRule(KubeModel):
     name: str | None = None
     matches: list[GRPCRouteMatch] = Field(default_factory=lambda: [GRPCRouteMatch()])
-    filters: list[HTTPRouteFilter] = Field(default_factory=list)
+    filters: list[FilterWithoutExtensions] = Field(default_factory=list)
     backend_refs: list[GRPCBackendRef] = Field(default_factory=list)
 
 
@@ -523,12 +551,6 @@ class LocalPolicyTargetReference(KubeModel):
     kind: str = Field(min_length=1)
     name: str = Field(min_length=1)
     section_name: str | None = None
-
-
-class LocalObjectReference(KubeModel):
-    group: str = ""
-    kind: str = Field(min_length=1)
-    name: str = Field(min_length=1)
 
 
 class SubjectAltName(KubeModel):

@@ -1,16 +1,18 @@
 """kgateway extensions (``gateway.kgateway.dev/v1alpha1``): Backend and HTTPListenerPolicy,
 as kgateway's HTTP/2 guide uses them, BackendConfigPolicy (active health checks,
 connectTimeout, tcpKeepalive, HTTP and HTTP/2 connection options, HTTP/2 keepalive) attached to
-Services and Backends, and ListenerPolicy (downstream connection settings of a Gateway's listeners)."""
+Services and Backends, ListenerPolicy (downstream connection settings of a Gateway's listeners)
+and TrafficPolicy (its ``retry`` and ``timeouts``, for HTTPRoutes and Gateways)."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from meshxds.model.base import KubeModel, Resource, Unserved
+from meshxds.model.gatewayapi import parse_duration
 from meshxds.model.istio import Duration, parse_istio_duration
 
 __all__ = [
@@ -21,7 +23,10 @@ __all__ = [
     "HTTPListenerPolicy",
     "HealthCheck",
     "ListenerPolicy",
+    "Retry",
     "StaticHost",
+    "Timeouts",
+    "TrafficPolicy",
 ]
 
 GROUP = "gateway.kgateway.dev"
@@ -284,3 +289,103 @@ class ListenerPolicy(Resource):
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1alpha1",)
     KIND: ClassVar[str] = "ListenerPolicy"
     spec: ListenerPolicySpec
+
+
+def _checked_go_duration(value: str) -> str:
+    parse_duration(value)  # raises ValueError naming the value
+    return value
+
+
+GoDuration = Annotated[str, AfterValidator(_checked_go_duration)]
+"""A TrafficPolicy duration, as its CRD's pattern has it (``^([0-9]{1,5}(h|m|s|ms)){1,4}$``, Gateway
+API's form): ``500ms``, ``1m30s``; not ``1.5s``. Read it with ``gatewayapi.parse_duration``."""
+
+RetryOnCondition = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+]
+"""Envoy's ``x-envoy-retry-on`` and ``x-envoy-retry-grpc-on`` conditions kgateway's CRD accepts."""
+
+
+class Retry(KubeModel):
+    """Envoy's route retry policy: retry on the ``retryOn`` conditions, and on ``statusCodes``
+    (which add ``retriable-status-codes``); one of the two is required."""
+
+    retry_on: list[RetryOnCondition] | None = Field(default=None, min_length=1)
+    attempts: int = Field(default=1, ge=0, le=2147483647)
+    """Retries after the first try (the CRD's default, 1); 0: none."""
+    per_try_timeout: GoDuration | None = None
+    """Bounds each try, the first included; a try that outlives it is a ``reset``."""
+    status_codes: list[Annotated[int, Field(ge=400, le=599)]] | None = Field(default=None, min_length=1)
+    backoff_base_interval: GoDuration | None = None
+    """Base of Envoy's jittered exponential backoff, capped at ten times it; unset: 25ms, the
+    default of kgateway's CRD and of Envoy."""
+
+    @model_validator(mode="after")
+    def _crd_rules(self) -> Retry:
+        if not self.retry_on and not self.status_codes:
+            raise ValueError("retryOn or statusCodes must be set")
+        for name, value in (
+            ("perTryTimeout", self.per_try_timeout),
+            ("backoffBaseInterval", self.backoff_base_interval),
+        ):
+            if value is not None and parse_duration(value) < 1e-3:
+                raise ValueError(f"{name} must be at least 1ms, not {value!r}")
+        return self
+
+
+class Timeouts(KubeModel):
+    request: GoDuration | None = None
+    """The whole request, retries included (Envoy's route ``timeout``); ``0s``: no limit."""
+    stream_idle: GoDuration | None = None
+    """A request whose stream carries nothing for this long ends (the route's ``idle_timeout``,
+    408 or 504); ``0s``: never."""
+
+
+class TrafficPolicySpec(KubeModel):
+    target_refs: list[LocalPolicyTargetReference] = Field(default_factory=list, max_length=16)
+    """HTTPRoutes (all rules, or the one ``sectionName`` names) and Gateways (all listeners, or
+    one); none: the policy applies where an HTTPRoute rule's ExtensionRef filter names it."""
+    retry: Retry | None = None
+    timeouts: Timeouts | None = None
+
+    @model_validator(mode="after")
+    def _crd_rules(self) -> TrafficPolicySpec:
+        # kgateway's CRD rules (CEL), so a manifest its API server refuses is refused here too.
+        retry, timeouts = self.retry, self.timeouts
+        if retry is not None and retry.per_try_timeout is not None:
+            request = timeouts.request if timeouts is not None else None
+            if request is not None and parse_duration(retry.per_try_timeout) >= parse_duration(request):
+                raise ValueError("retry.perTryTimeout must be less than timeouts.request")
+        if retry is not None:
+            for index, ref in enumerate(self.target_refs):
+                if ref.kind == "Gateway" and ref.section_name is None:
+                    raise ValueError(
+                        f"targetRefs[{index}].sectionName must be set when a policy with retry targets a "
+                        "Gateway (retries attach to its listeners)"
+                    )
+        return self
+
+
+class TrafficPolicy(Resource):
+    """Route settings, ``retry`` and ``timeouts`` (the other fields are not modelled), for the
+    HTTPRoutes and Gateways it targets in its own namespace, or the HTTPRoute rules whose
+    ExtensionRef filter names it."""
+
+    API_GROUP: ClassVar[str] = GROUP
+    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1alpha1",)
+    KIND: ClassVar[str] = "TrafficPolicy"
+    spec: TrafficPolicySpec

@@ -47,6 +47,7 @@ _MODELS: tuple[type[Resource], ...] = (
     kgateway.HTTPListenerPolicy,
     kgateway.BackendConfigPolicy,
     kgateway.ListenerPolicy,
+    kgateway.TrafficPolicy,
     istio.Gateway,
     istio.VirtualService,
     istio.DestinationRule,

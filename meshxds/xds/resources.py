@@ -460,6 +460,8 @@ def _apply_forward(out: route_components_pb2.Route, route: ir.Route, action: ir.
         ra.timeout.CopyFrom(duration(action.timeout_s))
     if action.grpc_timeout_header_max_s is not None:
         _apply_grpc_timeout(ra, action)
+    if action.idle_timeout_s is not None:
+        ra.idle_timeout.CopyFrom(duration(action.idle_timeout_s))
     if action.rewrite is not None:
         if action.rewrite.host:
             ra.host_rewrite_literal = action.rewrite.host

@@ -26,7 +26,7 @@ from meshxds.translators.gatewayapi.listeners import process_listeners
 from meshxds.translators.gatewayapi.proxyconfigs import build_proxy_config
 from meshxds.translators.gatewayapi.routes import process_routes
 from meshxds.translators.gatewayapi.status import gateway_status
-from meshxds.translators.kgateway import backend_configs, policy_target_warnings
+from meshxds.translators.kgateway import backend_configs, policy_target_warnings, traffic_policies
 from meshxds.translators.upstream import EndpointIndex
 
 __all__ = ["GatewayAPIMemo", "GatewayAPIResult", "translate_gateway_api"]
@@ -73,6 +73,7 @@ def translate_gateway_api(
         namespaces=namespace_labels(resources),
         previous=previous.memo if previous is not None else None,
         only=frozenset(only) if only is not None else None,
+        traffic=traffic_policies(resources),
     )
     classes = process_gateway_classes(run)
     gateways = process_gateways(run, classes)
@@ -80,6 +81,7 @@ def translate_gateway_api(
     process_routes(run)
     run.warnings.extend(cluster_policies.warnings)
     run.warnings.extend(policy_target_warnings(resources))
+    run.warnings.extend(run.traffic.warnings)
     wanted = {key: gw for key, gw in gateways.items() if run.wanted(key)}
     configs = {key: build_proxy_config(run, gw) for key, gw in wanted.items()}
     run.statuses.extend(gateway_status(run, gw) for gw in wanted.values())

@@ -1,5 +1,6 @@
 """Attaching a route to a Gateway: the listeners its parentRef names that admit it (kind,
-namespace, hostname), and its clusters joining the Gateway's."""
+namespace, hostname), with the defaults a listener's kgateway TrafficPolicy gives its routes, and
+its clusters joining the Gateway's."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from meshxds import ir
 from meshxds.conditions import Condition, condition
 from meshxds.model import gatewayapi
 from meshxds.translators.gatewayapi.context import AnyRoute, ListenerContext, Run
-from meshxds.translators.gatewayapi.httproutes import CompiledRoute
+from meshxds.translators.gatewayapi.httproutes import CompiledRoute, with_listener_defaults
 from meshxds.translators.hostnames import intersect_hostnames
 from meshxds.translators.labels import labels_match
 
@@ -61,7 +62,12 @@ def attach(
             continue
         attached = True
         ctx.attached += 1
-        ctx.routes.extend([(hostnames, sortable) for sortable in compiled.routes])
+        routes = compiled.routes
+        if compiled.open_to_defaults and run.traffic:
+            defaults = run.traffic.for_listener(ctx.gateway, ctx.spec.name)
+            if defaults is not None:
+                routes = with_listener_defaults(compiled, defaults, run.defaulted)
+        ctx.routes.extend([(hostnames, sortable) for sortable in routes])
         if compiled.tcp_backends:
             ctx.tcp_routes.append((hostnames, compiled.tcp_backends))
         clusters = run.clusters[gw_key]

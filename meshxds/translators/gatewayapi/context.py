@@ -15,6 +15,7 @@ from meshxds.options import TranslateOptions
 from meshxds.translators.backends import BackendIndex
 from meshxds.translators.gatewayapi.httproutes import CompiledRoute
 from meshxds.translators.gatewayapi.precedence import SortableRoute
+from meshxds.translators.kgateway import TrafficPolicies
 
 __all__ = ["AnyRoute", "GatewayAPIMemo", "ListenerContext", "Run", "namespace_labels"]
 
@@ -73,6 +74,10 @@ class Run:
     memo: GatewayAPIMemo = field(default_factory=GatewayAPIMemo)
     only: frozenset[tuple[str, str]] | None = None
     """Translate only these Gateways (and the routes attached to them); ``None``: all."""
+    traffic: TrafficPolicies = field(default_factory=TrafficPolicies)
+    """kgateway TrafficPolicies by target: route compilers and ``attach`` ask them."""
+    defaulted: dict[tuple[int, int], SortableRoute] = field(default_factory=dict)
+    """Routes with a listener's TrafficPolicy defaults (``with_listener_defaults``' cache)."""
 
     def wanted(self, gateway: tuple[str, str]) -> bool:
         return self.only is None or gateway in self.only

@@ -10,6 +10,7 @@ from meshxds.model import gatewayapi
 from meshxds.translators.backends import BackendIndex
 from meshxds.translators.gatewayapi.httproutes import (
     CompiledRoute,
+    OpenToDefaults,
     fail_closed,
     forward_action,
     header_matches,
@@ -63,6 +64,10 @@ def compile_grpc_route(route: gatewayapi.GRPCRoute, *, backends: BackendIndex) -
                 mirrors=filters.mirrors,
                 grpc=True,
             )
+            if isinstance(action, ir.ForwardAction):
+                # A listener's TrafficPolicy retry reaches GRPCRoutes (kgateway sets it on the
+                # virtual host); its timeouts do not (no Gateway API timeouts for GRPCRoute).
+                out.open_to_defaults[r_index] = OpenToDefaults(retry=True, request=False, idle=False)
         for m_index, match in enumerate(rule.matches):
             route_match = ir.RouteMatch(
                 path=grpc_path_match(match.method), headers=tuple(header_matches(match.headers))

@@ -1,22 +1,25 @@
-"""HTTPRoute rules → IR routes: matches, filters, backends (each match keyed for precedence.py)."""
+"""HTTPRoute rules → IR routes: matches, filters, backends (each match keyed for precedence.py),
+with the retry and timeouts of the kgateway TrafficPolicies of the route and its rules."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from meshxds import ir
 from meshxds.conditions import Condition, condition
-from meshxds.model import gatewayapi
+from meshxds.model import gatewayapi, kgateway
 from meshxds.translators.backends import BackendIndex, ResolvedBackend
 from meshxds.translators.cors import translate_cors
 from meshxds.translators.durations import parse_duration
 from meshxds.translators.gatewayapi.precedence import SortableRoute, http_route_key
 from meshxds.translators.headers import literal, mutation_problems
+from meshxds.translators.kgateway import ListenerTraffic, TrafficPolicies
 from meshxds.translators.regex import re2_error
 
 __all__ = [
     "CompiledRoute",
+    "OpenToDefaults",
     "RuleFilters",
     "compile_http_route",
     "forward_action",
@@ -24,6 +27,7 @@ __all__ = [
     "resolved_refs_condition",
     "route_timeouts",
     "rule_filters",
+    "with_listener_defaults",
 ]
 
 _SUPPORTED_FILTERS = (
@@ -33,12 +37,23 @@ _SUPPORTED_FILTERS = (
     "URLRewrite",
     "RequestMirror",
     "CORS",
+    "ExtensionRef",
 )
 _BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
 
 
 _REFS_RESOLVED = condition("ResolvedRefs", True, "ResolvedRefs")
 """Until a compiler says otherwise (immutable, so one instance serves every route)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenToDefaults:
+    """Which settings of a rule's routes nothing closer than a Gateway set, so that a Gateway
+    listener's kgateway TrafficPolicy may (``with_listener_defaults``)."""
+
+    retry: bool
+    request: bool
+    idle: bool
 
 
 @dataclass(slots=True, kw_only=True)
@@ -53,6 +68,8 @@ class CompiledRoute:
     """Rules (or backends) that fail closed because a filter cannot be applied (PartiallyInvalid)."""
     unserved: Condition | None = None
     """The route's ``UnservedFields`` condition (``translators/unserved.py``), set by routes.py."""
+    open_to_defaults: dict[int, OpenToDefaults] = field(default_factory=dict)
+    """By rule index: the rules that forward, and what a listener's defaults may still set."""
 
 
 def _path(match: gatewayapi.HTTPPathMatch) -> ir.PathMatch:
@@ -152,6 +169,8 @@ class RuleFilters:
     rewrite: ir.UrlRewrite | None = None
     mirrors: tuple[gatewayapi.HTTPRequestMirrorFilter, ...] = ()
     cors: ir.Cors | None = None
+    traffic_policies: tuple[tuple[int, str], ...] = ()
+    """ExtensionRef filters naming a kgateway TrafficPolicy: (filter index, policy name)."""
     invalid: tuple[str, ...] = ()
     """Why a filter cannot be applied as written (Envoy would refuse it): the rule (or backend)
     must fail closed, never run without the filter."""
@@ -162,7 +181,7 @@ _NO_FILTERS = RuleFilters()
 
 
 def rule_filters(
-    filters: list[gatewayapi.HTTPRouteFilter], *, at: str, out: CompiledRoute, allowed: tuple[str, ...]
+    filters: Sequence[gatewayapi.HTTPRouteFilter], *, at: str, out: CompiledRoute, allowed: tuple[str, ...]
 ) -> RuleFilters:
     if not filters:
         return _NO_FILTERS
@@ -171,6 +190,7 @@ def rule_filters(
     rewrite: ir.UrlRewrite | None = None
     mirrors: list[gatewayapi.HTTPRequestMirrorFilter] = []
     cors: ir.Cors | None = None
+    traffic_policies: list[tuple[int, str]] = []
     invalid: list[str] = []
     for f_index, flt in enumerate(filters):
         if flt.type not in allowed:
@@ -191,6 +211,16 @@ def rule_filters(
             mirrors.append(flt.request_mirror)
         elif flt.type == "CORS" and flt.cors is not None:
             cors = translate_cors(flt.cors)
+        elif flt.type == "ExtensionRef":
+            ref = flt.extension_ref
+            if ref is not None and (ref.group, ref.kind) == (kgateway.GROUP, "TrafficPolicy"):
+                traffic_policies.append((f_index, ref.name))  # resolved by compile_http_route
+            else:
+                kind = f"{ref.group or 'core'}/{ref.kind}" if ref is not None else "no extensionRef"
+                out.warnings.append(
+                    f"{at}.filters[{f_index}]: filter type ExtensionRef ({kind}) is not supported yet; "
+                    "ignored"
+                )
     if invalid:  # nothing of it reaches Envoy, which would refuse the whole route table
         return RuleFilters(invalid=tuple(invalid))
     return RuleFilters(
@@ -200,6 +230,7 @@ def rule_filters(
         rewrite=rewrite,
         mirrors=tuple(mirrors),
         cors=cors,
+        traffic_policies=tuple(traffic_policies),
     )
 
 
@@ -272,10 +303,12 @@ def forward_action(
     default_protocol: ir.UpstreamProtocol = ir.UpstreamProtocol.HTTP1,
     mirrors: Sequence[gatewayapi.HTTPRequestMirrorFilter] = (),
     grpc: bool = False,
+    idle_timeout: float | None = None,
 ) -> ir.ForwardAction | ir.DirectResponse:
     """Resolve a rule's backendRefs into weighted clusters; unresolved weight answers 500.
 
     ``timeout`` is the rule's request timeout (``None``: none set); see :func:`route_timeouts`.
+    ``idle_timeout``: the route's stream idle timeout (``None``: the listener's).
     ``grpc``: the route kind is gRPC (GRPCRoute); otherwise the action takes gRPC-Web when a
     backend it sends requests to speaks gRPC."""
     weighted: list[ir.WeightedCluster] = []
@@ -329,6 +362,7 @@ def forward_action(
         invalid_weight=invalid_weight,
         timeout_s=timeout_s,
         grpc_timeout_header_max_s=grpc_timeout_max,
+        idle_timeout_s=idle_timeout,
         rewrite=rewrite,
         mirrors=tuple(mirror_targets),
         grpc_web=grpc,
@@ -349,6 +383,44 @@ def route_timeouts(request: float | None, *, http2: bool) -> tuple[float | None,
     return request, request
 
 
+def with_listener_defaults(
+    compiled: CompiledRoute, defaults: ListenerTraffic, cache: dict[tuple[int, int], SortableRoute]
+) -> list[SortableRoute]:
+    """``compiled``'s routes with a Gateway listener's TrafficPolicy defaults wherever the rule
+    left them open (``CompiledRoute.open_to_defaults``). The same route under the same defaults is
+    the same object (``cache``, for the run), so two parentRefs to one listener give one route."""
+    found: list[SortableRoute] = []
+    for sortable in compiled.routes:
+        slots = compiled.open_to_defaults.get(sortable.key.rule_index)
+        if slots is None:
+            found.append(sortable)
+            continue
+        key = (id(sortable), id(defaults))
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = _with_defaults(sortable, slots, defaults)
+        found.append(hit)
+    return found
+
+
+def _with_defaults(
+    sortable: SortableRoute, slots: OpenToDefaults, defaults: ListenerTraffic
+) -> SortableRoute:
+    route = sortable.route
+    action = route.action
+    assert isinstance(action, ir.ForwardAction)  # only forwarding rules are open to defaults
+    retries = defaults.retry if slots.retry and defaults.retry is not None else route.retries
+    if slots.request and defaults.request_s is not None:
+        # A gRPC-timeout cap is there exactly when the backends speak HTTP/2 (route_timeouts).
+        timeout, cap = route_timeouts(defaults.request_s, http2=action.grpc_timeout_header_max_s is not None)
+        action = replace(action, timeout_s=timeout, grpc_timeout_header_max_s=cap)
+    if slots.idle and defaults.idle_s is not None:
+        action = replace(action, idle_timeout_s=defaults.idle_s)
+    if retries is route.retries and action is route.action:
+        return sortable
+    return SortableRoute(key=sortable.key, route=replace(route, action=action, retries=retries))
+
+
 def resolved_refs_condition(bad_refs: list[tuple[str, str]], generation: int) -> Condition:
     if bad_refs:
         return condition(
@@ -357,8 +429,11 @@ def resolved_refs_condition(bad_refs: list[tuple[str, str]], generation: int) ->
     return condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation=generation)
 
 
-def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -> CompiledRoute:
-    """Every rule and match of one HTTPRoute as IR routes (listener-independent)."""
+def compile_http_route(
+    route: gatewayapi.HTTPRoute, *, backends: BackendIndex, traffic: TrafficPolicies | None = None
+) -> CompiledRoute:
+    """Every rule and match of one HTTPRoute as IR routes (listener-independent), with the
+    kgateway TrafficPolicies that target the route or its rules (``traffic``)."""
     out = CompiledRoute()
     meta = route.metadata
     namespace, name = meta.namespace, meta.name
@@ -371,6 +446,22 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
         filters = rule_filters(rule.filters, at=at, out=out, allowed=_SUPPORTED_FILTERS)
         timeout, per_try = _rule_timeouts(rule.timeouts, at, out.warnings)
         retries = _rule_retries(rule.retry, per_try)
+        idle: float | None = None
+        if traffic or filters.traffic_policies:
+            policies = (traffic or TrafficPolicies()).for_rule(
+                route,
+                r_index,
+                extension_refs=filters.traffic_policies,
+                native_retry=retries is not None,
+                native_request=rule.timeouts is not None and rule.timeouts.request is not None,
+            )
+            out.warnings.extend(policies.warnings)
+            if policies.missing:
+                filters = replace(filters, invalid=(*filters.invalid, *policies.missing))
+            retries = retries if retries is not None else policies.retry
+            if policies.request_s is not None:
+                timeout = policies.request_s
+            idle = policies.idle_s
         action: ir.ForwardAction | ir.DirectResponse | ir.Redirect
         if filters.invalid:
             action = fail_closed(filters, out)
@@ -387,7 +478,14 @@ def compile_http_route(route: gatewayapi.HTTPRoute, *, backends: BackendIndex) -
                 timeout=timeout,
                 rewrite=filters.rewrite,
                 mirrors=filters.mirrors,
+                idle_timeout=idle,
             )
+            if isinstance(action, ir.ForwardAction):
+                # ``timeout`` None: neither the rule nor a policy of it set one (``backendRequest``
+                # alone sets none on purpose: a default must not cut the tries short).
+                out.open_to_defaults[r_index] = OpenToDefaults(
+                    retry=retries is None, request=timeout is None, idle=idle is None
+                )
         for m_index, match in enumerate(rule.matches):
             if match.path.type == "RegularExpression" or match.headers or match.query_params:  # RE2 to check
                 problems = _regex_problems(match, f"{at}.matches[{m_index}]")

@@ -7,7 +7,6 @@ from typing import Any
 
 from meshxds.conditions import ObjectStatus
 from meshxds.model import gatewayapi
-from meshxds.translators.backends import BackendIndex
 from meshxds.translators.gatewayapi.attach import attach
 from meshxds.translators.gatewayapi.context import AnyRoute, Run
 from meshxds.translators.gatewayapi.grpcroutes import compile_grpc_route
@@ -19,13 +18,13 @@ from meshxds.translators.unserved import unserved_condition
 __all__ = ["process_routes"]
 
 
-def _compile(route: AnyRoute, backends: BackendIndex) -> CompiledRoute:
+def _compile(route: AnyRoute, run: Run) -> CompiledRoute:
     """One module per route kind; each gives the listener-independent ``CompiledRoute``."""
     if isinstance(route, gatewayapi.GRPCRoute):
-        return compile_grpc_route(route, backends=backends)
+        return compile_grpc_route(route, backends=run.backends)
     if isinstance(route, gatewayapi.TLSRoute | gatewayapi.TCPRoute):
-        return compile_tcp_route(route, backends=backends)
-    return compile_http_route(route, backends=backends)
+        return compile_tcp_route(route, backends=run.backends)
+    return compile_http_route(route, backends=run.backends, traffic=run.traffic)
 
 
 def _compiled(run: Run, route: AnyRoute) -> CompiledRoute:
@@ -35,7 +34,7 @@ def _compiled(run: Run, route: AnyRoute) -> CompiledRoute:
         if hit is not None and hit[0] is route:
             run.memo.compiled[id(route)] = hit
             return hit[1]
-    compiled = _compile(route, run.backends)
+    compiled = _compile(route, run)
     compiled.unserved = unserved_condition(route)
     run.memo.compiled[id(route)] = (route, compiled)
     return compiled

@@ -56,6 +56,7 @@ _BACKENDS = "translators/backends.py"
 _BACKEND_TLS = "translators/backendtls.py"
 _POLICIES = "translators/kgateway/policies.py"
 _BACKEND_CONFIG = "translators/kgateway/backend_config.py"
+_TRAFFIC = "translators/kgateway/traffic.py"
 _ISTIO_GW = "translators/istio/gateways.py"
 _ISTIO_ROUTES = "translators/istio/routes.py"
 _ISTIO_SIDECAR = "translators/istio/sidecar.py"
@@ -181,8 +182,14 @@ TRANSLATED: dict[str, tuple[str, ...]] = {
     **_fields("kgateway.StaticHost", _BACKENDS, "host", "port"),
     **_fields("kgateway.StaticBackend", _BACKENDS, "hosts", "app_protocol"),
     **_fields("kgateway.BackendSpec", _BACKENDS, "type", "static"),
-    **_fields("kgateway.LocalPolicyTargetReference", (_POLICIES, _BACKEND_CONFIG), "group", "kind", "name"),
-    **_fields("kgateway.LocalPolicyTargetReference", (_POLICIES, _BACKEND_CONFIG), "section_name"),
+    **_fields(
+        "kgateway.LocalPolicyTargetReference",
+        (_POLICIES, _BACKEND_CONFIG, _TRAFFIC),
+        "group",
+        "kind",
+        "name",
+        "section_name",
+    ),
     **_fields("kgateway.FileSink", _POLICIES, "path", "string_format", "json_format"),
     **_fields("kgateway.AccessLog", _POLICIES, "file_sink"),
     **_fields("kgateway.HTTPListenerPolicySpec", _POLICIES, "target_refs", "access_log"),
@@ -483,6 +490,18 @@ TRANSLATED.update(
         **_fields(
             "kgateway.ConnectionKeepalive", _BACKEND_CONFIG, "timeout", "interval", "connection_idle_interval"
         ),
+        # kgateway TrafficPolicy: retry and timeouts
+        **_fields("kgateway.TrafficPolicySpec", _TRAFFIC, "target_refs", "retry", "timeouts"),
+        **_fields(
+            "kgateway.Retry",
+            _TRAFFIC,
+            "retry_on",
+            "attempts",
+            "per_try_timeout",
+            "status_codes",
+            "backoff_base_interval",
+        ),
+        **_fields("kgateway.Timeouts", _TRAFFIC, "request", "stream_idle"),
         # kgateway listener policies
         **_fields("kgateway.HTTPListenerPolicySpec", _POLICIES, "stream_idle_timeout", "idle_timeout"),
         **_fields("kgateway.ListenerPolicySpec", _POLICIES, "target_refs", "default", "per_port"),

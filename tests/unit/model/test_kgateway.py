@@ -180,3 +180,162 @@ def test_http_listener_policy_timeouts() -> None:
     ref, field_path, text = error_of(body)
     assert (ref, field_path) == ("HTTPListenerPolicy/gateway-system/h", "spec.idleTimeout")
     assert "negative" in text
+
+
+# --- TrafficPolicy --------------------------------------------------------------------------------
+
+HTTPROUTE_REF = {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "web"}
+
+
+def traffic_policy(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.kgateway.dev/v1alpha1",
+        "kind": "TrafficPolicy",
+        "metadata": {"name": "tp", "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def test_traffic_policy_reads_retry_and_timeouts_and_warns_about_the_rest() -> None:
+    policy, warnings = parse(
+        traffic_policy(
+            {
+                "targetRefs": [HTTPROUTE_REF, {**GATEWAY_REF, "sectionName": "http"}],
+                "retry": {
+                    "retryOn": ["5xx", "reset"],
+                    "statusCodes": [503],
+                    "perTryTimeout": "1s",
+                    "backoffBaseInterval": "50ms",
+                },
+                "timeouts": {"request": "1m30s", "streamIdle": "0s"},
+                "cors": {"allowOrigins": ["*"]},
+                "rateLimit": {"local": {}},
+                "targetSelectors": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+            }
+        )
+    )
+    assert isinstance(policy, kgateway.TrafficPolicy)
+    retry = policy.spec.retry
+    assert retry is not None and retry.attempts == 1  # the CRD's default
+    assert (retry.retry_on, retry.status_codes, retry.per_try_timeout) == (["5xx", "reset"], [503], "1s")
+    assert policy.spec.timeouts == kgateway.Timeouts(request="1m30s", stream_idle="0s")
+    paths = sorted(w.split("field ", 1)[1].split(" ", 1)[0] for w in warnings)
+    assert paths == ["spec.cors", "spec.rateLimit", "spec.targetSelectors"]
+    assert all("TrafficPolicy/default/tp" in w and "not supported" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        pytest.param(
+            {"retry": {"retryOn": ["5xx", "sometimes"]}},
+            "spec.retry.retryOn[1]",
+            "'gateway-error'",
+            id="bad retryOn",
+        ),
+        pytest.param({"retry": {"retryOn": []}}, "spec.retry.retryOn", "at least 1 item", id="empty retryOn"),
+        pytest.param(
+            {"retry": {"statusCodes": [302]}},
+            "spec.retry.statusCodes[0]",
+            "greater than or equal to 400",
+            id="code below 400",
+        ),
+        pytest.param(
+            {"retry": {"statusCodes": [600]}},
+            "spec.retry.statusCodes[0]",
+            "less than or equal to 599",
+            id="code above 599",
+        ),
+        pytest.param(
+            {"retry": {"attempts": 2}},
+            "spec.retry",
+            "retryOn or statusCodes must be set",
+            id="nothing to retry on",
+        ),
+        pytest.param(
+            {"retry": {"retryOn": ["reset"], "attempts": -1}},
+            "spec.retry.attempts",
+            "greater than or equal to 0",
+            id="negative attempts",
+        ),
+        pytest.param(
+            {"retry": {"retryOn": ["reset"], "perTryTimeout": "1.5s"}},
+            "spec.retry.perTryTimeout",
+            "is not a duration",
+            id="fractional duration",
+        ),
+        pytest.param(
+            {"retry": {"retryOn": ["reset"], "backoffBaseInterval": "0ms"}},
+            "spec.retry",
+            "backoffBaseInterval must be at least 1ms",
+            id="zero backoff",
+        ),
+        pytest.param(
+            {"timeouts": {"request": "soon"}},
+            "spec.timeouts.request",
+            "is not a duration",
+            id="bad request timeout",
+        ),
+        pytest.param(
+            {"timeouts": {"streamIdle": 5}},
+            "spec.timeouts.streamIdle",
+            "valid string",
+            id="number for a duration",
+        ),
+        pytest.param(
+            {"retry": {"retryOn": ["reset"], "perTryTimeout": "5s"}, "timeouts": {"request": "5s"}},
+            "spec",
+            "retry.perTryTimeout must be less than timeouts.request",
+            id="per-try not below request",
+        ),
+        pytest.param(
+            {"targetRefs": [GATEWAY_REF], "retry": {"retryOn": ["reset"]}},
+            "spec",
+            "targetRefs[0].sectionName must be set",
+            id="retry on a whole Gateway",
+        ),
+    ],
+)
+def test_traffic_policy_bad_values_name_the_object_and_field(
+    spec: dict[str, Any], field: str, message: str
+) -> None:
+    ref, field_path, text = error_of(traffic_policy({"targetRefs": [HTTPROUTE_REF], **spec}))
+    assert ref == "TrafficPolicy/default/tp"
+    assert field_path == field and message in text, (field_path, text)
+
+
+def test_a_whole_gateway_takes_timeouts_without_a_section_name() -> None:
+    policy, warnings = parse(traffic_policy({"targetRefs": [GATEWAY_REF], "timeouts": {"request": "5s"}}))
+    assert isinstance(policy, kgateway.TrafficPolicy) and warnings == []
+
+
+def _route_with_filters(
+    rule_filters: list[dict[str, Any]], backend_filters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "rules": [
+                {
+                    "filters": rule_filters,
+                    "backendRefs": [{"name": "web", "port": 80, "filters": backend_filters}],
+                }
+            ]
+        },
+    }
+
+
+def test_an_extension_ref_to_a_traffic_policy_is_served_on_a_rule_only() -> None:
+    to_policy = {
+        "type": "ExtensionRef",
+        "extensionRef": {"group": "gateway.kgateway.dev", "kind": "TrafficPolicy", "name": "tp"},
+    }
+    other = {"type": "ExtensionRef", "extensionRef": {"group": "example.com", "kind": "Filter", "name": "f"}}
+    _, warnings = parse(_route_with_filters([to_policy, other], [to_policy]))
+    assert [w.split("field ", 1)[1].split(" is ", 1)[0] for w in warnings] == [
+        "spec.rules[0].filters[1].extensionRef",
+        "spec.rules[0].backendRefs[0].filters[0].extensionRef",  # a TrafficPolicy attaches to rules
+    ]
+    assert "(extension filters other than kgateway TrafficPolicy)" in warnings[0]

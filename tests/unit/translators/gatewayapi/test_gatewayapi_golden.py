@@ -23,7 +23,7 @@ GOLDEN = Path(__file__).resolve().parents[3] / "golden" / "gatewayapi"
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))
 KINDS = (
     "gatewayclass|gateway|httproute|grpcroute|service|endpointslice|referencegrant|backend|httplistenerpolicy"
-    "|listenerpolicy|backendtlspolicy"
+    "|listenerpolicy|backendtlspolicy|trafficpolicy"
 )
 CASE_NAME = re.compile(rf"({KINDS})(-[a-z0-9]+){{2,}}")
 
