@@ -3,6 +3,8 @@ when an Istio gateway or a sidecar needs it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from meshxds.identity import ProxyIdentity
 from meshxds.model.manifests import SourcedDocument, parse_documents
 from meshxds.options import GATEWAY_NAME_LABEL
@@ -17,6 +19,25 @@ def _gateway_api_only() -> list[SourcedDocument]:
         *routed_service_docs("web", upstream_port=9000, hostnames=["web.example.com"]),
     ]
     return [SourcedDocument(path="mesh.yaml", index=i, body=d) for i, d in enumerate(docs)]
+
+
+def _sidecar_snapshot(virtual_service: dict[str, object]) -> dict[str, Any]:
+    """The default namespace's sidecar config, as JSON, with ``virtual_service`` beside the mesh."""
+    docs = [d.body for d in _gateway_api_only()]
+    docs.append(virtual_service)
+    translation = translate(
+        parse_documents(SourcedDocument(path="m.yaml", index=i, body=d) for i, d in enumerate(docs))
+    )
+    return snapshot_to_json(SnapshotBuilder(translation)(ProxyIdentity.of(namespace="default")))
+
+
+def _virtual_service(http: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"hosts": ["web"], "http": http},
+    }
 
 
 def test_gateway_api_proxies_never_build_the_registry() -> None:
@@ -36,27 +57,16 @@ def test_a_sidecar_still_gets_every_service() -> None:
 
 
 def test_a_virtualservice_retry_backoff_is_the_routes_base_interval() -> None:
-    docs = [d.body for d in _gateway_api_only()]
-    docs.append(
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "hosts": ["web"],
-                "http": [
-                    {
-                        "route": [{"destination": {"host": "web"}}],
-                        "retries": {"attempts": 3, "retryOn": "503", "backoff": "50ms"},
-                    }
-                ],
-            },
-        }
+    snapshot = _sidecar_snapshot(
+        _virtual_service(
+            [
+                {
+                    "route": [{"destination": {"host": "web"}}],
+                    "retries": {"attempts": 3, "retryOn": "503", "backoff": "50ms"},
+                }
+            ]
+        )
     )
-    translation = translate(
-        parse_documents(SourcedDocument(path="m.yaml", index=i, body=d) for i, d in enumerate(docs))
-    )
-    snapshot = snapshot_to_json(SnapshotBuilder(translation)(ProxyIdentity.of(namespace="default")))
     policies = [
         route["route"]["retry_policy"]
         for config in snapshot["routes"]
@@ -71,28 +81,17 @@ def test_a_virtualservice_retry_backoff_is_the_routes_base_interval() -> None:
 
 
 def test_a_direct_response_given_as_bytes_answers_those_bytes() -> None:
-    docs = [d.body for d in _gateway_api_only()]
-    docs.append(
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "hosts": ["web"],
-                "http": [
-                    {
-                        "match": [{"uri": {"exact": "/binary"}}],
-                        "directResponse": {"status": 200, "body": {"bytes": "AP9oaQo="}},
-                    },
-                    {"directResponse": {"status": 503, "body": {"string": "down"}}},
-                ],
-            },
-        }
+    snapshot = _sidecar_snapshot(
+        _virtual_service(
+            [
+                {
+                    "match": [{"uri": {"exact": "/binary"}}],
+                    "directResponse": {"status": 200, "body": {"bytes": "AP9oaQo="}},
+                },
+                {"directResponse": {"status": 503, "body": {"string": "down"}}},
+            ]
+        )
     )
-    translation = translate(
-        parse_documents(SourcedDocument(path="m.yaml", index=i, body=d) for i, d in enumerate(docs))
-    )
-    snapshot = snapshot_to_json(SnapshotBuilder(translation)(ProxyIdentity.of(namespace="default")))
     bodies = [
         route["direct_response"]["body"]
         for config in snapshot["routes"]
